@@ -1,0 +1,263 @@
+//! A cylinder's derived state: a pure function of its archive record and its events.
+//!
+//! Events are applied in (HLC, node, id) order, so any order of arrival and any duplication
+//! gives the same state. Safety facts come only from events and only grow:
+//! - a scrap is absorbing; nothing un-scraps a cylinder;
+//! - a failed pre-fill check or failed inspection holds the cylinder until a passed
+//!   inspection that is later in HLC order;
+//! - a regulator hold is lifted only by a release that names the same finding;
+//! - corrections (error declarations) never remove a safety fact: a corrected scrap, fill,
+//!   inspection result, failed check or finding still counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{CylinderArchive, Day};
+use crate::event::{EventBody, EventId, FindingAction, SignedEvent};
+use crate::vocab::Medium;
+
+/// Where a cylinder is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Location {
+    Unknown,
+    EmptyStore { warehouse: String },
+    FullStore { warehouse: String },
+    InTransit { driver: String },
+    AtCustomer { customer: String },
+    InRepair,
+    AtInspection,
+    Scrapped,
+}
+
+impl Location {
+    /// Chinese label used in lists and reports.
+    pub fn zh(&self) -> &'static str {
+        match self {
+            Location::Unknown => "未知",
+            Location::EmptyStore { .. } => "空瓶库",
+            Location::FullStore { .. } => "满瓶库",
+            Location::InTransit { .. } => "配送中",
+            Location::AtCustomer { .. } => "已配送",
+            Location::InRepair => "维修",
+            Location::AtInspection => "送检",
+            Location::Scrapped => "报废",
+        }
+    }
+
+    /// Stable status code used by indexes and filters.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Location::Unknown => "unknown",
+            Location::EmptyStore { .. } => "empty_store",
+            Location::FullStore { .. } => "full_store",
+            Location::InTransit { .. } => "in_transit",
+            Location::AtCustomer { .. } => "at_customer",
+            Location::InRepair => "in_repair",
+            Location::AtInspection => "at_inspection",
+            Location::Scrapped => "scrapped",
+        }
+    }
+
+    /// The place id, if the location has one.
+    pub fn place(&self) -> Option<&str> {
+        match self {
+            Location::EmptyStore { warehouse } | Location::FullStore { warehouse } => Some(warehouse),
+            Location::InTransit { driver } => Some(driver),
+            Location::AtCustomer { customer } => Some(customer),
+            _ => None,
+        }
+    }
+}
+
+/// The last recorded fill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastFill {
+    pub wall_ms: i64,
+    pub medium: Medium,
+    pub filled_mass_g: u64,
+    pub operator: String,
+    pub event: EventId,
+}
+
+/// Everything the safety rules and the lists need, materialised per cylinder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CylinderState {
+    pub location: Location,
+    /// `Some(true)` full, `Some(false)` empty, `None` unknown.
+    pub full: Option<bool>,
+    pub fill_count: u32,
+    pub last_fill: Option<LastFill>,
+    pub last_inspection: Option<Day>,
+    pub last_passed_inspection: Option<Day>,
+    pub next_inspection: Option<Day>,
+    /// The scrap event, once scrapped.
+    pub scrapped: Option<EventId>,
+    /// Why the cylinder is held for inspection (failed pre-fill check or failed inspection).
+    pub inspection_hold: Option<String>,
+    /// Active regulator holds: finding id → note.
+    pub regulator_holds: BTreeMap<String, String>,
+    /// Wall time of the latest event: how long the cylinder has been out of use.
+    pub last_activity_ms: Option<i64>,
+    pub tags: BTreeSet<String>,
+    /// Events declared wrong by a correction.
+    pub corrected: BTreeSet<EventId>,
+    pub n_events: u32,
+}
+
+impl CylinderState {
+    /// Safety facts as a set of strings, for monotonicity checks and reports.
+    pub fn safety_facts(&self) -> BTreeSet<String> {
+        let mut facts = BTreeSet::new();
+        if self.scrapped.is_some() {
+            facts.insert("scrapped".to_owned());
+        }
+        if self.inspection_hold.is_some() {
+            facts.insert("inspection_hold".to_owned());
+        }
+        for finding in self.regulator_holds.keys() {
+            facts.insert(format!("regulator_hold:{finding}"));
+        }
+        for n in 1..=self.fill_count {
+            facts.insert(format!("fill:{n:08}"));
+        }
+        facts
+    }
+}
+
+/// Whether a correction may cancel this event. Safety facts cannot be cancelled.
+fn correctable(body: &EventBody) -> bool {
+    match body {
+        EventBody::Scrap { .. }
+        | EventBody::Fill { .. }
+        | EventBody::InspectionResult { .. }
+        | EventBody::RegulatorFinding { .. }
+        | EventBody::Correction { .. } => false,
+        EventBody::PreFillCheck { passed, .. } | EventBody::PostFillCheck { passed, .. } => *passed,
+        _ => true,
+    }
+}
+
+/// Derives the state of one cylinder. `events` may hold duplicates and come in any order;
+/// events of other cylinders must not be passed in.
+pub fn derive(archive: &CylinderArchive, events: &[SignedEvent]) -> CylinderState {
+    let mut sorted: Vec<&SignedEvent> = events.iter().collect();
+    sorted.sort_by_key(|e| e.order_key());
+    sorted.dedup_by_key(|e| e.id);
+
+    let corrected: BTreeSet<EventId> = sorted
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            EventBody::Correction { target, .. } => Some(*target),
+            _ => None,
+        })
+        .collect();
+
+    let mut s = CylinderState {
+        location: Location::Unknown,
+        full: None,
+        fill_count: 0,
+        last_fill: None,
+        last_inspection: archive.last_inspection,
+        last_passed_inspection: archive.last_inspection,
+        next_inspection: archive.next_inspection,
+        scrapped: None,
+        inspection_hold: None,
+        regulator_holds: BTreeMap::new(),
+        last_activity_ms: None,
+        tags: archive.tags.iter().cloned().collect(),
+        corrected: BTreeSet::new(),
+        n_events: sorted.len() as u32,
+        // Set below.
+    };
+
+    for signed in sorted {
+        let e = &signed.event;
+        s.last_activity_ms = Some(s.last_activity_ms.map_or(e.wall_ms, |t| t.max(e.wall_ms)));
+        if corrected.contains(&signed.id) && correctable(&e.body) {
+            s.corrected.insert(signed.id);
+            continue;
+        }
+        if corrected.contains(&signed.id) {
+            s.corrected.insert(signed.id);
+        }
+        match &e.body {
+            EventBody::Register { .. } | EventBody::Correction { .. } => {}
+            EventBody::BindTag { tag } => {
+                s.tags.insert(tag.clone());
+            }
+            EventBody::ReceiveEmpty { warehouse } => {
+                s.location = Location::EmptyStore { warehouse: warehouse.clone() };
+                s.full = Some(false);
+            }
+            EventBody::PreFillCheck { passed, failed_items } => {
+                if !passed {
+                    s.inspection_hold = Some(format!("pre_fill_check:{}", failed_items.join("/")));
+                    s.location = Location::AtInspection;
+                }
+            }
+            EventBody::Fill { medium, filled_mass_g, .. } => {
+                s.fill_count += 1;
+                s.full = Some(true);
+                s.last_fill = Some(LastFill {
+                    wall_ms: e.wall_ms,
+                    medium: *medium,
+                    filled_mass_g: *filled_mass_g,
+                    operator: e.operator.clone(),
+                    event: signed.id,
+                });
+            }
+            EventBody::PostFillCheck { .. } => {}
+            EventBody::StoreFull { warehouse } => {
+                s.location = Location::FullStore { warehouse: warehouse.clone() };
+            }
+            EventBody::Dispatch { driver, .. } => {
+                s.location = Location::InTransit { driver: driver.clone() };
+            }
+            EventBody::Deliver { customer, .. } => {
+                s.location = Location::AtCustomer { customer: customer.clone() };
+            }
+            EventBody::Return { .. } => {
+                s.location = Location::Unknown;
+                s.full = Some(false);
+            }
+            EventBody::Repair { .. } => {
+                s.location = Location::InRepair;
+            }
+            EventBody::SendToInspection { .. } => {
+                s.location = Location::AtInspection;
+            }
+            EventBody::InspectionResult { passed, inspected_on, next_due, report_no } => {
+                s.last_inspection = s.last_inspection.max(Some(*inspected_on));
+                if *passed {
+                    s.inspection_hold = None;
+                    s.last_passed_inspection = s.last_passed_inspection.max(Some(*inspected_on));
+                    if next_due.is_some() {
+                        s.next_inspection = *next_due;
+                    }
+                } else {
+                    s.inspection_hold = Some(format!("inspection_failed:{report_no}"));
+                }
+            }
+            EventBody::Scrap { .. } => {
+                s.scrapped.get_or_insert(signed.id);
+            }
+            EventBody::RegulatorFinding { action, finding, note } => match action {
+                FindingAction::Hold => {
+                    s.regulator_holds.insert(finding.clone(), note.clone());
+                }
+                FindingAction::Release => {
+                    s.regulator_holds.remove(finding);
+                }
+            },
+        }
+    }
+    if s.scrapped.is_some() {
+        s.location = Location::Scrapped;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;
