@@ -1,1 +1,92 @@
-//! stub
+//! The station / head-office node.
+//!
+//! A node stores cylinder history as signed events and editable records as Automerge
+//! documents in one redb file ([`store`]), serves the handheld HTTP API ([`api`]),
+//! advertises itself over mDNS ([`discovery`]) and enforces the safety rules of `schema`
+//! on every fill, with or without a network. [`Node::start`] wires the parts together
+//! from validated [`config::Settings`] and injected [`Deps`].
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod convert;
+pub mod demo;
+pub mod discovery;
+pub mod import;
+pub mod metrics;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::App;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::store::Store;
+
+/// What the node gets from outside: the listener, the store and the clock.
+#[derive(Debug)]
+pub struct Deps {
+    pub listener: TcpListener,
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    server: JoinHandle<std::io::Result<()>>,
+    stop: oneshot::Sender<()>,
+    advertiser: Option<discovery::Advertiser>,
+}
+
+impl Node {
+    pub fn start(settings: Settings, deps: Deps) -> anyhow::Result<Node> {
+        let addr = deps.listener.local_addr().context("listener address")?;
+        let app = Arc::new(App { settings, store: deps.store, clock: deps.clock, metrics: Default::default() });
+        let router = api::router(app.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(deps.listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let instance = format!("cylinder-node-{}", &app.store.node_id().to_string()[..12]);
+        let advertiser = discovery::advertise(
+            &app.settings.mdns,
+            &instance,
+            &app.settings.station_name,
+            app.settings.enterprise.as_str(),
+            addr.port(),
+            addr.ip(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        tracing::info!(%addr, node = %app.store.node_id(), station = %app.settings.station_name, mdns = ?app.settings.mdns, "node listening");
+        Ok(Node { addr, app, server, stop, advertiser })
+    }
+
+    /// Stops accepting requests, finishes those in flight and stops the writer.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(a) = self.advertiser {
+            a.stop();
+        }
+        let _ = self.stop.send(());
+        self.server.await.context("server task")?.context("server")?;
+        let app = Arc::try_unwrap(self.app).ok();
+        if let Some(app) = app {
+            app.store.shutdown();
+        }
+        Ok(())
+    }
+}

@@ -14,12 +14,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{CylinderArchive, Day};
-use crate::event::{EventBody, EventId, FindingAction, SignedEvent};
+use crate::event::{EventBody, EventId, FindingAction, NodeId, SignedEvent};
+use crate::hlc::Hlc;
 use crate::vocab::Medium;
 
 /// Where a cylinder is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Location {
     Unknown,
     EmptyStore { warehouse: String },
@@ -101,8 +101,12 @@ pub struct CylinderState {
     /// Wall time of the latest event: how long the cylinder has been out of use.
     pub last_activity_ms: Option<i64>,
     pub tags: BTreeSet<String>,
-    /// Events declared wrong by a correction.
+    /// Events declared wrong by a correction (that are present).
     pub corrected: BTreeSet<EventId>,
+    /// Every event named by a correction, present or not yet arrived.
+    pub correction_targets: BTreeSet<EventId>,
+    /// Order key of the last event applied, for incremental derivation.
+    pub last_applied: Option<(Hlc, NodeId, EventId)>,
     pub n_events: u32,
 }
 
@@ -145,16 +149,37 @@ pub fn derive(archive: &CylinderArchive, events: &[SignedEvent]) -> CylinderStat
     let mut sorted: Vec<&SignedEvent> = events.iter().collect();
     sorted.sort_by_key(|e| e.order_key());
     sorted.dedup_by_key(|e| e.id);
-
-    let corrected: BTreeSet<EventId> = sorted
+    let mut s = initial(archive);
+    s.correction_targets = sorted
         .iter()
         .filter_map(|e| match &e.event.body {
             EventBody::Correction { target, .. } => Some(*target),
             _ => None,
         })
         .collect();
+    for e in sorted {
+        apply_one(&mut s, e);
+    }
+    s
+}
 
-    let mut s = CylinderState {
+/// Applies one new event to a state derived from the earlier ones, when that gives the
+/// same result as [`derive`] over the whole history: the event sorts after every event
+/// already applied, is not a correction, and is not the target of one. Returns `None`
+/// otherwise; the caller then derives from the whole history.
+pub fn apply(state: &CylinderState, event: &SignedEvent) -> Option<CylinderState> {
+    let after_all = state.last_applied.is_none_or(|last| event.order_key() > last);
+    let plain = !matches!(event.event.body, EventBody::Correction { .. });
+    if !after_all || !plain || state.correction_targets.contains(&event.id) {
+        return None;
+    }
+    let mut s = state.clone();
+    apply_one(&mut s, event);
+    Some(s)
+}
+
+fn initial(archive: &CylinderArchive) -> CylinderState {
+    CylinderState {
         location: Location::Unknown,
         full: None,
         fill_count: 0,
@@ -168,95 +193,97 @@ pub fn derive(archive: &CylinderArchive, events: &[SignedEvent]) -> CylinderStat
         last_activity_ms: None,
         tags: archive.tags.iter().cloned().collect(),
         corrected: BTreeSet::new(),
-        n_events: sorted.len() as u32,
-        // Set below.
-    };
+        correction_targets: BTreeSet::new(),
+        last_applied: None,
+        n_events: 0,
+    }
+}
 
-    for signed in sorted {
-        let e = &signed.event;
-        s.last_activity_ms = Some(s.last_activity_ms.map_or(e.wall_ms, |t| t.max(e.wall_ms)));
-        if corrected.contains(&signed.id) && correctable(&e.body) {
-            s.corrected.insert(signed.id);
-            continue;
+/// Applies one event, in (HLC, node, id) order, to the state of the events before it.
+fn apply_one(s: &mut CylinderState, signed: &SignedEvent) {
+    let e = &signed.event;
+    s.n_events += 1;
+    s.last_applied = Some(signed.order_key());
+    s.last_activity_ms = Some(s.last_activity_ms.map_or(e.wall_ms, |t| t.max(e.wall_ms)));
+    if s.correction_targets.contains(&signed.id) {
+        s.corrected.insert(signed.id);
+        if correctable(&e.body) {
+            return;
         }
-        if corrected.contains(&signed.id) {
-            s.corrected.insert(signed.id);
+    }
+    match &e.body {
+        EventBody::Register { .. } | EventBody::Correction { .. } | EventBody::PostFillCheck { .. } => {}
+        EventBody::BindTag { tag } => {
+            s.tags.insert(tag.clone());
         }
-        match &e.body {
-            EventBody::Register { .. } | EventBody::Correction { .. } => {}
-            EventBody::BindTag { tag } => {
-                s.tags.insert(tag.clone());
-            }
-            EventBody::ReceiveEmpty { warehouse } => {
-                s.location = Location::EmptyStore { warehouse: warehouse.clone() };
-                s.full = Some(false);
-            }
-            EventBody::PreFillCheck { passed, failed_items } => {
-                if !passed {
-                    s.inspection_hold = Some(format!("pre_fill_check:{}", failed_items.join("/")));
-                    s.location = Location::AtInspection;
-                }
-            }
-            EventBody::Fill { medium, filled_mass_g, .. } => {
-                s.fill_count += 1;
-                s.full = Some(true);
-                s.last_fill = Some(LastFill {
-                    wall_ms: e.wall_ms,
-                    medium: *medium,
-                    filled_mass_g: *filled_mass_g,
-                    operator: e.operator.clone(),
-                    event: signed.id,
-                });
-            }
-            EventBody::PostFillCheck { .. } => {}
-            EventBody::StoreFull { warehouse } => {
-                s.location = Location::FullStore { warehouse: warehouse.clone() };
-            }
-            EventBody::Dispatch { driver, .. } => {
-                s.location = Location::InTransit { driver: driver.clone() };
-            }
-            EventBody::Deliver { customer, .. } => {
-                s.location = Location::AtCustomer { customer: customer.clone() };
-            }
-            EventBody::Return { .. } => {
-                s.location = Location::Unknown;
-                s.full = Some(false);
-            }
-            EventBody::Repair { .. } => {
-                s.location = Location::InRepair;
-            }
-            EventBody::SendToInspection { .. } => {
+        EventBody::ReceiveEmpty { warehouse } => {
+            s.location = Location::EmptyStore { warehouse: warehouse.clone() };
+            s.full = Some(false);
+        }
+        EventBody::PreFillCheck { passed, failed_items } => {
+            if !passed {
+                s.inspection_hold = Some(format!("pre_fill_check:{}", failed_items.join("/")));
                 s.location = Location::AtInspection;
             }
-            EventBody::InspectionResult { passed, inspected_on, next_due, report_no } => {
-                s.last_inspection = s.last_inspection.max(Some(*inspected_on));
-                if *passed {
-                    s.inspection_hold = None;
-                    s.last_passed_inspection = s.last_passed_inspection.max(Some(*inspected_on));
-                    if next_due.is_some() {
-                        s.next_inspection = *next_due;
-                    }
-                } else {
-                    s.inspection_hold = Some(format!("inspection_failed:{report_no}"));
-                }
-            }
-            EventBody::Scrap { .. } => {
-                s.scrapped.get_or_insert(signed.id);
-            }
-            EventBody::RegulatorFinding { action, finding, note } => match action {
-                FindingAction::Hold => {
-                    s.regulator_holds.insert(finding.clone(), note.clone());
-                }
-                FindingAction::Release => {
-                    s.regulator_holds.remove(finding);
-                }
-            },
         }
+        EventBody::Fill { medium, filled_mass_g, .. } => {
+            s.fill_count += 1;
+            s.full = Some(true);
+            s.last_fill = Some(LastFill {
+                wall_ms: e.wall_ms,
+                medium: *medium,
+                filled_mass_g: *filled_mass_g,
+                operator: e.operator.clone(),
+                event: signed.id,
+            });
+        }
+        EventBody::StoreFull { warehouse } => {
+            s.location = Location::FullStore { warehouse: warehouse.clone() };
+        }
+        EventBody::Dispatch { driver, .. } => {
+            s.location = Location::InTransit { driver: driver.clone() };
+        }
+        EventBody::Deliver { customer, .. } => {
+            s.location = Location::AtCustomer { customer: customer.clone() };
+        }
+        EventBody::Return { .. } => {
+            // Collected: on the vehicle of whoever collected it until it is received.
+            s.location = Location::InTransit { driver: e.operator.clone() };
+            s.full = Some(false);
+        }
+        EventBody::Repair { .. } => {
+            s.location = Location::InRepair;
+        }
+        EventBody::SendToInspection { .. } => {
+            s.location = Location::AtInspection;
+        }
+        EventBody::InspectionResult { passed, inspected_on, next_due, report_no } => {
+            s.last_inspection = s.last_inspection.max(Some(*inspected_on));
+            if *passed {
+                s.inspection_hold = None;
+                s.last_passed_inspection = s.last_passed_inspection.max(Some(*inspected_on));
+                if next_due.is_some() {
+                    s.next_inspection = *next_due;
+                }
+            } else {
+                s.inspection_hold = Some(format!("inspection_failed:{report_no}"));
+            }
+        }
+        EventBody::Scrap { .. } => {
+            s.scrapped.get_or_insert(signed.id);
+        }
+        EventBody::RegulatorFinding { action, finding, note } => match action {
+            FindingAction::Hold => {
+                s.regulator_holds.insert(finding.clone(), note.clone());
+            }
+            FindingAction::Release => {
+                s.regulator_holds.remove(finding);
+            }
+        },
     }
     if s.scrapped.is_some() {
         s.location = Location::Scrapped;
     }
-    s
 }
 
 #[cfg(test)]

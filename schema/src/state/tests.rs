@@ -95,6 +95,30 @@ proptest! {
         prop_assert_eq!(derive(&archive, &shuffled), expected);
     }
 
+    /// Applying events one by one, falling back to a full derivation when `apply`
+    /// declines, gives exactly the full derivation.
+    #[test]
+    fn incremental_application_equals_full_derivation(evs in events(any_body(), 30), fixes in proptest::collection::vec(any::<prop::sample::Index>(), 0..4)) {
+        let archive = sample();
+        let keys = keys();
+        let mut all = evs;
+        for idx in fixes {
+            if all.is_empty() { break; }
+            let target = idx.get(&all).id;
+            all.push(signed(&keys[2], 1_700_000_020_000, EventBody::Correction {
+                target, reason: CorrectionReason::IncorrectData, note: String::new()
+            }));
+        }
+        let mut seen: Vec<SignedEvent> = Vec::new();
+        let mut state = derive(&archive, &[]);
+        for e in &all {
+            if seen.iter().any(|s| s.id == e.id) { continue; }
+            seen.push(e.clone());
+            state = apply(&state, e).unwrap_or_else(|| derive(&archive, &seen));
+            prop_assert_eq!(&state, &derive(&archive, &seen));
+        }
+    }
+
     #[test]
     fn adding_events_never_removes_a_safety_fact(
         base in events(any_body(), 25),

@@ -1,0 +1,543 @@
+//! Route handlers. Each one authorises, validates its input into domain types, calls the
+//! store and converts the answer to the handheld-proto types.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use handheld_proto::*;
+use schema::archive::{Day, DocId};
+use schema::codes::FullCode;
+use schema::event::{CorrectionReason, EventBody, EventId, FindingAction, parse_hex};
+use schema::records::{Customer, Staff};
+use schema::rules::{FillCheck, Refusal, check_fill};
+use schema::vocab::Medium;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::auth;
+use crate::convert::{archive_from, archive_view, event_view, reason, rfc3339, state_view, summary};
+use crate::store::{CylinderFilter, CylinderRow, StoreError};
+
+/// Runs a blocking store read off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "store read task failed");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+fn json_error(e: JsonRejection) -> ApiError {
+    match e {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            "请求须为 JSON（Content-Type: application/json）",
+            "request body must be JSON (Content-Type: application/json)",
+        ),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::bad_request("invalid_json", format!("请求字段有误：{}", e.body_text()), format!("invalid request fields: {}", e.body_text()))
+        }
+        other => {
+            if other.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "请求内容过大", "request body too large");
+            }
+            ApiError::bad_request("invalid_json", format!("请求不是合法的 JSON：{}", other.body_text()), format!("request is not valid JSON: {}", other.body_text()))
+        }
+    }
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::not_found("no_route", "没有这个接口", "no such route")
+}
+
+pub(super) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+}
+
+pub(super) async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let store = app.store.clone();
+    let (cylinders, events) = blocking(move || store.counts()).await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        api_version: API_VERSION.into(),
+        station: app.settings.station_name.clone(),
+        enterprise: app.settings.enterprise.to_string(),
+        node: app.store.node_id().to_string(),
+        cylinders,
+        events,
+    }))
+}
+
+pub(super) async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let store = app.store.clone();
+    let (cylinders, events) = blocking(move || store.counts()).await?;
+    let text = app.metrics.render(app.store.stats(), cylinders, events);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+pub(super) async fn login(
+    State(app): State<AppState>,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let Json(req) = body.map_err(json_error)?;
+    let wrong = || ApiError::unauthorized("wrong account or password");
+    if req.account.is_empty() || req.account.len() > 64 || req.password.len() > 256 {
+        return Err(wrong());
+    }
+    let store = app.store.clone();
+    let doc = DocId::record("staff", &req.account);
+    let record = blocking(move || store.record(&doc)).await?.ok_or_else(wrong)?;
+    let staff: Staff = serde_json::from_value(record).map_err(|e| {
+        tracing::error!(error = %e, "staff record does not parse");
+        ApiError::internal()
+    })?;
+    let password = req.password.clone();
+    let hash = staff.password_hash.clone();
+    // Argon2 takes tens of milliseconds: keep it off the async threads.
+    let ok = tokio::task::spawn_blocking(move || auth::check_password(&password, &hash)).await.unwrap_or(false);
+    if !ok || !staff.active {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "账号或密码错误，或账号已停用", "wrong account or password, or account disabled"));
+    }
+    let expires_ms = app.clock.now_ms() + i64::from(app.settings.token_ttl_hours) * 3_600_000;
+    let claims = auth::Claims { account: staff.account.clone(), roles: staff.roles.clone(), expires_ms };
+    Ok(Json(LoginResponse {
+        token: auth::issue(app.store.token_key(), &claims),
+        role: staff.roles.first().map(|r| r.code().to_owned()).unwrap_or_default(),
+        roles: staff.roles.iter().map(|r| r.code().to_owned()).collect(),
+        name: staff.name,
+        enterprise: staff.enterprise,
+        station: app.settings.station_name.clone(),
+        expires_at: rfc3339(expires_ms),
+    }))
+}
+
+/// Resolves a scanned code (10 or 16 digits, QR URL) or a tag id to a registered cylinder.
+async fn resolve(app: &AppState, scan: &str) -> Result<FullCode, ApiError> {
+    if let Ok(code) = FullCode::from_scan(scan, app.settings.region) {
+        return Ok(code);
+    }
+    let store = app.store.clone();
+    let tag = scan.trim().to_owned();
+    if tag.is_empty() || tag.len() > 128 {
+        return Err(bad_code(scan));
+    }
+    blocking(move || store.cylinder_by_tag(&tag)).await?.ok_or_else(|| bad_code(scan))
+}
+
+fn bad_code(scan: &str) -> ApiError {
+    let shown: String = scan.chars().take(40).collect();
+    ApiError::bad_request(
+        "invalid_code",
+        format!("无法识别的气瓶编码或标签：{shown}（应为10位或16位数字、二维码网址或已绑定的标签）"),
+        format!("unrecognised cylinder code or tag {shown:?} (expected 10 or 16 digits, the QR URL, or a bound tag)"),
+    )
+}
+
+async fn row_of(app: &AppState, code: FullCode) -> Result<CylinderRow, ApiError> {
+    let store = app.store.clone();
+    blocking(move || store.cylinder(&code)).await?.ok_or_else(|| ApiError::from(StoreError::UnknownCylinder(code)))
+}
+
+pub(super) async fn detail(State(app): State<AppState>, headers: HeaderMap, Path(scan): Path<String>) -> Result<Json<CylinderDetail>, ApiError> {
+    app.authorize(&headers, &[])?;
+    let code = resolve(&app, &scan).await?;
+    let row = row_of(&app, code).await?;
+    let store = app.store.clone();
+    let recent = blocking(move || store.events_of(&code, 20)).await?;
+    Ok(Json(CylinderDetail {
+        archive: archive_view(&row.archive),
+        state: state_view(&row.archive, &row.state, &app.settings.rules),
+        recent_events: recent.iter().rev().map(event_view).collect(),
+    }))
+}
+
+pub(super) async fn events(State(app): State<AppState>, headers: HeaderMap, Path(scan): Path<String>) -> Result<Json<Vec<EventView>>, ApiError> {
+    app.authorize(&headers, &[])?;
+    let code = resolve(&app, &scan).await?;
+    row_of(&app, code).await?;
+    let store = app.store.clone();
+    let all = blocking(move || store.events_of(&code, usize::MAX)).await?;
+    Ok(Json(all.iter().map(event_view).collect()))
+}
+
+pub(super) async fn list(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Page<CylinderSummary>>, ApiError> {
+    app.authorize(&headers, &[])?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", format!("查询参数有误：{}", e.body_text()), format!("invalid query: {}", e.body_text())))?;
+    let page = q.page.unwrap_or(1).max(1);
+    let page_size = q.page_size.unwrap_or(50);
+    if !(1..=500).contains(&page_size) {
+        return Err(ApiError::bad_request("invalid_query", "每页条数须为 1–500", "page_size must be 1..=500"));
+    }
+    let code_prefix = match q.code.as_deref().map(str::trim) {
+        Some(c) if c.len() == 10 && c.bytes().all(|b| b.is_ascii_digit()) => Some(format!("{}{c}", app.settings.region)),
+        Some(c) if c.bytes().all(|b| b.is_ascii_digit()) && c.len() <= 16 => Some(c.to_owned()),
+        Some(c) => return Err(bad_code(c)),
+        None => None,
+    };
+    if let Some(m) = &q.medium {
+        m.parse::<Medium>().map_err(|_| ApiError::bad_request("invalid_query", format!("未知介质：{m}"), format!("unknown medium {m:?}")))?;
+    }
+    let filter = CylinderFilter {
+        code_prefix,
+        tag: q.tag,
+        serial: q.serial,
+        status: q.status,
+        place: q.place,
+        medium: q.medium.map(|m| m.parse::<Medium>().map(|m| m.code().to_owned()).unwrap_or(m)),
+    };
+    let store = app.store.clone();
+    let (total, rows) = blocking(move || store.list(&filter, page, page_size)).await?;
+    Ok(Json(Page { total, page, page_size, items: rows.iter().map(|r| summary(r, &app.settings.rules)).collect() }))
+}
+
+/// Traceability search across cylinders: by operator, kind or place within a time range.
+#[derive(Debug, Deserialize)]
+pub(super) struct TraceQuery {
+    operator: Option<String>,
+    kind: Option<String>,
+    place: Option<String>,
+    /// RFC 3339; default: 30 days ago.
+    from: Option<String>,
+    /// RFC 3339; default: now.
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn trace(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<TraceQuery>, QueryRejection>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    app.authorize(&headers, &[])?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", format!("查询参数有误：{}", e.body_text()), format!("invalid query: {}", e.body_text())))?;
+    let time = |s: &Option<String>, default: i64| -> Result<i64, ApiError> {
+        match s {
+            None => Ok(default),
+            Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| ApiError::bad_request("invalid_query", format!("时间格式应为 RFC 3339：{s}"), format!("time must be RFC 3339: {s:?}"))),
+        }
+    };
+    let now = app.clock.now_ms();
+    let (from, to) = (time(&q.from, now - 30 * 86_400_000)?, time(&q.to, now + 1)?);
+    let (dimension, value) = match (&q.operator, &q.kind, &q.place) {
+        (Some(o), None, None) => ("operator", o.clone()),
+        (None, Some(k), None) => ("kind", k.clone()),
+        (None, None, Some(p)) => ("place", p.clone()),
+        (None, None, None) => ("time", String::new()),
+        _ => return Err(ApiError::bad_request("invalid_query", "operator、kind、place 只能选一个", "give at most one of operator, kind, place")),
+    };
+    let limit = q.limit.unwrap_or(200).min(5000);
+    let store = app.store.clone();
+    let found = blocking(move || store.trace(dimension, &value, from, to, limit)).await?;
+    Ok(Json(found.iter().map(event_view).collect()))
+}
+
+pub(super) async fn fill_check(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(scan): Path<String>,
+    body: Result<Json<FillCheckRequest>, JsonRejection>,
+) -> Result<Json<FillCheckResponse>, ApiError> {
+    app.authorize(&headers, &[])?;
+    let Json(req) = body.map_err(json_error)?;
+    let medium = req.medium.as_deref().map(parse_medium).transpose()?;
+    let mass = req.filled_mass_kg.map(check_mass).transpose()?;
+    let code = resolve(&app, &scan).await?;
+    let row = row_of(&app, code).await?;
+    let now = app.clock.now_ms();
+    let refusals = check_fill(
+        &app.settings.rules,
+        &FillCheck {
+            archive: &row.archive,
+            state: &row.state,
+            today: app.today(now),
+            station_enterprise: app.settings.enterprise.as_str(),
+            medium,
+            filled_mass_kg: mass,
+        },
+    );
+    app.metrics.fill_checks.fetch_add(1, Ordering::Relaxed);
+    for r in &refusals {
+        app.metrics.refusal(r.rule);
+    }
+    Ok(Json(FillCheckResponse {
+        code: code.to_string(),
+        allowed: refusals.is_empty(),
+        reasons: refusals.iter().map(reason).collect(),
+        rule_table: app.settings.rules.version.clone(),
+        checked_at: rfc3339(now),
+    }))
+}
+
+fn parse_medium(m: &str) -> Result<Medium, ApiError> {
+    m.parse().map_err(|_| {
+        let known: Vec<&str> = Medium::ALL.iter().map(|m| m.code()).collect();
+        ApiError::bad_request("invalid_medium", format!("未知介质：{m}"), format!("unknown medium {m:?}; known: {}", known.join(", ")))
+    })
+}
+
+fn check_mass(kg: f64) -> Result<f64, ApiError> {
+    if kg.is_finite() && kg > 0.0 && kg <= 2000.0 {
+        Ok(kg)
+    } else {
+        Err(ApiError::bad_request("invalid_mass", "充装量须为大于 0 且不超过 2000 的千克数", "filled mass must be a number of kg in (0, 2000]"))
+    }
+}
+
+fn parse_day(field: &str, v: &str) -> Result<Day, ApiError> {
+    v.parse().map_err(|_| ApiError::bad_request("invalid_date", format!("{field} 日期格式应为 YYYY-MM-DD：{v}"), format!("{field} must be YYYY-MM-DD, got {v:?}")))
+}
+
+fn required(field: &str, v: &str) -> Result<String, ApiError> {
+    let v = v.trim();
+    if v.is_empty() || v.chars().count() > 200 {
+        return Err(ApiError::bad_request("missing_field", format!("{field} 不能为空且不超过 200 字"), format!("{field} must be 1..=200 characters")));
+    }
+    Ok(v.to_owned())
+}
+
+/// Domain body of an operation, validated; `place` is where it happened.
+fn event_body(app: &AppState, op: &Operation, operator: &str, code: &FullCode) -> Result<(EventBody, String), ApiError> {
+    let station = app.settings.station_name.clone();
+    Ok(match op {
+        Operation::BindTag { tag } => (EventBody::BindTag { tag: required("tag", tag)? }, station),
+        Operation::ReceiveEmpty { warehouse } => {
+            let w = required("warehouse", warehouse)?;
+            (EventBody::ReceiveEmpty { warehouse: w.clone() }, w)
+        }
+        Operation::PreFillCheck { passed, failed_items } => {
+            if *passed != failed_items.is_empty() {
+                return Err(ApiError::bad_request("invalid_check", "检查合格时不应有不合格项，不合格时须列出不合格项", "a passed check lists no failed items; a failed check lists at least one"));
+            }
+            (EventBody::PreFillCheck { passed: *passed, failed_items: failed_items.clone() }, station)
+        }
+        Operation::Fill { medium, filled_mass_kg, batch } => {
+            let m = parse_medium(medium)?;
+            let kg = check_mass(*filled_mass_kg)?;
+            (EventBody::Fill { medium: m, filled_mass_g: (kg * 1000.0).round() as u64, batch: batch.clone() }, station)
+        }
+        Operation::PostFillCheck { passed, failed_items } => {
+            if *passed != failed_items.is_empty() {
+                return Err(ApiError::bad_request("invalid_check", "检查合格时不应有不合格项，不合格时须列出不合格项", "a passed check lists no failed items; a failed check lists at least one"));
+            }
+            (EventBody::PostFillCheck { passed: *passed, failed_items: failed_items.clone() }, station)
+        }
+        Operation::StoreFull { warehouse } => {
+            let w = required("warehouse", warehouse)?;
+            (EventBody::StoreFull { warehouse: w.clone() }, w)
+        }
+        Operation::Dispatch { order } => (EventBody::Dispatch { order: order.clone(), driver: operator.to_owned() }, station),
+        Operation::Deliver { customer, order, .. } => {
+            let c = required("customer", customer)?;
+            (EventBody::Deliver { customer: c.clone(), order: order.clone() }, c)
+        }
+        Operation::Return { customer, slip } => {
+            let c = required("customer", customer)?;
+            (EventBody::Return { customer: c.clone(), slip: slip.clone() }, c)
+        }
+        Operation::Repair { description } => (EventBody::Repair { description: required("description", description)? }, station),
+        Operation::SendToInspection { reason } => (EventBody::SendToInspection { reason: required("reason", reason)? }, station),
+        Operation::InspectionResult { passed, report_no, inspected_on, next_due } => {
+            let on = parse_day("inspected_on", inspected_on)?;
+            let next = next_due.as_deref().map(|d| parse_day("next_due", d)).transpose()?;
+            if next.is_some_and(|n| n <= on) {
+                return Err(ApiError::bad_request("invalid_date", "下次检验日期须晚于本次检验日期", "next_due must be after inspected_on"));
+            }
+            if on > app.today(app.clock.now_ms()) {
+                return Err(ApiError::bad_request("invalid_date", "检验日期不能晚于今天", "inspected_on is in the future"));
+            }
+            (EventBody::InspectionResult { passed: *passed, report_no: required("report_no", report_no)?, inspected_on: on, next_due: next }, station)
+        }
+        Operation::Scrap { reason } => (EventBody::Scrap { reason: required("reason", reason)? }, station),
+        Operation::RegulatorFinding { action, finding, note } => {
+            let action = match action.as_str() {
+                "hold" => FindingAction::Hold,
+                "release" => FindingAction::Release,
+                other => return Err(ApiError::bad_request("invalid_action", format!("监管标记动作应为 hold 或 release：{other}"), format!("action must be hold or release, got {other:?}"))),
+            };
+            (EventBody::RegulatorFinding { action, finding: required("finding", finding)?, note: note.clone() }, station)
+        }
+        Operation::Correction { target, reason, note } => {
+            let target = parse_hex::<32>(target).map(EventId).ok_or_else(|| ApiError::bad_request("invalid_target", "被更正的事件编号应为64位十六进制", "target must be a 64-hex-digit event id"))?;
+            let reason = match reason.as_str() {
+                "did_not_occur" => CorrectionReason::DidNotOccur,
+                "incorrect_data" => CorrectionReason::IncorrectData,
+                other => return Err(ApiError::bad_request("invalid_reason", format!("更正原因应为 did_not_occur 或 incorrect_data：{other}"), format!("reason must be did_not_occur or incorrect_data, got {other:?}"))),
+            };
+            let _ = code;
+            (EventBody::Correction { target, reason, note: note.clone() }, station)
+        }
+    })
+}
+
+/// What the writer decided for an operation.
+enum Outcome {
+    Done(Vec<u8>),
+    Replayed(Vec<u8>),
+    Refused(Vec<Refusal>),
+    OpIdReused,
+    UnknownTarget,
+}
+
+pub(super) async fn operation(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<OperationRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(json_error)?;
+    let kind = req.op.kind();
+    let claims = app.authorize(&headers, auth::allowed_roles(kind))?;
+    let op_id = req.op_id.trim().to_owned();
+    if op_id.is_empty() || op_id.len() > 64 || !op_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request("invalid_op_id", "op_id 须为 1–64 个可见 ASCII 字符", "op_id must be 1..=64 visible ASCII characters"));
+    }
+    let code = resolve(&app, &req.code).await?;
+    let (body, place) = event_body(&app, &req.op, &claims.account, &code)?;
+    let request_hash: [u8; 32] = Sha256::digest(serde_json::to_vec(&req).unwrap_or_default()).into();
+
+    // A retry usually finds its answer without queueing behind the writer.
+    let store = app.store.clone();
+    let key = op_id.clone();
+    if let Some((hash, response)) = blocking(move || store.operation_result(&key)).await? {
+        return replay(&app, hash, request_hash, response);
+    }
+
+    let customer = match &req.op {
+        Operation::Deliver { customer, customer_name: Some(name), customer_phone, customer_address, .. } => Some(Customer {
+            code: customer.trim().to_owned(),
+            name: name.trim().to_owned(),
+            address: customer_address.clone().unwrap_or_default(),
+            region: app.settings.region.to_string(),
+            contact: name.trim().to_owned(),
+            phone: customer_phone.clone().unwrap_or_default(),
+            household: true,
+            active: true,
+        }),
+        _ => None,
+    };
+    let job_app = app.clone();
+    let operator = claims.account.clone();
+    let outcome = app
+        .store
+        .write(move |ctx| {
+            let app = job_app;
+            if let Some((hash, response)) = ctx.operation_result(&op_id)? {
+                return Ok(if hash == request_hash { Outcome::Replayed(response) } else { Outcome::OpIdReused });
+            }
+            let Some(row) = ctx.row(&code)? else {
+                return Err(StoreError::UnknownCylinder(code));
+            };
+            let mut body = body;
+            if let EventBody::Fill { medium, filled_mass_g, .. } = &body {
+                let refusals = check_fill(
+                    &app.settings.rules,
+                    &FillCheck {
+                        archive: &row.archive,
+                        state: &row.state,
+                        today: app.today(ctx.wall_ms),
+                        station_enterprise: app.settings.enterprise.as_str(),
+                        medium: Some(*medium),
+                        filled_mass_kg: Some(*filled_mass_g as f64 / 1000.0),
+                    },
+                );
+                if !refusals.is_empty() {
+                    return Ok(Outcome::Refused(refusals));
+                }
+            }
+            if let EventBody::Correction { target, .. } = &body {
+                if !ctx.event_exists(target)? {
+                    return Ok(Outcome::UnknownTarget);
+                }
+            }
+            if let EventBody::InspectionResult { passed: true, inspected_on, next_due: next_due @ None, .. } = &mut body {
+                let years = app.settings.rules.interval_years(row.archive.variety, row.archive.medium);
+                *next_due = Some(inspected_on.plus_years(years as i32));
+            }
+            // All checks are done: from here on the job writes.
+            let wall = ctx.wall_ms;
+            let (event, row) = ctx.record(code, &operator, &place, body, wall)?;
+            if let Some(c) = &customer {
+                ctx.put_record(&DocId::record("customer", &c.code), c)?;
+            }
+            let response = OperationResponse {
+                event: event_view(&event),
+                state: state_view(&row.archive, &row.state, &app.settings.rules),
+                replayed: false,
+            };
+            let json = serde_json::to_vec(&response).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            ctx.put_operation_result(&op_id, request_hash, &json)?;
+            Ok(Outcome::Done(json))
+        })
+        .await?;
+    match outcome {
+        Outcome::Done(json) => {
+            app.metrics.operation(kind);
+            Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+        }
+        Outcome::Replayed(json) => replay(&app, request_hash, request_hash, json),
+        Outcome::OpIdReused => Err(op_id_reused()),
+        Outcome::UnknownTarget => Err(ApiError::not_found("unknown_event", "被更正的事件不存在", "the event to correct does not exist")),
+        Outcome::Refused(refusals) => {
+            for r in &refusals {
+                app.metrics.refusal(r.rule);
+            }
+            let mut e = ApiError::new(
+                StatusCode::CONFLICT,
+                "fill_refused",
+                format!("禁止充装：{} 条安全规则不允许", refusals.len()),
+                format!("fill refused by {} safety rule(s)", refusals.len()),
+            );
+            e.reasons = refusals.iter().map(reason).collect();
+            Err(e)
+        }
+    }
+}
+
+fn op_id_reused() -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "op_id_reused", "op_id 已用于另一项不同的操作", "op_id was already used for a different operation")
+}
+
+fn replay(app: &AppState, stored_hash: [u8; 32], request_hash: [u8; 32], response: Vec<u8>) -> Result<Response, ApiError> {
+    if stored_hash != request_hash {
+        return Err(op_id_reused());
+    }
+    let mut resp: OperationResponse = serde_json::from_slice(&response).map_err(|e| {
+        tracing::error!(error = %e, "stored operation result does not parse");
+        ApiError::internal()
+    })?;
+    resp.replayed = true;
+    app.metrics.replays.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(resp).into_response())
+}
+
+pub(super) async fn register(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Archive>, JsonRejection>,
+) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
+    let claims = app.authorize(&headers, auth::allowed_roles("register"))?;
+    let Json(a) = body.map_err(json_error)?;
+    let mut a = a;
+    if a.code.trim().len() == 10 {
+        a.code = format!("{}{}", app.settings.region, a.code.trim());
+    }
+    let archive = archive_from(&a).map_err(|e| ApiError::bad_request("invalid_archive", format!("档案数据有误：{e}"), format!("invalid archive: {e}")))?;
+    let station = app.settings.station_name.clone();
+    let (event, row) = app.store.write(move |ctx| ctx.register(archive, &claims.account, &station)).await?;
+    app.metrics.operation("register");
+    Ok((StatusCode::CREATED, Json(RegisterResponse { archive: archive_view(&row.archive), event: event_view(&event) })))
+}

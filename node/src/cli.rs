@@ -1,0 +1,198 @@
+//! The `node` command line: `run` a node, `import cylinders` from a spreadsheet.
+//! Errors print one line and exit non-zero.
+
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{RawConfig, Settings};
+use crate::store::Store;
+use crate::{Deps, Node};
+
+#[derive(Debug, Parser)]
+#[command(name = "node", about = "气瓶充装追溯 站点节点 / cylinder traceability station node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Configuration file (TOML); see node/config.example.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the config; also env NODE_DATA_DIR).
+    #[arg(long, env = "NODE_DATA_DIR")]
+    data: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: handheld API, mDNS advertising, storage.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// HTTP listen address, e.g. 0.0.0.0:8080 (overrides the config).
+        #[arg(long)]
+        http: Option<String>,
+        /// mDNS interfaces: all, off, or names such as lo or eth0,wlan0.
+        #[arg(long)]
+        mdns: Option<String>,
+        /// Create demo data (once per data directory).
+        #[arg(long)]
+        demo: bool,
+        /// How many demo cylinders to create.
+        #[arg(long, default_value_t = 20_000)]
+        demo_cylinders: usize,
+    },
+    /// Import data into a stopped node's data directory.
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportWhat {
+    /// Cylinder archives from the CSV or XLSX template; bad rows go to FILE.errors.csv.
+    Cylinders {
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Staff account recorded as the operator of the registrations.
+        #[arg(long, default_value = "import")]
+        operator: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("错误 / error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings(common: &Common) -> anyhow::Result<Settings> {
+    let mut raw = match &common.config {
+        Some(p) => RawConfig::load(p)?,
+        None => RawConfig::default(),
+    };
+    if let Some(d) = &common.data {
+        raw.data_dir = d.clone();
+    }
+    raw.validate()
+}
+
+fn open_store(s: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
+    let path = s.data_dir.join("node.redb");
+    Store::open(&path, s.cache_bytes, clock).map_err(|e| match e {
+        crate::store::StoreError::Redb(redb::Error::DatabaseAlreadyOpen) => {
+            anyhow::anyhow!("{} is in use by a running node (数据目录正被运行中的节点使用)", path.display())
+        }
+        other => anyhow::Error::new(other).context(format!("opening {}", path.display())),
+    })
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { common, http, mdns, demo, demo_cylinders } => {
+            let mut s = settings(&common)?;
+            if let Some(h) = http {
+                s.http = h.parse().with_context(|| format!("--http {h:?} is not ip:port"))?;
+            }
+            if let Some(m) = mdns {
+                s.mdns = m.parse().map_err(anyhow::Error::msg).context("--mdns")?;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let store = open_store(&s, clock.clone())?;
+            if demo {
+                let pb = bar(demo_cylinders as u64, "演示数据 demo data");
+                let created = crate::demo::ensure(&store, &s, demo_cylinders, clock.now_ms(), &|done, total| {
+                    pb.set_length(total);
+                    pb.set_position(done);
+                })?;
+                pb.finish_and_clear();
+                if created {
+                    tracing::info!(cylinders = demo_cylinders, "demo data created");
+                }
+            }
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(s.http).await.with_context(|| format!("binding {}", s.http))?;
+                let node = Node::start(s, Deps { listener, store, clock })?;
+                eprintln!("节点已启动 / node listening on http://{}", node.addr);
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                node.shutdown().await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { what: ImportWhat::Cylinders { file, common, operator } } => {
+            let s = settings(&common)?;
+            let store = open_store(&s, Arc::new(SystemClock))?;
+            let pb = bar(0, "导入 import");
+            let report = crate::import::import(&store, &file, s.region, s.enterprise.as_str(), &operator, &|done, total| {
+                pb.set_length(total);
+                pb.set_position(done);
+            })?;
+            pb.finish_and_clear();
+            println!("导入 {} 条，拒绝 {} 条 / imported {}, rejected {}", report.imported, report.rejected.len(), report.imported, report.rejected.len());
+            if report.rejected.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            for r in report.rejected.iter().take(10) {
+                println!("  第 {} 行 {}: {}", r.row, r.code, r.reason);
+            }
+            let path = crate::import::write_report(&file, &report.rejected)?;
+            println!("错误报告 / error report: {}", path.display());
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

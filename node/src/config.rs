@@ -1,0 +1,142 @@
+//! Configuration: a TOML file (`RawConfig`) validated into `Settings` before anything
+//! starts. Command-line flags of `node run` override the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use handheld_proto::discovery::MdnsInterfaces;
+use schema::codes::{EnterpriseCode, RegionCode};
+use schema::rules::RuleTable;
+use serde::Deserialize;
+
+/// The configuration file as written by an operator. Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Station name shown to handhelds and advertised over mDNS.
+    pub station_name: String,
+    /// Enterprise code of the enterprise this station fills for.
+    pub enterprise: String,
+    /// Administrative region code, used to complete 10-digit codes.
+    pub region: String,
+    /// Directory holding `node.redb`.
+    pub data_dir: PathBuf,
+    /// HTTP listen address of the handheld API.
+    pub http: String,
+    /// mDNS interfaces: `all`, `off`, or a comma-separated list of names.
+    pub mdns: String,
+    /// Optional enterprise rule-override file (same shape as schema/rules/default.toml).
+    pub rules_file: Option<PathBuf>,
+    /// Offset of local time from UTC in minutes (Asia/Shanghai: 480).
+    pub utc_offset_minutes: i32,
+    /// How long a login token is valid, in hours.
+    pub token_ttl_hours: u32,
+    /// redb page cache in MiB.
+    pub cache_mib: usize,
+    /// Largest accepted request body in KiB.
+    pub body_max_kib: usize,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            station_name: "历下充装站".into(),
+            enterprise: "3701020001".into(),
+            region: "370102".into(),
+            data_dir: PathBuf::from("data"),
+            http: "0.0.0.0:8080".into(),
+            mdns: "all".into(),
+            rules_file: None,
+            utc_offset_minutes: 480,
+            token_ttl_hours: 12,
+            cache_mib: 64,
+            body_max_kib: 256,
+        }
+    }
+}
+
+/// Validated settings; the running node never sees an unchecked value.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub station_name: String,
+    pub enterprise: EnterpriseCode,
+    pub region: RegionCode,
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub mdns: MdnsInterfaces,
+    pub rules: RuleTable,
+    pub utc_offset: chrono::FixedOffset,
+    pub token_ttl_hours: u32,
+    pub cache_bytes: usize,
+    pub body_max_bytes: usize,
+}
+
+impl RawConfig {
+    pub fn load(path: &Path) -> anyhow::Result<RawConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    pub fn validate(self) -> anyhow::Result<Settings> {
+        let enterprise: EnterpriseCode = self.enterprise.parse().context("config `enterprise`")?;
+        let region: RegionCode = self.region.parse().context("config `region`")?;
+        let http: SocketAddr = self.http.parse().with_context(|| format!("config `http`: {:?} is not ip:port", self.http))?;
+        let mdns: MdnsInterfaces = self.mdns.parse().map_err(anyhow::Error::msg).context("config `mdns`")?;
+        let mut rules = RuleTable::embedded();
+        if let Some(file) = &self.rules_file {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading rules file {}", file.display()))?;
+            rules = rules.with_overrides(&text).with_context(|| format!("rules file {}", file.display()))?;
+        }
+        let utc_offset = chrono::FixedOffset::east_opt(self.utc_offset_minutes * 60)
+            .context("config `utc_offset_minutes` out of range")?;
+        if self.token_ttl_hours == 0 || self.token_ttl_hours > 24 * 31 {
+            bail!("config `token_ttl_hours` must be 1..=744");
+        }
+        if !(4..=4096).contains(&self.cache_mib) {
+            bail!("config `cache_mib` must be 4..=4096");
+        }
+        if !(16..=65536).contains(&self.body_max_kib) {
+            bail!("config `body_max_kib` must be 16..=65536");
+        }
+        if self.station_name.trim().is_empty() {
+            bail!("config `station_name` must not be empty");
+        }
+        Ok(Settings {
+            station_name: self.station_name,
+            enterprise,
+            region,
+            data_dir: self.data_dir,
+            http,
+            mdns,
+            rules,
+            utc_offset,
+            token_ttl_hours: self.token_ttl_hours,
+            cache_bytes: self.cache_mib << 20,
+            body_max_bytes: self.body_max_kib << 10,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let text = include_str!("../config.example.toml");
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        let s = raw.validate().unwrap();
+        assert_eq!(s.enterprise.as_str(), "3701020001");
+        assert_eq!(s.mdns, MdnsInterfaces::All);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_field_name() {
+        let raw = RawConfig { http: "localhost".into(), ..RawConfig::default() };
+        assert!(format!("{:#}", raw.validate().unwrap_err()).contains("config `http`"));
+        let raw = RawConfig { enterprise: "12".into(), ..RawConfig::default() };
+        assert!(format!("{:#}", raw.validate().unwrap_err()).contains("config `enterprise`"));
+        assert!(toml::from_str::<RawConfig>("colour = 1").is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! Counters exported at `/metrics` in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use schema::rules::Rule;
+
+/// Operation kinds that are counted one by one.
+const KINDS: &[&str] = &[
+    "register",
+    "bind_tag",
+    "receive_empty",
+    "pre_fill_check",
+    "fill",
+    "post_fill_check",
+    "store_full",
+    "dispatch",
+    "deliver",
+    "return",
+    "repair",
+    "send_to_inspection",
+    "inspection_result",
+    "scrap",
+    "regulator_finding",
+    "correction",
+];
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub http_requests: AtomicU64,
+    pub http_errors_4xx: AtomicU64,
+    pub http_errors_5xx: AtomicU64,
+    pub fill_checks: AtomicU64,
+    pub replays: AtomicU64,
+    operations: BTreeMap<&'static str, AtomicU64>,
+    refusals: BTreeMap<&'static str, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            http_requests: AtomicU64::new(0),
+            http_errors_4xx: AtomicU64::new(0),
+            http_errors_5xx: AtomicU64::new(0),
+            fill_checks: AtomicU64::new(0),
+            replays: AtomicU64::new(0),
+            operations: KINDS.iter().map(|k| (*k, AtomicU64::new(0))).collect(),
+            refusals: Rule::ALL.iter().map(|r| (r.code(), AtomicU64::new(0))).collect(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn operation(&self, kind: &str) {
+        if let Some(c) = self.operations.get(kind) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn refusal(&self, rule: Rule) {
+        if let Some(c) = self.refusals.get(rule.code()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition, with the store's figures appended.
+    pub fn render(&self, store: &crate::store::WriterStats, cylinders: u64, events: u64) -> String {
+        let mut out = String::new();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter("node_http_requests_total", "HTTP requests served.", get(&self.http_requests));
+        counter("node_http_client_errors_total", "HTTP responses with a 4xx status.", get(&self.http_errors_4xx));
+        counter("node_http_server_errors_total", "HTTP responses with a 5xx status.", get(&self.http_errors_5xx));
+        counter("node_fill_checks_total", "Fill checks answered.", get(&self.fill_checks));
+        counter("node_operation_replays_total", "Operations answered from their idempotency key.", get(&self.replays));
+        counter("node_store_commits_total", "Durable write transactions.", get(&store.commits));
+        counter("node_store_jobs_total", "Write jobs committed (jobs / commits = group-commit batch size).", get(&store.jobs));
+        counter("node_store_commit_micros_total", "Time spent in write batches, microseconds.", get(&store.commit_micros));
+        counter("node_store_failed_batches_total", "Write batches that failed and stored nothing.", get(&store.failed_batches));
+        let _ = writeln!(out, "# HELP node_operations_total Operations recorded, by kind.\n# TYPE node_operations_total counter");
+        for (k, v) in &self.operations {
+            let _ = writeln!(out, "node_operations_total{{kind=\"{k}\"}} {}", get(v));
+        }
+        let _ = writeln!(out, "# HELP node_fill_refusals_total Refusing rule hits, by rule.\n# TYPE node_fill_refusals_total counter");
+        for (k, v) in &self.refusals {
+            let _ = writeln!(out, "node_fill_refusals_total{{rule=\"{k}\"}} {}", get(v));
+        }
+        let _ = writeln!(out, "# HELP node_cylinders Registered cylinders.\n# TYPE node_cylinders gauge\nnode_cylinders {cylinders}");
+        let _ = writeln!(out, "# HELP node_events Events stored.\n# TYPE node_events gauge\nnode_events {events}");
+        out
+    }
+}

@@ -1,0 +1,940 @@
+//! The node's storage: one redb file holding the event log, Automerge documents, derived
+//! cylinder rows and indexes.
+//!
+//! Writes go through one writer thread that owns the write side of the database. Jobs
+//! that arrive while a commit is in flight are applied together in the next transaction
+//! and made durable by one fsync (group commit); each job is answered only after that
+//! commit returned. A job must do all its checks before its first write: a job that
+//! refuses writes nothing, so its batch can still commit.
+//!
+//! Reads use their own read transactions (MVCC): they never wait for the writer.
+
+pub(crate) mod tables;
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use automerge::{ActorId, AutoCommit};
+use autosurgeon::{Hydrate, Reconcile};
+use ed25519_dalek::SigningKey;
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, WriteTransaction,
+};
+use schema::archive::{CylinderArchive, DocId, new_document, read_document, update_document};
+use schema::codes::FullCode;
+use schema::event::{Event, EventBody, EventId, NodeId, SignedEvent};
+use schema::hlc::{Hlc, HlcClock};
+use schema::state::{CylinderState, apply, derive};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use tables::*;
+
+/// Storage layout version written into `meta-1`.
+pub const LAYOUT: u64 = 1;
+/// Jobs applied in one transaction at most.
+const BATCH_MAX: usize = 512;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cylinder {0} is not registered")]
+    UnknownCylinder(FullCode),
+    #[error("cylinder {0} is already registered")]
+    AlreadyRegistered(FullCode),
+    #[error("record invalid: {0}")]
+    Invalid(String),
+    #[error("the writer stopped")]
+    WriterGone,
+    #[error("a write job panicked: {0}")]
+    Panicked(String),
+}
+
+impl StoreError {
+    /// Errors after which the transaction must not be committed.
+    pub(crate) fn is_fatal(&self) -> bool {
+        matches!(self, StoreError::Redb(_) | StoreError::Corrupt(_) | StoreError::Panicked(_))
+    }
+}
+
+macro_rules! redb_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Redb(e.into()) }
+        }
+    )*};
+}
+redb_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// A cylinder's materialised row: archive and derived state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CylinderRow {
+    pub archive: CylinderArchive,
+    pub state: CylinderState,
+}
+
+impl CylinderRow {
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("serialising to a Vec cannot fail")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<CylinderRow, StoreError> {
+        postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("cylinder row: {e}")))
+    }
+}
+
+/// Filters of a cylinder list.
+#[derive(Debug, Clone, Default)]
+pub struct CylinderFilter {
+    /// Prefix of the 16-digit code.
+    pub code_prefix: Option<String>,
+    pub tag: Option<String>,
+    pub serial: Option<String>,
+    pub status: Option<String>,
+    pub place: Option<String>,
+    pub medium: Option<String>,
+}
+
+/// Write-path statistics for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub jobs: AtomicU64,
+    pub commit_micros: AtomicU64,
+    pub failed_batches: AtomicU64,
+}
+
+type JobFn = Box<dyn FnOnce(&mut WriteCtx<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+
+struct Job {
+    run: JobFn,
+    reply: oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>,
+}
+
+/// The node's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    jobs: mpsc::SyncSender<Job>,
+    node: NodeId,
+    token_key: [u8; 32],
+    stats: Arc<WriterStats>,
+    writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: usize, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let db = Database::builder().set_cache_size(cache_bytes).create(path)?;
+        Store::start(db, clock)
+    }
+
+    /// A store in memory, for tests.
+    pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Store::start(db, clock)
+    }
+
+    fn start(db: Database, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let (key, last_hlc, token_key) = init(&db, clock.as_ref())?;
+        let node = NodeId(key.verifying_key().to_bytes());
+        let db = Arc::new(db);
+        let stats = Arc::new(WriterStats::default());
+        let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        let writer = {
+            let db = db.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || writer_loop(&db, &rx, key, HlcClock::new(last_hlc), clock.as_ref(), &stats))
+                .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?
+        };
+        Ok(Store { db, jobs: tx, node, token_key, stats, writer: Arc::new(std::sync::Mutex::new(Some(writer))) })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// The secret that signs login tokens (kept in `meta-1`, never logged).
+    pub fn token_key(&self) -> &[u8; 32] {
+        &self.token_key
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Runs `f` in the writer's next transaction and returns once it is durable.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let run: JobFn = Box::new(move |ctx| f(ctx).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        self.jobs.send(Job { run, reply }).map_err(|_| StoreError::WriterGone)?;
+        let out = rx.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(*out.downcast::<T>().expect("the job returns the type it was built with"))
+    }
+
+    /// Blocking form of [`Store::write`] for start-up code (demo data, import).
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let run: JobFn = Box::new(move |ctx| f(ctx).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        self.jobs.send(Job { run, reply }).map_err(|_| StoreError::WriterGone)?;
+        let out = rx.blocking_recv().map_err(|_| StoreError::WriterGone)??;
+        Ok(*out.downcast::<T>().expect("the job returns the type it was built with"))
+    }
+
+    /// Stops the writer after the jobs already queued.
+    pub fn shutdown(self) {
+        let Store { jobs, writer, .. } = self;
+        drop(jobs);
+        let handle = writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            // Other clones keep the channel open; the writer then ends with the process.
+            if Arc::strong_count(&writer) == 1 {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(META_TABLE)?;
+        Ok(t.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn cylinder(&self, code: &FullCode) -> Result<Option<CylinderRow>, StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(CYLINDERS_TABLE)?;
+        t.get(code.as_bytes())?.map(|v| CylinderRow::decode(v.value())).transpose()
+    }
+
+    /// The cylinder a tag is bound to (the first, if an anomaly bound it twice).
+    pub fn cylinder_by_tag(&self, tag: &str) -> Result<Option<FullCode>, StoreError> {
+        let r = self.read()?;
+        let t = r.open_multimap_table(CYLINDER_INDEX_TABLE)?;
+        let mut values = t.get(format!("tag:{tag}").as_str())?;
+        match values.next() {
+            Some(v) => Ok(Some(code_of(&v?.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Events of one cylinder, oldest first (in HLC order), at most the last `limit`.
+    pub fn events_of(&self, code: &FullCode, limit: usize) -> Result<Vec<SignedEvent>, StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(EVENTS_TABLE)?;
+        let (lo, hi) = prefix_range(code.as_bytes());
+        let mut out = Vec::new();
+        for item in t.range(lo.as_slice()..hi.as_slice())?.rev().take(limit) {
+            let (_, v) = item?;
+            out.push(decode_event(v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(COUNTERS_TABLE)?;
+        let get = |k: &str| -> Result<u64, StoreError> { Ok(t.get(k)?.map_or(0, |v| v.value())) };
+        Ok((get("cylinders")?, get("events")?))
+    }
+
+    /// A hydrated record (JSON) by document id.
+    pub fn record(&self, doc: &DocId) -> Result<Option<serde_json::Value>, StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(RECORDS_TABLE)?;
+        match t.get(doc.0.as_str())? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("record {doc}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Records whose id starts with `kind:`.
+    pub fn records(&self, kind: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(RECORDS_TABLE)?;
+        let lo = format!("{kind}:");
+        let hi = format!("{kind};");
+        let mut out = Vec::new();
+        for item in t.range(lo.as_str()..hi.as_str())? {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    /// The previously stored answer to an operation id: (request hash, response JSON).
+    pub fn operation_result(&self, op_id: &str) -> Result<Option<([u8; 32], Vec<u8>)>, StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(OPS_TABLE)?;
+        Ok(t.get(op_id)?.and_then(|v| split_op(v.value())))
+    }
+
+    /// One page of cylinders matching `filter`, and the number that match.
+    pub fn list(&self, f: &CylinderFilter, page: u32, page_size: u32) -> Result<(u64, Vec<CylinderRow>), StoreError> {
+        let r = self.read()?;
+        let rows = r.open_table(CYLINDERS_TABLE)?;
+        let index = r.open_multimap_table(CYLINDER_INDEX_TABLE)?;
+        let skip = (page.saturating_sub(1) as u64) * page_size as u64;
+        let matches = |row: &CylinderRow| -> bool {
+            f.code_prefix.as_deref().is_none_or(|p| row.archive.code.starts_with(p))
+                && f.serial.as_deref().is_none_or(|s| row.archive.serial == s)
+                && f.status.as_deref().is_none_or(|s| row.state.location.status() == s)
+                && f.place.as_deref().is_none_or(|p| row.state.location.place() == Some(p))
+                && f.medium.as_deref().is_none_or(|m| row.archive.medium.code() == m)
+                && f.tag.as_deref().is_none_or(|t| row.state.tags.contains(t))
+        };
+        // Use the most selective index; filter the rest row by row.
+        let key = [
+            f.tag.as_ref().map(|v| format!("tag:{v}")),
+            f.serial.as_ref().map(|v| format!("serial:{v}")),
+            f.place.as_ref().map(|v| format!("place:{v}")),
+            f.status.as_ref().map(|v| format!("status:{v}")),
+            f.medium.as_ref().map(|v| format!("medium:{v}")),
+        ]
+        .into_iter()
+        .flatten()
+        .next();
+        let mut total = 0u64;
+        let mut out = Vec::new();
+        let mut consider = |row: CylinderRow| {
+            if matches(&row) {
+                if total >= skip && out.len() < page_size as usize {
+                    out.push(row);
+                }
+                total += 1;
+            }
+        };
+        match key {
+            Some(key) => {
+                for code in index.get(key.as_str())? {
+                    if let Some(v) = rows.get(&code?.value())? {
+                        consider(CylinderRow::decode(v.value())?);
+                    }
+                }
+            }
+            None => {
+                let prefix = f.code_prefix.clone().unwrap_or_default();
+                let mut lo = [b'0'; 16];
+                let mut hi = [b'9'; 16];
+                for (i, b) in prefix.bytes().take(16).enumerate() {
+                    lo[i] = b;
+                    hi[i] = b;
+                }
+                if prefix.is_empty() && f.code_prefix.is_none() {
+                    // Unfiltered: the counter gives the total, paging reads one page.
+                    total = rows.len()?;
+                    for item in rows.iter()?.skip(skip as usize).take(page_size as usize) {
+                        out.push(CylinderRow::decode(item?.1.value())?);
+                    }
+                    return Ok((total, out));
+                }
+                for item in rows.range::<&[u8; 16]>(&lo..=&hi)? {
+                    consider(CylinderRow::decode(item?.1.value())?);
+                }
+            }
+        }
+        Ok((total, out))
+    }
+
+    /// Events across cylinders by a traceability dimension (`time`, `operator`, `kind`,
+    /// `place`), newest first, within [from_ms, to_ms).
+    pub fn trace(&self, dimension: &str, value: &str, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<SignedEvent>, StoreError> {
+        let r = self.read()?;
+        let idx = r.open_table(EVENT_INDEX_TABLE)?;
+        let ids = r.open_table(EVENT_IDS_TABLE)?;
+        let events = r.open_table(EVENTS_TABLE)?;
+        let lo = index_key(dimension, value, from_ms, &[0; 32]);
+        let hi = index_key(dimension, value, to_ms, &[0; 32]);
+        let mut out = Vec::new();
+        for item in idx.range(lo.as_slice()..hi.as_slice())?.rev().take(limit) {
+            let (k, _) = item?;
+            let k = k.value();
+            let id: [u8; 32] = k[k.len() - 32..].try_into().expect("index keys end with an id");
+            let Some(ekey) = ids.get(&id)? else { continue };
+            if let Some(v) = events.get(ekey.value())? {
+                out.push(decode_event(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn split_op(v: &[u8]) -> Option<([u8; 32], Vec<u8>)> {
+    if v.len() < 32 {
+        return None;
+    }
+    Some((v[..32].try_into().ok()?, v[32..].to_vec()))
+}
+
+fn code_of(bytes: &[u8; 16]) -> Result<FullCode, StoreError> {
+    FullCode::try_from(&bytes[..]).map_err(|e| StoreError::Corrupt(format!("code: {e}")))
+}
+
+fn decode_event(stored: &[u8]) -> Result<SignedEvent, StoreError> {
+    SignedEvent::from_stored_trusted(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let lo = prefix.to_vec();
+    let mut hi = prefix.to_vec();
+    hi.push(0xff);
+    (lo, hi)
+}
+
+fn event_key(e: &SignedEvent) -> Vec<u8> {
+    let mut k = Vec::with_capacity(60);
+    k.extend_from_slice(e.event.cylinder.as_bytes());
+    k.extend_from_slice(&e.event.hlc.to_key());
+    k.extend_from_slice(&e.id.0);
+    k
+}
+
+fn index_key(dimension: &str, value: &str, wall_ms: i64, id: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(dimension.len() + value.len() + 42);
+    k.extend_from_slice(dimension.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&((wall_ms as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(id);
+    k
+}
+
+/// Creates the tables, the node key and the layout marker on first open; returns the key
+/// and the last HLC issued.
+fn init(db: &Database, clock: &dyn Clock) -> Result<(SigningKey, Hlc, [u8; 32]), StoreError> {
+    let tx = db.begin_write()?;
+    let (key, hlc, token_key) = {
+        let mut meta = tx.open_table(META_TABLE)?;
+        tx.open_table(EVENTS_TABLE)?;
+        tx.open_table(EVENT_IDS_TABLE)?;
+        tx.open_table(EVENT_INDEX_TABLE)?;
+        tx.open_table(DOCS_TABLE)?;
+        tx.open_table(DOC_CHUNKS_TABLE)?;
+        tx.open_table(RECORDS_TABLE)?;
+        tx.open_table(CYLINDERS_TABLE)?;
+        tx.open_multimap_table(CYLINDER_INDEX_TABLE)?;
+        tx.open_table(OPS_TABLE)?;
+        tx.open_table(COUNTERS_TABLE)?;
+        let layout = meta.get("layout")?.map(|v| v.value().to_vec());
+        match layout {
+            None => {
+                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
+            }
+            Some(v) if v == LAYOUT.to_le_bytes() => {}
+            Some(v) => return Err(StoreError::Corrupt(format!("unknown storage layout {v:?}"))),
+        }
+        let existing = meta.get("node_key")?.map(|v| v.value().to_vec());
+        let key = match existing {
+            Some(bytes) => {
+                let secret: [u8; 32] =
+                    bytes.as_slice().try_into().map_err(|_| StoreError::Corrupt("node key length".into()))?;
+                SigningKey::from_bytes(&secret)
+            }
+            None => {
+                let secret: [u8; 32] = clock.random_bytes();
+                meta.insert("node_key", secret.as_slice())?;
+                SigningKey::from_bytes(&secret)
+            }
+        };
+        let hlc = match meta.get("hlc")?.map(|v| v.value().to_vec()) {
+            Some(b) if b.len() == 12 => Hlc {
+                physical_ms: (u64::from_be_bytes(b[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64,
+                logical: u32::from_be_bytes(b[8..].try_into().expect("4 bytes")),
+            },
+            _ => Hlc::default(),
+        };
+        let stored_token_key = meta.get("token_key")?.map(|v| v.value().to_vec());
+        let token_key = match stored_token_key {
+            Some(b) => b.as_slice().try_into().map_err(|_| StoreError::Corrupt("token key length".into()))?,
+            None => {
+                let k = clock.random_bytes();
+                meta.insert("token_key", k.as_slice())?;
+                k
+            }
+        };
+        (key, hlc, token_key)
+    };
+    tx.commit()?;
+    Ok((key, hlc, token_key))
+}
+
+fn writer_loop(
+    db: &Database,
+    rx: &mpsc::Receiver<Job>,
+    key: SigningKey,
+    mut hlc: HlcClock,
+    clock: &dyn Clock,
+    stats: &WriterStats,
+) {
+    let node = NodeId(key.verifying_key().to_bytes());
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let n_jobs = batch.len() as u64;
+        let outcome = run_batch(db, batch, &key, node, &mut hlc, clock);
+        match outcome {
+            Ok(()) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.jobs.fetch_add(n_jobs, Ordering::Relaxed);
+                stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, n_jobs, "write batch failed, nothing of it was stored");
+            }
+        }
+    }
+}
+
+type Replies = Vec<(oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>, Result<Box<dyn Any + Send>, StoreError>)>;
+
+fn run_batch(
+    db: &Database,
+    batch: Vec<Job>,
+    key: &SigningKey,
+    node: NodeId,
+    hlc: &mut HlcClock,
+    clock: &dyn Clock,
+) -> Result<(), StoreError> {
+    let fail_all = |batch_replies: Replies, e: &StoreError| {
+        for (reply, _) in batch_replies {
+            let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+        }
+    };
+    let mut tx = match begin(db) {
+        Ok(tx) => tx,
+        Err(e) => {
+            for job in batch {
+                let _ = job.reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+            }
+            return Err(e);
+        }
+    };
+    let hlc_before = hlc.clone();
+    let mut replies: Replies = Vec::with_capacity(batch.len());
+    let mut fatal = None;
+    for job in batch {
+        if fatal.is_some() {
+            replies.push((job.reply, Err(StoreError::Invalid("batch aborted".into()))));
+            continue;
+        }
+        let mut ctx = WriteCtx { tx: &mut tx, key, node, hlc, wall_ms: clock.now_ms() };
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)))
+            .unwrap_or_else(|p| Err(StoreError::Panicked(panic_message(&p))));
+        if let Err(e) = &result {
+            if e.is_fatal() {
+                fatal = Some(e.to_string());
+            }
+        }
+        replies.push((job.reply, result));
+    }
+    if let Some(e) = fatal {
+        *hlc = hlc_before;
+        drop(tx);
+        let err = StoreError::Corrupt(e);
+        fail_all(replies, &err);
+        return Err(err);
+    }
+    let committed = (|| -> Result<(), StoreError> {
+        {
+            let mut meta = tx.open_table(META_TABLE)?;
+            meta.insert("hlc", hlc.last().to_key().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    })();
+    match committed {
+        Ok(()) => {
+            for (reply, result) in replies {
+                let _ = reply.send(result);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            *hlc = hlc_before;
+            fail_all(replies, &e);
+            Err(e)
+        }
+    }
+}
+
+fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate)?;
+    // Recovery after a crash then reads the allocator state instead of walking every page.
+    tx.set_quick_repair(true);
+    Ok(tx)
+}
+
+fn panic_message(p: &Box<dyn Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// What a write job can do inside the writer's transaction.
+pub struct WriteCtx<'a> {
+    tx: &'a mut WriteTransaction,
+    key: &'a SigningKey,
+    node: NodeId,
+    hlc: &'a mut HlcClock,
+    /// The wall clock when this job started.
+    pub wall_ms: i64,
+}
+
+impl std::fmt::Debug for WriteCtx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteCtx").field("node", &self.node).field("wall_ms", &self.wall_ms).finish()
+    }
+}
+
+impl WriteCtx<'_> {
+    pub fn row(&self, code: &FullCode) -> Result<Option<CylinderRow>, StoreError> {
+        let t = self.tx.open_table(CYLINDERS_TABLE)?;
+        t.get(code.as_bytes())?.map(|v| CylinderRow::decode(v.value())).transpose()
+    }
+
+    pub fn operation_result(&self, op_id: &str) -> Result<Option<([u8; 32], Vec<u8>)>, StoreError> {
+        let t = self.tx.open_table(OPS_TABLE)?;
+        Ok(t.get(op_id)?.and_then(|v| split_op(v.value())))
+    }
+
+    pub fn put_operation_result(&mut self, op_id: &str, request_hash: [u8; 32], response: &[u8]) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(OPS_TABLE)?;
+        let mut v = request_hash.to_vec();
+        v.extend_from_slice(response);
+        t.insert(op_id, v.as_slice())?;
+        Ok(())
+    }
+
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.tx.open_table(META_TABLE)?;
+        Ok(t.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(META_TABLE)?;
+        t.insert(name, value)?;
+        Ok(())
+    }
+
+    /// Makes, signs and stores a new event from this node, and updates the derived row.
+    pub fn record(
+        &mut self,
+        code: FullCode,
+        operator: &str,
+        place: &str,
+        body: EventBody,
+        wall_ms: i64,
+    ) -> Result<(SignedEvent, CylinderRow), StoreError> {
+        let hlc = self.hlc.now(wall_ms);
+        self.record_with(code, operator, place, body, wall_ms, hlc)
+    }
+
+    /// Records an event that happened at `wall_ms` in the past (demo data, imported
+    /// history): its HLC is its own time, so it sorts where it happened.
+    pub fn record_backdated(&mut self, code: FullCode, operator: &str, place: &str, body: EventBody, wall_ms: i64) -> Result<(), StoreError> {
+        let hlc = Hlc { physical_ms: wall_ms, logical: 0 };
+        self.hlc.observe(hlc, self.wall_ms);
+        self.record_with(code, operator, place, body, wall_ms, hlc).map(|_| ())
+    }
+
+    fn record_with(
+        &mut self,
+        code: FullCode,
+        operator: &str,
+        place: &str,
+        body: EventBody,
+        wall_ms: i64,
+        hlc: Hlc,
+    ) -> Result<(SignedEvent, CylinderRow), StoreError> {
+        let Some(row) = self.row(&code)? else {
+            return Err(StoreError::UnknownCylinder(code));
+        };
+        let event = Event { cylinder: code, hlc, wall_ms, node: self.node, operator: operator.to_owned(), place: place.to_owned(), body }
+            .sign(self.key);
+        let row = self.insert_event(&event, row)?;
+        Ok((event, row))
+    }
+
+    /// Stores an event (already signed) and re-derives the cylinder's row from its
+    /// complete history. A duplicate is ignored.
+    fn insert_event(&mut self, event: &SignedEvent, old: CylinderRow) -> Result<CylinderRow, StoreError> {
+        let code = event.event.cylinder;
+        let key = event_key(event);
+        {
+            let mut ids = self.tx.open_table(EVENT_IDS_TABLE)?;
+            if ids.get(&event.id.0)?.is_some() {
+                return Ok(old);
+            }
+            ids.insert(&event.id.0, key.as_slice())?;
+        }
+        {
+            let mut events = self.tx.open_table(EVENTS_TABLE)?;
+            events.insert(key.as_slice(), event.to_stored().as_slice())?;
+        }
+        {
+            let mut idx = self.tx.open_table(EVENT_INDEX_TABLE)?;
+            let e = &event.event;
+            for (dim, value) in [("time", ""), ("operator", e.operator.as_str()), ("kind", e.body.kind()), ("place", e.place.as_str())] {
+                idx.insert(index_key(dim, value, e.wall_ms, &event.id.0).as_slice(), code.as_bytes())?;
+            }
+        }
+        self.bump("events", 1)?;
+        // Usually the new event is the latest: fold it in. Otherwise replay the history.
+        let state = match apply(&old.state, event) {
+            Some(state) => state,
+            None => derive(&old.archive, &self.history(&code)?),
+        };
+        let row = CylinderRow { state, archive: old.archive.clone() };
+        self.put_row(&code, Some(&old), &row)?;
+        Ok(row)
+    }
+
+    /// Every event of one cylinder in this transaction.
+    fn history(&self, code: &FullCode) -> Result<Vec<SignedEvent>, StoreError> {
+        let events = self.tx.open_table(EVENTS_TABLE)?;
+        let (lo, hi) = prefix_range(code.as_bytes());
+        let mut history = Vec::new();
+        for item in events.range(lo.as_slice()..hi.as_slice())? {
+            history.push(decode_event(item?.1.value())?);
+        }
+        Ok(history)
+    }
+
+    fn bump(&mut self, counter: &str, by: i64) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(COUNTERS_TABLE)?;
+        let now = t.get(counter)?.map_or(0, |v| v.value());
+        t.insert(counter, now.saturating_add_signed(by))?;
+        Ok(())
+    }
+
+    fn put_row(&mut self, code: &FullCode, old: Option<&CylinderRow>, row: &CylinderRow) -> Result<(), StoreError> {
+        let old_keys = old.map(index_entries).unwrap_or_default();
+        let new_keys = index_entries(row);
+        {
+            let mut idx = self.tx.open_multimap_table(CYLINDER_INDEX_TABLE)?;
+            for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+                idx.remove(k.as_str(), code.as_bytes())?;
+            }
+            for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+                idx.insert(k.as_str(), code.as_bytes())?;
+            }
+        }
+        let mut rows = self.tx.open_table(CYLINDERS_TABLE)?;
+        rows.insert(code.as_bytes(), row.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// Registers a cylinder: archive document, row, and a `Register` event (plus a
+    /// `BindTag` event per tag, so tag issuing is traceable).
+    pub fn register(&mut self, archive: CylinderArchive, operator: &str, place: &str) -> Result<(SignedEvent, CylinderRow), StoreError> {
+        self.create_archive(&archive)?;
+        let code = archive.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let wall = self.wall_ms;
+        let first = self.record(code, operator, place, EventBody::Register { owner: archive.owner.clone() }, wall)?;
+        let mut last = first.1;
+        for tag in &archive.tags {
+            last = self.record(code, operator, place, EventBody::BindTag { tag: tag.clone() }, wall)?.1;
+        }
+        Ok((first.0, last))
+    }
+
+    /// [`WriteCtx::register`] for a cylinder whose registration happened at `wall_ms`.
+    pub fn register_backdated(&mut self, archive: CylinderArchive, operator: &str, place: &str, wall_ms: i64) -> Result<(), StoreError> {
+        self.create_archive(&archive)?;
+        let code = archive.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.record_backdated(code, operator, place, EventBody::Register { owner: archive.owner.clone() }, wall_ms)?;
+        for tag in &archive.tags {
+            self.record_backdated(code, operator, place, EventBody::BindTag { tag: tag.clone() }, wall_ms)?;
+        }
+        Ok(())
+    }
+
+    /// The archive document and the cylinder's first row. Checks before it writes.
+    fn create_archive(&mut self, archive: &CylinderArchive) -> Result<(), StoreError> {
+        archive.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let code = archive.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if self.row(&code)?.is_some() {
+            return Err(StoreError::AlreadyRegistered(code));
+        }
+        let doc = new_document(archive, self.actor(), self.wall_ms / 1000).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.save_doc(&DocId::cylinder(&code), doc)?;
+        let row = CylinderRow { state: derive(archive, &[]), archive: archive.clone() };
+        self.put_row(&code, None, &row)?;
+        self.bump("cylinders", 1)
+    }
+
+    /// Applies an edit to a cylinder's archive document and re-derives its row.
+    pub fn edit_archive(&mut self, code: &FullCode, edit: impl FnOnce(&mut CylinderArchive)) -> Result<CylinderRow, StoreError> {
+        let Some(old) = self.row(code)? else {
+            return Err(StoreError::UnknownCylinder(*code));
+        };
+        let doc_id = DocId::cylinder(code);
+        let mut doc = self.load_doc(&doc_id)?.ok_or_else(|| StoreError::Corrupt(format!("{doc_id} missing")))?;
+        let mut archive: CylinderArchive = read_document(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        edit(&mut archive);
+        archive.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if archive.code != old.archive.code {
+            return Err(StoreError::Invalid("the code of a cylinder never changes".into()));
+        }
+        update_document(&mut doc, &archive, self.wall_ms / 1000).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.append_chunk(&doc_id, &mut doc)?;
+        let history = self.history(code)?;
+        let row = CylinderRow { state: derive(&archive, &history), archive };
+        self.put_row(code, Some(&old), &row)?;
+        Ok(row)
+    }
+
+    /// Creates or updates a record document and its hydrated JSON.
+    pub fn put_record<T: Reconcile + Hydrate + Serialize>(&mut self, doc_id: &DocId, value: &T) -> Result<(), StoreError> {
+        match self.load_doc(doc_id)? {
+            Some(mut doc) => {
+                update_document(&mut doc, value, self.wall_ms / 1000).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                self.append_chunk(doc_id, &mut doc)?;
+            }
+            None => {
+                let doc = new_document(value, self.actor(), self.wall_ms / 1000).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                self.save_doc(doc_id, doc)?;
+            }
+        }
+        let json = serde_json::to_vec(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut t = self.tx.open_table(RECORDS_TABLE)?;
+        t.insert(doc_id.0.as_str(), json.as_slice())?;
+        Ok(())
+    }
+
+    fn actor(&self) -> ActorId {
+        ActorId::from(&self.node.0[..16])
+    }
+
+    fn save_doc(&mut self, doc_id: &DocId, mut doc: AutoCommit) -> Result<(), StoreError> {
+        let mut docs = self.tx.open_table(DOCS_TABLE)?;
+        docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
+        Ok(())
+    }
+
+    /// Loads a document: snapshot plus its incremental chunks.
+    fn load_doc(&self, doc_id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
+        let docs = self.tx.open_table(DOCS_TABLE)?;
+        let Some(snapshot) = docs.get(doc_id.0.as_str())? else {
+            return Ok(None);
+        };
+        let mut bytes = snapshot.value().to_vec();
+        let chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
+        for item in chunks.range((doc_id.0.as_str(), 0)..=(doc_id.0.as_str(), u64::MAX))? {
+            bytes.extend_from_slice(item?.1.value());
+        }
+        let doc = AutoCommit::load(&bytes).map_err(|e| StoreError::Corrupt(format!("{doc_id}: {e}")))?;
+        Ok(Some(doc.with_actor(self.actor())))
+    }
+
+    /// Appends the document's new changes as a chunk; compacts into a fresh snapshot when
+    /// the chunks outgrow it (the automerge-repo rule).
+    fn append_chunk(&mut self, doc_id: &DocId, doc: &mut AutoCommit) -> Result<(), StoreError> {
+        let chunk = doc.save_incremental();
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let (snapshot_len, chunks_len, next_seq) = {
+            let docs = self.tx.open_table(DOCS_TABLE)?;
+            let snapshot_len = docs.get(doc_id.0.as_str())?.map_or(0, |v| v.value().len());
+            let chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
+            let mut len = 0;
+            let mut next = 0;
+            for item in chunks.range((doc_id.0.as_str(), 0)..=(doc_id.0.as_str(), u64::MAX))? {
+                let (k, v) = item?;
+                len += v.value().len();
+                next = k.value().1 + 1;
+            }
+            (snapshot_len, len, next)
+        };
+        if chunks_len + chunk.len() > snapshot_len {
+            let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
+            for seq in 0..next_seq {
+                chunks.remove((doc_id.0.as_str(), seq))?;
+            }
+            let mut docs = self.tx.open_table(DOCS_TABLE)?;
+            docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
+        } else {
+            let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
+            chunks.insert((doc_id.0.as_str(), next_seq), chunk.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// The events of one cylinder in this transaction (for checks inside a job).
+    pub fn event_exists(&self, id: &EventId) -> Result<bool, StoreError> {
+        let ids = self.tx.open_table(EVENT_IDS_TABLE)?;
+        Ok(ids.get(&id.0)?.is_some())
+    }
+}
+
+/// Index keys of a row.
+fn index_entries(row: &CylinderRow) -> Vec<String> {
+    let mut keys = vec![
+        format!("status:{}", row.state.location.status()),
+        format!("medium:{}", row.archive.medium.code()),
+        format!("serial:{}", row.archive.serial),
+        format!("owner:{}", row.archive.owner),
+    ];
+    if let Some(p) = row.state.location.place() {
+        keys.push(format!("place:{p}"));
+    }
+    for t in &row.state.tags {
+        keys.push(format!("tag:{t}"));
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests;

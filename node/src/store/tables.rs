@@ -1,0 +1,53 @@
+//! Every redb table of a node, with its key and value layout. `docs/formats.md` describes
+//! the same tables for readers who do not read Rust.
+//!
+//! Names carry a version suffix: a layout change gets a new name and a migration.
+
+use redb::{MultimapTableDefinition, TableDefinition};
+
+/// Node metadata. Key: name. Value: bytes.
+/// - `node_key`: 32-byte Ed25519 secret key (the node identity; never logged).
+/// - `token_key`: 32-byte HMAC key of login tokens (never logged).
+/// - `hlc`: 12 bytes, the last hybrid-logical-clock timestamp issued (`Hlc::to_key`).
+/// - `layout`: u64 LE, the storage layout version.
+/// - `demo`: present once demo data was created.
+pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+
+/// The event log. Key: 16-byte cylinder code ++ 12-byte HLC ++ 32-byte event id, so one
+/// cylinder's history is one contiguous range in time order. Value: 64-byte Ed25519
+/// signature ++ canonical event encoding.
+pub(crate) const EVENTS_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-1");
+
+/// Event id → its key in `events-1` (deduplication and look-up by id).
+pub(crate) const EVENT_IDS_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("event-ids-1");
+
+/// Traceability indexes. Key: `<dimension>\0<value>\0` ++ 8-byte big-endian wall ms ++
+/// 32-byte event id, for dimensions `time` (empty value), `operator`, `kind` and `place`.
+/// Value: 16-byte cylinder code.
+pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("event-index-1");
+
+/// Automerge documents: compacted snapshot. Key: document id (`cyl:<code>`, `staff:<account>`, ...).
+pub(crate) const DOCS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("docs-1");
+
+/// Automerge incremental change chunks since the snapshot. Key: (document id, sequence).
+pub(crate) const DOC_CHUNKS_TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("doc-chunks-1");
+
+/// Hydrated records as JSON, derived from `docs-1` in the same transaction. Key: document id.
+pub(crate) const RECORDS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("records-1");
+
+/// Derived cylinder rows: archive + derived state (postcard of `CylinderRow`), so a fill
+/// check is one point read. Key: 16-byte code.
+pub(crate) const CYLINDERS_TABLE: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("cylinders-1");
+
+/// Secondary indexes of cylinders. Key: `status:<s>`, `place:<p>`, `medium:<m>`,
+/// `serial:<n>`, `tag:<t>`, `owner:<e>`. Values: 16-byte codes. A tag with two codes is an
+/// anomaly to report, which is why this is a multimap.
+pub(crate) const CYLINDER_INDEX_TABLE: MultimapTableDefinition<&str, &[u8; 16]> =
+    MultimapTableDefinition::new("cylinder-index-1");
+
+/// Idempotency keys of handheld writes. Key: op id. Value: 32-byte SHA-256 of the request
+/// ++ the JSON response first returned.
+pub(crate) const OPS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("ops-1");
+
+/// Counters: `cylinders`, `events`. Value: u64.
+pub(crate) const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("counters-1");

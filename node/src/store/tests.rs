@@ -1,0 +1,119 @@
+//! Store tests on a real redb file: group commit, durability across reopen, document
+//! chunks and compaction, a panicking job.
+
+use std::sync::Arc;
+
+use schema::archive::{CylinderArchive, Day, LAYOUT_VERSION};
+use schema::event::EventBody;
+use schema::vocab::{Medium, PropertyKind, Variety};
+
+use super::*;
+use crate::clock::ManualClock;
+
+fn archive(n: u32) -> CylinderArchive {
+    CylinderArchive {
+        layout: LAYOUT_VERSION,
+        code: format!("370102010100{n:04}"),
+        variety: Variety::LpgWeldedSteel,
+        medium: Medium::Lpg,
+        serial: format!("S{n}"),
+        maker: "m".into(),
+        manufactured: Day::ymd(2022, 1, 1).unwrap(),
+        standard: "GB 5842-2006".into(),
+        nominal_pressure_mpa: 2.1,
+        water_volume_l: 35.5,
+        tare_kg: Some(15.0),
+        rated_max_fill_kg: None,
+        design_life_years: None,
+        last_inspection: None,
+        next_inspection: Day::ymd(2026, 1, 1),
+        owner: "3701020001".into(),
+        property: PropertyKind::Own,
+        customer: None,
+        tags: vec![],
+    }
+}
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::at(1_795_579_200_000))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let store = Store::open(&path, 8 << 20, clock()).unwrap();
+    let node = store.node_id();
+    store.write(|ctx| ctx.register(archive(1), "k", "p").map(|_| ())).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..300u64 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .write(move |ctx| {
+                    let code: FullCode = "3701020101000001".parse().unwrap();
+                    let wall = ctx.wall_ms;
+                    ctx.record(code, "f", "p", EventBody::Repair { description: format!("r{i}") }, wall).map(|(e, _)| e.id)
+                })
+                .await
+        }));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await.unwrap().unwrap());
+    }
+    let commits = store.stats().commits.load(Ordering::Relaxed);
+    let jobs = store.stats().jobs.load(Ordering::Relaxed);
+    assert_eq!(jobs, 301);
+    assert!(commits < jobs, "group commit: {commits} commits for {jobs} jobs");
+    store.shutdown();
+
+    // Everything acknowledged is there after reopening, with the same identity.
+    let store = Store::open(&path, 8 << 20, clock()).unwrap();
+    assert_eq!(store.node_id(), node);
+    let code: FullCode = "3701020101000001".parse().unwrap();
+    let events = store.events_of(&code, usize::MAX).unwrap();
+    for id in &ids {
+        assert!(events.iter().any(|e| e.id == *id));
+    }
+    assert_eq!(store.counts().unwrap(), (1, 301 + 1));
+    assert_eq!(store.cylinder(&code).unwrap().unwrap().state.n_events, 302);
+    // HLCs are strictly increasing across the whole run.
+    let mut hlcs: Vec<_> = events.iter().map(|e| e.event.hlc).collect();
+    let before = hlcs.clone();
+    hlcs.sort();
+    hlcs.dedup();
+    assert_eq!(hlcs, before);
+}
+
+#[tokio::test]
+async fn archive_edits_append_chunks_then_compact() {
+    let store = Store::in_memory(clock()).unwrap();
+    store.write(|ctx| ctx.register(archive(2), "k", "p").map(|_| ())).await.unwrap();
+    let code: FullCode = "3701020101000002".parse().unwrap();
+    for i in 0..40 {
+        let row = store.write(move |ctx| ctx.edit_archive(&code, |a| a.maker = format!("maker {i}"))).await.unwrap();
+        assert_eq!(row.archive.maker, format!("maker {i}"));
+    }
+    let r = store.db.begin_read().unwrap();
+    let chunks = r.open_table(DOC_CHUNKS_TABLE).unwrap();
+    let n_chunks = chunks.iter().unwrap().count();
+    let docs = r.open_table(DOCS_TABLE).unwrap();
+    let snapshot = docs.get("cyl:3701020101000002").unwrap().unwrap().value().len();
+    let chunk_bytes: usize = chunks.iter().unwrap().map(|c| c.unwrap().1.value().len()).sum();
+    assert!(n_chunks < 40, "compaction happened: {n_chunks} chunks left");
+    assert!(chunk_bytes <= snapshot, "chunks ({chunk_bytes} B) never outgrow the snapshot ({snapshot} B)");
+    // The edit is refused when it breaks the record, and changes nothing.
+    let err = store.write(move |ctx| ctx.edit_archive(&code, |a| a.water_volume_l = -1.0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)));
+    assert_eq!(store.cylinder(&code).unwrap().unwrap().archive.maker, "maker 39");
+}
+
+#[tokio::test]
+async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
+    let store = Store::in_memory(clock()).unwrap();
+    let err = store.write(|_ctx| -> Result<(), StoreError> { panic!("boom") }).await.unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+    store.write(|ctx| ctx.register(archive(3), "k", "p").map(|_| ())).await.unwrap();
+    assert_eq!(store.counts().unwrap().0, 1);
+}
