@@ -1,0 +1,7 @@
+//! End-to-end tests: real node processes, real sockets, the real handheld CLI.
+
+#![allow(clippy::print_stderr)]
+
+mod acceptance;
+mod crash;
+mod tidy;
