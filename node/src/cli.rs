@@ -52,6 +52,11 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         demo_cylinders: usize,
     },
+    /// Compact a stopped node's redb file (frees space left by past commits).
+    Compact {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Import data into a stopped node's data directory.
     Import {
         #[command(subcommand)]
@@ -99,12 +104,17 @@ fn settings(common: &Common) -> anyhow::Result<Settings> {
 fn open_store(s: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
     let path = s.data_dir.join("node.redb");
-    Store::open(&path, s.cache_bytes, clock).map_err(|e| match e {
+    Store::open(&path, s.cache_bytes, clock).map_err(|e| store_error(&path, e))
+}
+
+/// Says plainly when another node process holds the file.
+fn store_error(path: &std::path::Path, e: crate::store::StoreError) -> anyhow::Error {
+    match e {
         crate::store::StoreError::Redb(redb::Error::DatabaseAlreadyOpen) => {
             anyhow::anyhow!("{} is in use by a running node (数据目录正被运行中的节点使用)", path.display())
         }
-        other => anyhow::Error::new(other).context(format!("opening {}", path.display())),
-    })
+        other => anyhow::Error::new(other).context(path.display().to_string()),
+    }
 }
 
 fn bar(total: u64, what: &str) -> ProgressBar {
@@ -130,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let store = open_store(&s, clock.clone())?;
+            let mut store = open_store(&s, clock.clone())?;
             if demo {
                 let pb = bar(demo_cylinders as u64, "演示数据 demo data");
                 let created = crate::demo::ensure(&store, &s, demo_cylinders, clock.now_ms(), &|done, total| {
@@ -139,7 +149,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })?;
                 pb.finish_and_clear();
                 if created {
-                    tracing::info!(cylinders = demo_cylinders, "demo data created");
+                    // Generation commits in large batches; compacting returns the space
+                    // those commits left behind before the node starts serving.
+                    store.shutdown();
+                    let (before, after) = Store::compact_file(&s.data_dir.join("node.redb"))?;
+                    tracing::info!(cylinders = demo_cylinders, file_before = before, file_after = after, "demo data created");
+                    store = open_store(&s, clock.clone())?;
                 }
             }
             rt.block_on(async move {
@@ -150,6 +165,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!("shutting down");
                 node.shutdown().await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compact { common } => {
+            let s = settings(&common)?;
+            let path = s.data_dir.join("node.redb");
+            let (before, after) = Store::compact_file(&path).map_err(|e| store_error(&path, e))?;
+            println!("压缩完成 / compacted {}: {:.1} MiB → {:.1} MiB", path.display(), before as f64 / 1048576.0, after as f64 / 1048576.0);
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { what: ImportWhat::Cylinders { file, common, operator } } => {

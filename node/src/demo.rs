@@ -30,7 +30,7 @@ use crate::store::{Store, StoreError, WriteCtx};
 /// The password of every demo account.
 pub const DEMO_PASSWORD: &str = "demo-pass";
 /// Cylinders written per transaction while generating.
-const CHUNK: usize = 500;
+const CHUNK: usize = 2000;
 const DAY_MS: i64 = 86_400_000;
 
 /// Demo accounts and their roles.
@@ -272,7 +272,7 @@ fn spec(i: usize, rng: &mut ChaCha8Rng, today: Day, enterprise: &str, region: sc
         tags: vec![code10.to_string()],
     };
     let stays_out = i >= 9 && flavour == Flavour::Good && rng.random_bool(0.3);
-    Spec { archive, flavour, since_ms: now_ms - rng.random_range(60..150) * DAY_MS, now_ms, seed: rng.random(), stays_out }
+    Spec { archive, flavour, since_ms: now_ms - rng.random_range(60..120) * DAY_MS, now_ms, seed: rng.random(), stays_out }
 }
 
 /// Registers one cylinder and plays its months of history: receive empty → pre-fill
@@ -303,7 +303,7 @@ fn write_cylinder(ctx: &mut WriteCtx<'_>, s: Spec) -> Result<(), StoreError> {
         step(ctx, &mut t, "demo-filler", full, EventBody::StoreFull { warehouse: full.into() })?;
         step(ctx, &mut t, "demo-driver", "历下充装站", EventBody::Dispatch { order: None, driver: "demo-driver".into() })?;
         step(ctx, &mut t, "demo-driver", &customer, EventBody::Deliver { customer: customer.clone(), order: None })?;
-        t += rng.random_range(14..42) * DAY_MS;
+        t += rng.random_range(21..49) * DAY_MS;
         if t >= end {
             break;
         }

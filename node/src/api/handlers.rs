@@ -142,15 +142,17 @@ fn bad_code(scan: &str) -> ApiError {
     )
 }
 
-async fn row_of(app: &AppState, code: FullCode) -> Result<CylinderRow, ApiError> {
-    let store = app.store.clone();
-    blocking(move || store.cylinder(&code)).await?.ok_or_else(|| ApiError::from(StoreError::UnknownCylinder(code)))
+/// One point read. It runs on the async thread: a redb read transaction never waits for
+/// the writer and the read takes microseconds, while a hop through `spawn_blocking` cost
+/// the fill check about 0.5 ms at p99 under 16 handhelds (station_bench).
+fn row_of(app: &AppState, code: FullCode) -> Result<CylinderRow, ApiError> {
+    app.store.cylinder(&code)?.ok_or_else(|| ApiError::from(StoreError::UnknownCylinder(code)))
 }
 
 pub(super) async fn detail(State(app): State<AppState>, headers: HeaderMap, Path(scan): Path<String>) -> Result<Json<CylinderDetail>, ApiError> {
     app.authorize(&headers, &[])?;
     let code = resolve(&app, &scan).await?;
-    let row = row_of(&app, code).await?;
+    let row = row_of(&app, code)?;
     let store = app.store.clone();
     let recent = blocking(move || store.events_of(&code, 20)).await?;
     Ok(Json(CylinderDetail {
@@ -163,7 +165,7 @@ pub(super) async fn detail(State(app): State<AppState>, headers: HeaderMap, Path
 pub(super) async fn events(State(app): State<AppState>, headers: HeaderMap, Path(scan): Path<String>) -> Result<Json<Vec<EventView>>, ApiError> {
     app.authorize(&headers, &[])?;
     let code = resolve(&app, &scan).await?;
-    row_of(&app, code).await?;
+    row_of(&app, code)?;
     let store = app.store.clone();
     let all = blocking(move || store.events_of(&code, usize::MAX)).await?;
     Ok(Json(all.iter().map(event_view).collect()))
@@ -257,7 +259,7 @@ pub(super) async fn fill_check(
     let medium = req.medium.as_deref().map(parse_medium).transpose()?;
     let mass = req.filled_mass_kg.map(check_mass).transpose()?;
     let code = resolve(&app, &scan).await?;
-    let row = row_of(&app, code).await?;
+    let row = row_of(&app, code)?;
     let now = app.clock.now_ms();
     let refusals = check_fill(
         &app.settings.rules,

@@ -23,8 +23,8 @@ pub(crate) const EVENT_IDS_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefin
 
 /// Traceability indexes. Key: `<dimension>\0<value>\0` ++ 8-byte big-endian wall ms ++
 /// 32-byte event id, for dimensions `time` (empty value), `operator`, `kind` and `place`.
-/// Value: 16-byte cylinder code.
-pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], &[u8; 16]> = TableDefinition::new("event-index-1");
+/// Value: none; the id leads to the event through `event-ids-1`.
+pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-index-1");
 
 /// Automerge documents: compacted snapshot. Key: document id (`cyl:<code>`, `staff:<account>`, ...).
 pub(crate) const DOCS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("docs-1");
