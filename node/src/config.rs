@@ -34,6 +34,9 @@ pub struct RawConfig {
     pub token_ttl_hours: u32,
     /// redb page cache in MiB.
     pub cache_mib: usize,
+    /// Save redb's allocator state with every commit: recovery after a crash takes
+    /// milliseconds instead of a walk over the whole file, commits cost more.
+    pub quick_repair: bool,
     /// Largest accepted request body in KiB.
     pub body_max_kib: usize,
 }
@@ -50,7 +53,8 @@ impl Default for RawConfig {
             rules_file: None,
             utc_offset_minutes: 480,
             token_ttl_hours: 12,
-            cache_mib: 64,
+            cache_mib: 48,
+            quick_repair: false,
             body_max_kib: 256,
         }
     }
@@ -69,6 +73,7 @@ pub struct Settings {
     pub utc_offset: chrono::FixedOffset,
     pub token_ttl_hours: u32,
     pub cache_bytes: usize,
+    pub quick_repair: bool,
     pub body_max_bytes: usize,
 }
 
@@ -113,6 +118,7 @@ impl RawConfig {
             utc_offset,
             token_ttl_hours: self.token_ttl_hours,
             cache_bytes: self.cache_mib << 20,
+            quick_repair: self.quick_repair,
             body_max_bytes: self.body_max_kib << 10,
         })
     }

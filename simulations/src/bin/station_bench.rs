@@ -25,10 +25,11 @@ struct Args {
     seconds: u64,
     handhelds: usize,
     data: Option<std::path::PathBuf>,
+    quick_repair: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { cylinders: 100_000, seconds: 20, handhelds: 16, data: None };
+    let mut a = Args { cylinders: 100_000, seconds: 20, handhelds: 16, data: None, quick_repair: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -37,7 +38,8 @@ fn args() -> anyhow::Result<Args> {
             "--seconds" => a.seconds = value()?.parse()?,
             "--handhelds" => a.handhelds = value()?.parse()?,
             "--data" => a.data = Some(value()?.into()),
-            other => anyhow::bail!("unknown flag {other}; flags: --cylinders N --seconds S --handhelds H --data DIR"),
+            "--quick-repair" => a.quick_repair = true,
+            other => anyhow::bail!("unknown flag {other}; flags: --cylinders N --seconds S --handhelds H --data DIR --quick-repair"),
         }
     }
     Ok(a)
@@ -50,9 +52,12 @@ fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let url = format!("http://127.0.0.1:{port}");
     let log = tmp.path().join("node.log");
+    let config = tmp.path().join("node.toml");
+    std::fs::write(&config, format!("quick_repair = {}\n", a.quick_repair))?;
     let run_args = |demo: bool| {
         let mut v: Vec<String> = ["run", "--mdns", "off", "--http", &format!("127.0.0.1:{port}"), "--data"].iter().map(|s| s.to_string()).collect();
         v.push(data.display().to_string());
+        v.extend(["--config".into(), config.display().to_string()]);
         if demo {
             v.extend(["--demo".into(), "--demo-cylinders".into(), a.cylinders.to_string()]);
         }
@@ -104,8 +109,12 @@ fn main() -> anyhow::Result<()> {
     let errors = Arc::new(AtomicU64::new(0));
     let checks = Arc::new(Mutex::new(Vec::new()));
     let fills = Arc::new(Mutex::new(Vec::new()));
+    // Operation ids are new for every run: a reused id would be answered from the
+    // idempotency table without writing, and measure something easier than a fill.
+    let run = uuid::Uuid::now_v7().simple().to_string();
     let mut threads = Vec::new();
     for h in 0..a.handhelds {
+        let run = run.clone();
         let client = Client::new(&url).with_token(filler.token().unwrap_or_default());
         let (good, stop, ops, errors, checks, fills) = (good.clone(), stop.clone(), ops.clone(), errors.clone(), checks.clone(), fills.clone());
         threads.push(std::thread::spawn(move || {
@@ -119,7 +128,7 @@ fn main() -> anyhow::Result<()> {
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
-                let req = OperationRequest { op_id: format!("bench-{h}-{i}"), code: code.clone(), op: Operation::Fill { medium: "lpg".into(), filled_mass_kg: 14.0, batch: None } };
+                let req = OperationRequest { op_id: format!("{run}-{h}-{i}"), code: code.clone(), op: Operation::Fill { medium: "lpg".into(), filled_mass_kg: 14.0, batch: None } };
                 let t = Instant::now();
                 match client.operation(&req) {
                     Ok(_) => {
@@ -156,22 +165,30 @@ fn main() -> anyhow::Result<()> {
     checks.sort();
     fills.sort();
     let n_ops = ops.load(Ordering::Relaxed);
-    println!("station_bench: {} cylinders, {} events, {} handhelds, {:.1} s of load", health.cylinders, health.events, a.handhelds, elapsed.as_secs_f64());
+    println!(
+        "station_bench: {} cylinders, {} events, {} handhelds, {:.1} s of load, quick_repair = {}",
+        health.cylinders,
+        health.events,
+        a.handhelds,
+        elapsed.as_secs_f64(),
+        a.quick_repair
+    );
     println!("  demo data created in        {:>10.1} s ({:.0} MiB redb file)", created.as_secs_f64(), db_bytes as f64 / 1048576.0);
     println!("  cold start (best/median)    {:>10.1} ms / {:.1} ms", ms(starts[0]), ms(starts[1]));
     println!("  durable fills               {:>10.0} ops/s ({} ops, {} errors)", n_ops as f64 / elapsed.as_secs_f64(), n_ops, errors.load(Ordering::Relaxed));
     println!("  fill-check p50 / p99        {:>10.2} ms / {:.2} ms ({} checks)", ms(percentile(&checks, 50.0)), ms(percentile(&checks, 99.0)), checks.len());
     println!("  durable fill p50 / p99      {:>10.2} ms / {:.2} ms", ms(percentile(&fills, 50.0)), ms(percentile(&fills, 99.0)));
     println!("  node RSS idle / under load  {:>10.1} MiB / {:.1} MiB (peak {:.1} MiB)", rss_idle as f64 / 1024.0, rss_peak_load as f64 / 1024.0, hwm as f64 / 1024.0);
-    if let Some((commits, jobs)) = metrics {
-        println!("  group commit                {:>10.1} jobs per fsync ({jobs} jobs, {commits} commits)", jobs as f64 / commits.max(1) as f64);
+    if let Some((commits, jobs, replays)) = metrics {
+        println!("  group commit                {:>10.1} jobs per fsync ({jobs} jobs, {commits} commits, {replays} replays)", jobs as f64 / commits.max(1) as f64);
+        anyhow::ensure!(replays == 0 && jobs >= n_ops, "fills were answered without writing: {replays} replays, {jobs} jobs for {n_ops} fills");
     }
     Ok(())
 }
 
-/// Commits and jobs from `/metrics`.
-fn ureq_metrics(url: &str) -> Option<(u64, u64)> {
+/// Commits, jobs and replays from `/metrics` (counted since this node process started).
+fn ureq_metrics(url: &str) -> Option<(u64, u64, u64)> {
     let text = ureq::get(format!("{url}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
     let get = |name: &str| text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok());
-    Some((get("node_store_commits_total ")?, get("node_store_jobs_total ")?))
+    Some((get("node_store_commits_total ")?, get("node_store_jobs_total ")?, get("node_operation_replays_total ")?))
 }
