@@ -61,11 +61,28 @@ enum Command {
         mass: Option<f64>,
     },
     /// Bind a tag to a cylinder record (标签绑定).
-    BindTag { code: String, tag: String, #[command(flatten)] op: OpArgs },
+    BindTag {
+        code: String,
+        tag: String,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Receive an empty into the empty store (入空瓶库).
-    ReceiveEmpty { code: String, #[arg(long)] warehouse: String, #[command(flatten)] op: OpArgs },
+    ReceiveEmpty {
+        code: String,
+        #[arg(long)]
+        warehouse: String,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Pre-fill check (充装前检查); give --fail ITEM for each failed item.
-    PreFillCheck { code: String, #[arg(long = "fail")] failed: Vec<String>, #[command(flatten)] op: OpArgs },
+    PreFillCheck {
+        code: String,
+        #[arg(long = "fail")]
+        failed: Vec<String>,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Fill (充装).
     Fill {
         code: String,
@@ -80,11 +97,29 @@ enum Command {
         op: OpArgs,
     },
     /// Post-fill check (充装后检查).
-    PostFillCheck { code: String, #[arg(long = "fail")] failed: Vec<String>, #[command(flatten)] op: OpArgs },
+    PostFillCheck {
+        code: String,
+        #[arg(long = "fail")]
+        failed: Vec<String>,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Into the full store (入满瓶库).
-    StoreFull { code: String, #[arg(long)] warehouse: String, #[command(flatten)] op: OpArgs },
+    StoreFull {
+        code: String,
+        #[arg(long)]
+        warehouse: String,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Out for delivery (出库配送).
-    Dispatch { code: String, #[arg(long)] order: Option<String>, #[command(flatten)] op: OpArgs },
+    Dispatch {
+        code: String,
+        #[arg(long)]
+        order: Option<String>,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Hand over to a customer (已配送), optionally recording a new customer's details.
     Deliver {
         code: String,
@@ -102,11 +137,31 @@ enum Command {
         op: OpArgs,
     },
     /// Collect back from a customer (回收).
-    Return { code: String, #[arg(long)] customer: String, #[arg(long)] slip: Option<String>, #[command(flatten)] op: OpArgs },
+    Return {
+        code: String,
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        slip: Option<String>,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Record a repair (维修).
-    Repair { code: String, #[arg(long)] description: String, #[command(flatten)] op: OpArgs },
+    Repair {
+        code: String,
+        #[arg(long)]
+        description: String,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Send to periodic inspection (送检).
-    SendToInspection { code: String, #[arg(long)] reason: String, #[command(flatten)] op: OpArgs },
+    SendToInspection {
+        code: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// Record a periodic inspection result (检验结果).
     InspectionResult {
         code: String,
@@ -124,7 +179,13 @@ enum Command {
         op: OpArgs,
     },
     /// Scrap a cylinder (报废).
-    Scrap { code: String, #[arg(long)] reason: String, #[command(flatten)] op: OpArgs },
+    Scrap {
+        code: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        op: OpArgs,
+    },
     /// A regulator finding (监管标记): --hold or --release.
     Finding {
         code: String,
@@ -229,11 +290,18 @@ pub(crate) fn run() -> anyhow::Result<i32> {
             let resp = c.login(account, password).map_err(api_error)?;
             let s = Session { node: node.clone(), token: resp.token.clone(), account: account.clone() };
             let path = session_path(&cli);
-            std::fs::write(&path, serde_json::to_vec_pretty(&s)?).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
+                .with_context(|| format!("writing {}", path.display()))?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&resp)?);
             } else {
-                println!("已登录 {} ({})  角色 {}  站点 {}  节点 {node}", resp.name, account, resp.roles.join(","), resp.station);
+                println!(
+                    "已登录 {} ({})  角色 {}  站点 {}  节点 {node}",
+                    resp.name,
+                    account,
+                    resp.roles.join(","),
+                    resp.station
+                );
             }
             Ok(0)
         }
@@ -257,17 +325,15 @@ pub(crate) fn run() -> anyhow::Result<i32> {
         }
         other => {
             let (code, op, op_args) = operation(other)?;
-            let req = OperationRequest {
-                op_id: op_args.op_id.clone().unwrap_or_else(new_op_id),
-                code: code.to_owned(),
-                op,
-            };
+            let req =
+                OperationRequest { op_id: op_args.op_id.clone().unwrap_or_else(new_op_id), code: code.to_owned(), op };
             match client(&cli)?.operation(&req) {
                 Ok(resp) => {
                     if cli.json {
                         println!("{}", serde_json::to_string_pretty(&resp)?);
                     } else {
-                        let again = if resp.replayed { "（重复提交，返回首次结果 / replayed）" } else { "" };
+                        let again =
+                            if resp.replayed { "（重复提交，返回首次结果 / replayed）" } else { "" };
                         println!("已记录 / recorded: {} {}{again}", resp.event.kind_zh, resp.event.code);
                         println!("  事件 {}  时间 {}  操作人 {}", resp.event.id, resp.event.at, resp.event.operator);
                         print_state(&resp.state);
@@ -293,7 +359,9 @@ fn operation(c: &Command) -> anyhow::Result<(&str, Operation, &OpArgs)> {
     let items = |v: &Vec<String>| v.clone();
     Ok(match c {
         Command::BindTag { code, tag, op } => (code, Operation::BindTag { tag: tag.clone() }, op),
-        Command::ReceiveEmpty { code, warehouse, op } => (code, Operation::ReceiveEmpty { warehouse: warehouse.clone() }, op),
+        Command::ReceiveEmpty { code, warehouse, op } => {
+            (code, Operation::ReceiveEmpty { warehouse: warehouse.clone() }, op)
+        }
         Command::PreFillCheck { code, failed, op } => {
             (code, Operation::PreFillCheck { passed: failed.is_empty(), failed_items: items(failed) }, op)
         }
@@ -340,13 +408,15 @@ fn operation(c: &Command) -> anyhow::Result<(&str, Operation, &OpArgs)> {
                 (false, true) => "release",
                 _ => bail!("give exactly one of --hold or --release"),
             };
-            (code, Operation::RegulatorFinding { action: action.into(), finding: finding.clone(), note: note.clone() }, op)
+            (
+                code,
+                Operation::RegulatorFinding { action: action.into(), finding: finding.clone(), note: note.clone() },
+                op,
+            )
         }
-        Command::Correct { code, target, reason, note, op } => (
-            code,
-            Operation::Correction { target: target.clone(), reason: reason.clone(), note: note.clone() },
-            op,
-        ),
+        Command::Correct { code, target, reason, note, op } => {
+            (code, Operation::Correction { target: target.clone(), reason: reason.clone(), note: note.clone() }, op)
+        }
         Command::Discover { .. } | Command::Login { .. } | Command::Show { .. } | Command::Check { .. } => {
             bail!("not an operation")
         }

@@ -66,7 +66,9 @@ impl Client {
         format!("{}{PREFIX}{path}", self.base)
     }
 
-    fn finish<T: DeserializeOwned>(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<T, ClientError> {
+    fn finish<T: DeserializeOwned>(
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
         let mut resp = resp.map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().map_err(|e| ClientError::Transport(e.to_string()))?;
@@ -143,7 +145,12 @@ impl Client {
         self.get(&format!("/cylinders/{}/events", encode(code)), &[])
     }
 
-    pub fn fill_check(&self, code: &str, medium: Option<&str>, filled_mass_kg: Option<f64>) -> Result<FillCheckResponse, ClientError> {
+    pub fn fill_check(
+        &self,
+        code: &str,
+        medium: Option<&str>,
+        filled_mass_kg: Option<f64>,
+    ) -> Result<FillCheckResponse, ClientError> {
         self.post(
             &format!("/cylinders/{}/fill-check", encode(code)),
             &FillCheckRequest { medium: medium.map(str::to_owned), filled_mass_kg },

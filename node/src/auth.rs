@@ -3,8 +3,8 @@
 //! A token is `hex(account|roles|expiry_ms).hex(HMAC-SHA256)`, keyed by a secret kept in
 //! the node's data directory; it survives restarts and needs no session table.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use schema::vocab::Role;
 use sha2::{Digest, Sha256};
 
@@ -32,7 +32,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()

@@ -78,7 +78,8 @@ enum ImportWhat {
 }
 
 pub fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     match run(cli) {
@@ -102,9 +103,11 @@ fn settings(common: &Common) -> anyhow::Result<Settings> {
 }
 
 fn open_store(s: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&s.data_dir).with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
+    std::fs::create_dir_all(&s.data_dir)
+        .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
     let path = s.data_dir.join("node.redb");
-    Store::open(&path, crate::store::StoreOptions { cache_bytes: s.cache_bytes, quick_repair: s.quick_repair }, clock).map_err(|e| store_error(&path, e))
+    Store::open(&path, crate::store::StoreOptions { cache_bytes: s.cache_bytes, quick_repair: s.quick_repair }, clock)
+        .map_err(|e| store_error(&path, e))
 }
 
 /// Says plainly when another node process holds the file.
@@ -138,7 +141,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(m) = mdns {
                 s.mdns = m.parse().map_err(anyhow::Error::msg).context("--mdns")?;
             }
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let mut store = open_store(&s, clock.clone())?;
             if demo {
@@ -153,12 +157,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     // those commits left behind before the node starts serving.
                     store.shutdown();
                     let (before, after) = Store::compact_file(&s.data_dir.join("node.redb"))?;
-                    tracing::info!(cylinders = demo_cylinders, file_before = before, file_after = after, "demo data created");
+                    tracing::info!(
+                        cylinders = demo_cylinders,
+                        file_before = before,
+                        file_after = after,
+                        "demo data created"
+                    );
                     store = open_store(&s, clock.clone())?;
                 }
             }
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(s.http).await.with_context(|| format!("binding {}", s.http))?;
+                let listener =
+                    tokio::net::TcpListener::bind(s.http).await.with_context(|| format!("binding {}", s.http))?;
                 let node = Node::start(s, Deps { listener, store, clock })?;
                 eprintln!("节点已启动 / node listening on http://{}", node.addr);
                 shutdown_signal().await;
@@ -171,19 +181,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = settings(&common)?;
             let path = s.data_dir.join("node.redb");
             let (before, after) = Store::compact_file(&path).map_err(|e| store_error(&path, e))?;
-            println!("压缩完成 / compacted {}: {:.1} MiB → {:.1} MiB", path.display(), before as f64 / 1048576.0, after as f64 / 1048576.0);
+            println!(
+                "压缩完成 / compacted {}: {:.1} MiB → {:.1} MiB",
+                path.display(),
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { what: ImportWhat::Cylinders { file, common, operator } } => {
             let s = settings(&common)?;
             let store = open_store(&s, Arc::new(SystemClock))?;
             let pb = bar(0, "导入 import");
-            let report = crate::import::import(&store, &file, s.region, s.enterprise.as_str(), &operator, &|done, total| {
-                pb.set_length(total);
-                pb.set_position(done);
-            })?;
+            let report =
+                crate::import::import(&store, &file, s.region, s.enterprise.as_str(), &operator, &|done, total| {
+                    pb.set_length(total);
+                    pb.set_position(done);
+                })?;
             pb.finish_and_clear();
-            println!("导入 {} 条，拒绝 {} 条 / imported {}, rejected {}", report.imported, report.rejected.len(), report.imported, report.rejected.len());
+            println!(
+                "导入 {} 条，拒绝 {} 条 / imported {}, rejected {}",
+                report.imported,
+                report.rejected.len(),
+                report.imported,
+                report.rejected.len()
+            );
             if report.rejected.is_empty() {
                 return Ok(ExitCode::SUCCESS);
             }

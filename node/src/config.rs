@@ -86,11 +86,13 @@ impl RawConfig {
     pub fn validate(self) -> anyhow::Result<Settings> {
         let enterprise: EnterpriseCode = self.enterprise.parse().context("config `enterprise`")?;
         let region: RegionCode = self.region.parse().context("config `region`")?;
-        let http: SocketAddr = self.http.parse().with_context(|| format!("config `http`: {:?} is not ip:port", self.http))?;
+        let http: SocketAddr =
+            self.http.parse().with_context(|| format!("config `http`: {:?} is not ip:port", self.http))?;
         let mdns: MdnsInterfaces = self.mdns.parse().map_err(anyhow::Error::msg).context("config `mdns`")?;
         let mut rules = RuleTable::embedded();
         if let Some(file) = &self.rules_file {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading rules file {}", file.display()))?;
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("reading rules file {}", file.display()))?;
             rules = rules.with_overrides(&text).with_context(|| format!("rules file {}", file.display()))?;
         }
         let utc_offset = chrono::FixedOffset::east_opt(self.utc_offset_minutes * 60)

@@ -50,7 +50,13 @@ const FOREIGN_ENTERPRISE: &str = "3701260001";
 
 /// Creates the demo data unless this store already has it. `progress` is called with
 /// (done, total) cylinders.
-pub fn ensure(store: &Store, settings: &Settings, n_cylinders: usize, now_ms: i64, progress: &dyn Fn(u64, u64)) -> Result<bool, StoreError> {
+pub fn ensure(
+    store: &Store,
+    settings: &Settings,
+    n_cylinders: usize,
+    now_ms: i64,
+    progress: &dyn Fn(u64, u64),
+) -> Result<bool, StoreError> {
     if store.meta("demo")?.is_some() {
         return Ok(false);
     }
@@ -61,7 +67,10 @@ pub fn ensure(store: &Store, settings: &Settings, n_cylinders: usize, now_ms: i6
         let enterprise = enterprise.clone();
         store.write_blocking(move |ctx| records(ctx, &enterprise, &region.to_string(), &hash))?;
     }
-    let today = Day(chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default().with_timezone(&settings.utc_offset).date_naive());
+    let today = Day(chrono::DateTime::from_timestamp_millis(now_ms)
+        .unwrap_or_default()
+        .with_timezone(&settings.utc_offset)
+        .date_naive());
     let mut done = 0usize;
     let mut rng = ChaCha8Rng::seed_from_u64(20_261_125);
     while done < n_cylinders {
@@ -91,7 +100,14 @@ fn records(ctx: &mut WriteCtx<'_>, enterprise: &str, region: &str, hash: &str) -
             address: "山东省济南市历下区新泺大街2008号".into(),
             contact: "刘云洁".into(),
             phone: "0531-88880001".into(),
-            media: vec![Medium::Lpg, Medium::Oxygen, Medium::Nitrogen, Medium::CarbonDioxide, Medium::Argon, Medium::Acetylene],
+            media: vec![
+                Medium::Lpg,
+                Medium::Oxygen,
+                Medium::Nitrogen,
+                Medium::CarbonDioxide,
+                Medium::Argon,
+                Medium::Acetylene,
+            ],
             in_use: true,
         },
     )?;
@@ -112,18 +128,34 @@ fn records(ctx: &mut WriteCtx<'_>, enterprise: &str, region: &str, hash: &str) -
     for (i, name) in EMPTY_STORES.iter().chain(FULL_STORES).enumerate() {
         ctx.put_record(
             &DocId::record("warehouse", name),
-            &Warehouse { id: (*name).into(), name: (*name).into(), holds_empty: i < 2, holds_full: i >= 2, enterprise: enterprise.into() },
+            &Warehouse {
+                id: (*name).into(),
+                name: (*name).into(),
+                holds_empty: i < 2,
+                holds_full: i >= 2,
+                enterprise: enterprise.into(),
+            },
         )?;
     }
     for (id, name) in [("PS-01", "历下配送站"), ("PS-02", "高新配送站")] {
         ctx.put_record(
             &DocId::record("delivery_station", id),
-            &DeliveryStation { id: id.into(), name: name.into(), address: format!("济南市{name}"), phone: "0531-88880002".into(), enterprise: enterprise.into() },
+            &DeliveryStation {
+                id: id.into(),
+                name: name.into(),
+                address: format!("济南市{name}"),
+                phone: "0531-88880002".into(),
+                enterprise: enterprise.into(),
+            },
         )?;
     }
     for i in 1..=60u32 {
         let household = i > 12;
-        let name = if household { format!("{}{}", SURNAMES[i as usize % SURNAMES.len()], "家") } else { BUSINESSES[i as usize % BUSINESSES.len()].to_owned() };
+        let name = if household {
+            format!("{}{}", SURNAMES[i as usize % SURNAMES.len()], "家")
+        } else {
+            BUSINESSES[i as usize % BUSINESSES.len()].to_owned()
+        };
         ctx.put_record(
             &DocId::record("customer", &customer_code(i)),
             &Customer {
@@ -140,7 +172,12 @@ fn records(ctx: &mut WriteCtx<'_>, enterprise: &str, region: &str, hash: &str) -
     }
     ctx.put_record(
         &DocId::record("batch", "PC20261101"),
-        &FillBatch { id: "PC20261101".into(), medium: Medium::Lpg, opened: "2026-11-01".into(), note: "11月液化石油气批次".into() },
+        &FillBatch {
+            id: "PC20261101".into(),
+            medium: Medium::Lpg,
+            opened: "2026-11-01".into(),
+            note: "11月液化石油气批次".into(),
+        },
     )?;
     Ok(())
 }
@@ -150,7 +187,8 @@ fn customer_code(i: u32) -> String {
 }
 
 const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "马", "朱"];
-const BUSINESSES: &[&str] = &["泉城饭店", "大明湖酒家", "趵突泉食堂", "历下区第一中学", "千佛山宾馆", "山大路餐馆", "舜耕山庄", "黑虎泉茶社"];
+const BUSINESSES: &[&str] =
+    &["泉城饭店", "大明湖酒家", "趵突泉食堂", "历下区第一中学", "千佛山宾馆", "山大路餐馆", "舜耕山庄", "黑虎泉茶社"];
 const STREETS: &[&str] = &["泉城", "经十", "解放", "文化东", "山大", "和平", "历山", "燕子山"];
 const MAKERS: &[&str] = &["济南钢瓶厂", "山东华电气瓶有限公司", "北京天海工业有限公司", "沈阳斯林达安科新技术有限公司"];
 
@@ -179,7 +217,14 @@ struct Spec {
     stays_out: bool,
 }
 
-fn spec(i: usize, rng: &mut ChaCha8Rng, today: Day, enterprise: &str, region: schema::codes::RegionCode, now_ms: i64) -> Spec {
+fn spec(
+    i: usize,
+    rng: &mut ChaCha8Rng,
+    today: Day,
+    enterprise: &str,
+    region: schema::codes::RegionCode,
+    now_ms: i64,
+) -> Spec {
     // The first nine are the well-known codes of the module table.
     let (medium, seq, flavour) = match i {
         0 => (Medium::Lpg, 1, Flavour::Good),
@@ -241,7 +286,7 @@ fn spec(i: usize, rng: &mut ChaCha8Rng, today: Day, enterprise: &str, region: sc
         _ => rng.random_range(0..20),
     };
     let manufactured = today.plus_years(-age_years).plus_days(-rng.random_range(30..330));
-    let last_inspection = if age_years >= interval as i32 || flavour == Flavour::PastLife {
+    let last_inspection = if age_years >= interval || flavour == Flavour::PastLife {
         Some(today.plus_days(-rng.random_range(60..(interval * 365 - 60) as i64)))
     } else {
         None
@@ -267,12 +312,25 @@ fn spec(i: usize, rng: &mut ChaCha8Rng, today: Day, enterprise: &str, region: sc
         last_inspection: last_inspection.filter(|d| *d < next_inspection),
         next_inspection: Some(next_inspection),
         owner: if flavour == Flavour::Foreign { FOREIGN_ENTERPRISE.into() } else { enterprise.into() },
-        property: if flavour == Flavour::Foreign { PropertyKind::Own } else if rng.random_bool(0.1) { PropertyKind::Entrusted } else { PropertyKind::Own },
+        property: if flavour == Flavour::Foreign {
+            PropertyKind::Own
+        } else if rng.random_bool(0.1) {
+            PropertyKind::Entrusted
+        } else {
+            PropertyKind::Own
+        },
         customer: None,
         tags: vec![code10.to_string()],
     };
     let stays_out = i >= 9 && flavour == Flavour::Good && rng.random_bool(0.3);
-    Spec { archive, flavour, since_ms: now_ms - rng.random_range(60..120) * DAY_MS, now_ms, seed: rng.random(), stays_out }
+    Spec {
+        archive,
+        flavour,
+        since_ms: now_ms - rng.random_range(60..120) * DAY_MS,
+        now_ms,
+        seed: rng.random(),
+        stays_out,
+    }
 }
 
 /// Registers one cylinder and plays its months of history: receive empty → pre-fill
@@ -288,20 +346,33 @@ fn write_cylinder(ctx: &mut WriteCtx<'_>, s: Spec) -> Result<(), StoreError> {
     let mut t = s.since_ms + DAY_MS;
     let end = s.now_ms - 2 * DAY_MS;
     let customer = customer_code(rng.random_range(1..=60));
-    let step = |ctx: &mut WriteCtx<'_>, t: &mut i64, operator: &str, place: &str, body: EventBody| -> Result<(), StoreError> {
-        // 10 minutes to 2 hours between the steps of one cycle.
-        *t += 600_000 + (*t).rem_euclid(6_600_000);
-        ctx.record_backdated(code, operator, place, body, *t)
-    };
+    let step =
+        |ctx: &mut WriteCtx<'_>, t: &mut i64, operator: &str, place: &str, body: EventBody| -> Result<(), StoreError> {
+            // 10 minutes to 2 hours between the steps of one cycle.
+            *t += 600_000 + (*t).rem_euclid(6_600_000);
+            ctx.record_backdated(code, operator, place, body, *t)
+        };
     while t < end {
         let empty = EMPTY_STORES[(t / DAY_MS) as usize % 2];
         let full = FULL_STORES[(t / DAY_MS) as usize % 2];
         step(ctx, &mut t, "demo-keeper", empty, EventBody::ReceiveEmpty { warehouse: empty.into() })?;
         step(ctx, &mut t, "demo-filler", "历下充装站", EventBody::PreFillCheck { passed: true, failed_items: vec![] })?;
         let g = if medium.is_liquefied() { mass_g(&mut ChaCha8Rng::seed_from_u64(t as u64)) } else { compressed_g };
-        step(ctx, &mut t, "demo-filler", "历下充装站", EventBody::Fill { medium, filled_mass_g: g, batch: Some("PC20261101".into()) })?;
+        step(
+            ctx,
+            &mut t,
+            "demo-filler",
+            "历下充装站",
+            EventBody::Fill { medium, filled_mass_g: g, batch: Some("PC20261101".into()) },
+        )?;
         step(ctx, &mut t, "demo-filler", full, EventBody::StoreFull { warehouse: full.into() })?;
-        step(ctx, &mut t, "demo-driver", "历下充装站", EventBody::Dispatch { order: None, driver: "demo-driver".into() })?;
+        step(
+            ctx,
+            &mut t,
+            "demo-driver",
+            "历下充装站",
+            EventBody::Dispatch { order: None, driver: "demo-driver".into() },
+        )?;
         step(ctx, &mut t, "demo-driver", &customer, EventBody::Deliver { customer: customer.clone(), order: None })?;
         t += rng.random_range(21..49) * DAY_MS;
         if t >= end {
@@ -316,13 +387,19 @@ fn write_cylinder(ctx: &mut WriteCtx<'_>, s: Spec) -> Result<(), StoreError> {
         step(ctx, &mut t, "demo-keeper", empty, EventBody::ReceiveEmpty { warehouse: empty.into() })?;
     }
     match s.flavour {
-        Flavour::Scrapped => step(ctx, &mut t, "demo-inspector", "历下充装站", EventBody::Scrap { reason: "瓶体严重腐蚀".into() })?,
+        Flavour::Scrapped => {
+            step(ctx, &mut t, "demo-inspector", "历下充装站", EventBody::Scrap { reason: "瓶体严重腐蚀".into() })?
+        }
         Flavour::Held => step(
             ctx,
             &mut t,
             "demo-regulator",
             "历下充装站",
-            EventBody::RegulatorFinding { action: FindingAction::Hold, finding: format!("JC-{}", &code.to_string()[10..]), note: "现场检查：钢印模糊，待核实".into() },
+            EventBody::RegulatorFinding {
+                action: FindingAction::Hold,
+                finding: format!("JC-{}", &code.to_string()[10..]),
+                note: "现场检查：钢印模糊，待核实".into(),
+            },
         )?,
         Flavour::FailedCheck => step(
             ctx,

@@ -47,12 +47,13 @@ pub fn advertise(
     }
     .map_err(|e| format!("mDNS service info: {e}"))?;
     // On loopback, advertise the loopback address so a handheld on the same host connects.
-    let info = if matches!(interfaces, MdnsInterfaces::Only(n) if n.iter().all(|n| n == "lo")) && bound_ip.is_unspecified() {
-        ServiceInfo::new(SERVICE_TYPE, instance, &host, IpAddr::V4(Ipv4Addr::LOCALHOST), port, &properties[..])
-            .map_err(|e| format!("mDNS service info: {e}"))?
-    } else {
-        info
-    };
+    let info =
+        if matches!(interfaces, MdnsInterfaces::Only(n) if n.iter().all(|n| n == "lo")) && bound_ip.is_unspecified() {
+            ServiceInfo::new(SERVICE_TYPE, instance, &host, IpAddr::V4(Ipv4Addr::LOCALHOST), port, &properties[..])
+                .map_err(|e| format!("mDNS service info: {e}"))?
+        } else {
+            info
+        };
     let fullname = info.get_fullname().to_owned();
     d.register(info).map_err(|e| format!("mDNS register: {e}"))?;
     Ok(Some(Advertiser { daemon: d, fullname }))

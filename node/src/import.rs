@@ -36,7 +36,8 @@ pub const COLUMNS: &[(&str, &[&str])] = &[
     ("tags", &["标签号", "tags"]),
 ];
 
-const REQUIRED: &[&str] = &["code", "variety", "medium", "serial", "manufactured", "water_volume_l", "nominal_pressure_mpa"];
+const REQUIRED: &[&str] =
+    &["code", "variety", "medium", "serial", "manufactured", "water_volume_l", "nominal_pressure_mpa"];
 const CHUNK: usize = 500;
 
 /// One rejected row.
@@ -59,7 +60,11 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<(usize, BTreeMap<&'static st
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     let table: Vec<Vec<String>> = match ext.as_str() {
         "csv" | "txt" => {
-            let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_path(path).with_context(|| format!("opening {}", path.display()))?;
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_path(path)
+                .with_context(|| format!("opening {}", path.display()))?;
             let mut out = Vec::new();
             for rec in r.records() {
                 let rec = rec.with_context(|| format!("reading {}", path.display()))?;
@@ -69,7 +74,8 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<(usize, BTreeMap<&'static st
         }
         "xlsx" | "xls" | "xlsm" | "ods" => {
             let mut wb = calamine::open_workbook_auto(path).with_context(|| format!("opening {}", path.display()))?;
-            let range = wb.worksheet_range_at(0).context("the workbook has no sheet")?.context("reading the first sheet")?;
+            let range =
+                wb.worksheet_range_at(0).context("the workbook has no sheet")?.context("reading the first sheet")?;
             range.rows().map(|r| r.iter().map(cell_text).collect()).collect()
         }
         other => bail!("unsupported file type {other:?}: use .csv or .xlsx"),
@@ -86,7 +92,8 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<(usize, BTreeMap<&'static st
     }
     let missing: Vec<&str> = REQUIRED.iter().filter(|f| !index.contains_key(*f)).copied().collect();
     if !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().filter_map(|f| COLUMNS.iter().find(|(n, _)| n == f).map(|(_, h)| h[0])).collect();
+        let names: Vec<&str> =
+            missing.iter().filter_map(|f| COLUMNS.iter().find(|(n, _)| n == f).map(|(_, h)| h[0])).collect();
         bail!("missing columns: {} (缺少列：{})", missing.join(", "), names.join("、"));
     }
     Ok(body
@@ -99,14 +106,16 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<(usize, BTreeMap<&'static st
 
 fn cell_text(c: &calamine::Data) -> String {
     match c {
-        calamine::Data::DateTime(_) | calamine::Data::DateTimeIso(_) => c.as_date().map(|d| d.to_string()).unwrap_or_default(),
+        calamine::Data::DateTime(_) | calamine::Data::DateTimeIso(_) => {
+            c.as_date().map(|d| d.to_string()).unwrap_or_default()
+        }
         calamine::Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
         other => other.to_string().trim().to_owned(),
     }
 }
 
 fn parse_day(s: &str) -> Option<Day> {
-    let s = s.trim().replace('/', "-").replace('.', "-");
+    let s = s.trim().replace(['/', '.'], "-");
     if let Ok(d) = s.parse::<Day>() {
         return Some(d);
     }
@@ -120,14 +129,20 @@ fn parse_day(s: &str) -> Option<Day> {
 }
 
 /// Turns one row into an archive, or says which field is wrong.
-pub fn archive_of(row: &BTreeMap<&'static str, String>, region: RegionCode, enterprise: &str) -> Result<CylinderArchive, String> {
+pub fn archive_of(
+    row: &BTreeMap<&'static str, String>,
+    region: RegionCode,
+    enterprise: &str,
+) -> Result<CylinderArchive, String> {
     let get = |f: &str| row.get(f).map(|s| s.trim()).unwrap_or_default();
     let opt = |f: &str| Some(get(f)).filter(|s| !s.is_empty());
     let num = |f: &str| -> Result<Option<f64>, String> {
         opt(f).map(|s| s.parse::<f64>().map_err(|_| format!("{f}: {s:?} is not a number"))).transpose()
     };
     let day = |f: &str| -> Result<Option<Day>, String> {
-        opt(f).map(|s| parse_day(s).ok_or_else(|| format!("{f}: {s:?} is not a date (YYYY-MM-DD or YYYY-MM)"))).transpose()
+        opt(f)
+            .map(|s| parse_day(s).ok_or_else(|| format!("{f}: {s:?} is not a date (YYYY-MM-DD or YYYY-MM)")))
+            .transpose()
     };
     for f in REQUIRED {
         if get(f).is_empty() {
@@ -156,14 +171,23 @@ pub fn archive_of(row: &BTreeMap<&'static str, String>, region: RegionCode, ente
         owner: opt("owner").unwrap_or(enterprise).to_owned(),
         property: opt("property").unwrap_or("own").parse().map_err(|e| format!("property: {e}"))?,
         customer: opt("customer").map(str::to_owned),
-        tags: opt("tags").map(|t| t.split([';', ',', '，', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect()).unwrap_or_default(),
+        tags: opt("tags")
+            .map(|t| t.split([';', ',', '，', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default(),
     };
     archive.validate().map_err(|e| e.to_string())?;
     Ok(archive)
 }
 
 /// Imports every good row; `progress` gets (rows done, rows total).
-pub fn import(store: &Store, path: &Path, region: RegionCode, enterprise: &str, operator: &str, progress: &dyn Fn(u64, u64)) -> anyhow::Result<Report> {
+pub fn import(
+    store: &Store,
+    path: &Path,
+    region: RegionCode,
+    enterprise: &str,
+    operator: &str,
+    progress: &dyn Fn(u64, u64),
+) -> anyhow::Result<Report> {
     let rows = read_rows(path)?;
     let total = rows.len() as u64;
     let mut report = Report::default();
@@ -173,7 +197,11 @@ pub fn import(store: &Store, path: &Path, region: RegionCode, enterprise: &str, 
         for (n, row) in chunk {
             match archive_of(row, region, enterprise) {
                 Ok(a) => good.push((*n, a)),
-                Err(reason) => report.rejected.push(Rejected { row: *n, code: row.get("code").cloned().unwrap_or_default(), reason }),
+                Err(reason) => report.rejected.push(Rejected {
+                    row: *n,
+                    code: row.get("code").cloned().unwrap_or_default(),
+                    reason,
+                }),
             }
         }
         let operator = operator.to_owned();

@@ -77,18 +77,39 @@ impl Metrics {
         counter("node_fill_checks_total", "Fill checks answered.", get(&self.fill_checks));
         counter("node_operation_replays_total", "Operations answered from their idempotency key.", get(&self.replays));
         counter("node_store_commits_total", "Durable write transactions.", get(&store.commits));
-        counter("node_store_jobs_total", "Write jobs committed (jobs / commits = group-commit batch size).", get(&store.jobs));
-        counter("node_store_commit_micros_total", "Time spent in write batches, microseconds.", get(&store.commit_micros));
-        counter("node_store_failed_batches_total", "Write batches that failed and stored nothing.", get(&store.failed_batches));
-        let _ = writeln!(out, "# HELP node_operations_total Operations recorded, by kind.\n# TYPE node_operations_total counter");
+        counter(
+            "node_store_jobs_total",
+            "Write jobs committed (jobs / commits = group-commit batch size).",
+            get(&store.jobs),
+        );
+        counter(
+            "node_store_commit_micros_total",
+            "Time spent in write batches, microseconds.",
+            get(&store.commit_micros),
+        );
+        counter(
+            "node_store_failed_batches_total",
+            "Write batches that failed and stored nothing.",
+            get(&store.failed_batches),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP node_operations_total Operations recorded, by kind.\n# TYPE node_operations_total counter"
+        );
         for (k, v) in &self.operations {
             let _ = writeln!(out, "node_operations_total{{kind=\"{k}\"}} {}", get(v));
         }
-        let _ = writeln!(out, "# HELP node_fill_refusals_total Refusing rule hits, by rule.\n# TYPE node_fill_refusals_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP node_fill_refusals_total Refusing rule hits, by rule.\n# TYPE node_fill_refusals_total counter"
+        );
         for (k, v) in &self.refusals {
             let _ = writeln!(out, "node_fill_refusals_total{{rule=\"{k}\"}} {}", get(v));
         }
-        let _ = writeln!(out, "# HELP node_cylinders Registered cylinders.\n# TYPE node_cylinders gauge\nnode_cylinders {cylinders}");
+        let _ = writeln!(
+            out,
+            "# HELP node_cylinders Registered cylinders.\n# TYPE node_cylinders gauge\nnode_cylinders {cylinders}"
+        );
         let _ = writeln!(out, "# HELP node_events Events stored.\n# TYPE node_events gauge\nnode_events {events}");
         out
     }

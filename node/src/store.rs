@@ -24,8 +24,7 @@ use automerge::{ActorId, AutoCommit};
 use autosurgeon::{Hydrate, Reconcile};
 use ed25519_dalek::SigningKey;
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
 };
 use schema::archive::{CylinderArchive, DocId, new_document, read_document, update_document};
 use schema::codes::FullCode;
@@ -101,6 +100,9 @@ impl CylinderRow {
         postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("cylinder row: {e}")))
     }
 }
+
+/// An operation's stored answer: SHA-256 of its request and the JSON response.
+pub type StoredResult = ([u8; 32], Vec<u8>);
 
 /// How the store uses redb.
 #[derive(Debug, Clone, Copy)]
@@ -192,7 +194,9 @@ impl Store {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("store-writer".into())
-                .spawn(move || writer_loop(&db, quick_repair, &rx, key, HlcClock::new(last_hlc), clock.as_ref(), &stats))
+                .spawn(move || {
+                    writer_loop(&db, quick_repair, &rx, key, HlcClock::new(last_hlc), clock.as_ref(), &stats)
+                })
                 .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?
         };
         Ok(Store { db, jobs: tx, node, token_key, stats, writer: Arc::new(std::sync::Mutex::new(Some(writer))) })
@@ -272,7 +276,7 @@ impl Store {
         let t = r.open_multimap_table(CYLINDER_INDEX_TABLE)?;
         let mut values = t.get(format!("tag:{tag}").as_str())?;
         match values.next() {
-            Some(v) => Ok(Some(code_of(&v?.value())?)),
+            Some(v) => Ok(Some(code_of(v?.value())?)),
             None => Ok(None),
         }
     }
@@ -325,7 +329,7 @@ impl Store {
     }
 
     /// The previously stored answer to an operation id: (request hash, response JSON).
-    pub fn operation_result(&self, op_id: &str) -> Result<Option<([u8; 32], Vec<u8>)>, StoreError> {
+    pub fn operation_result(&self, op_id: &str) -> Result<Option<StoredResult>, StoreError> {
         let r = self.read()?;
         let t = r.open_table(OPS_TABLE)?;
         Ok(t.get(op_id)?.and_then(|v| split_op(v.value())))
@@ -400,7 +404,14 @@ impl Store {
 
     /// Events across cylinders by a traceability dimension (`time`, `operator`, `kind`,
     /// `place`), newest first, within [from_ms, to_ms).
-    pub fn trace(&self, dimension: &str, value: &str, from_ms: i64, to_ms: i64, limit: usize) -> Result<Vec<SignedEvent>, StoreError> {
+    pub fn trace(
+        &self,
+        dimension: &str,
+        value: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<SignedEvent>, StoreError> {
         let r = self.read()?;
         let idx = r.open_table(EVENT_INDEX_TABLE)?;
         let ids = r.open_table(EVENT_IDS_TABLE)?;
@@ -421,7 +432,7 @@ impl Store {
     }
 }
 
-fn split_op(v: &[u8]) -> Option<([u8; 32], Vec<u8>)> {
+fn split_op(v: &[u8]) -> Option<StoredResult> {
     if v.len() < 32 {
         return None;
     }
@@ -592,10 +603,10 @@ fn run_batch(
         let mut ctx = WriteCtx { tx: &mut tx, key, node, hlc, wall_ms: clock.now_ms() };
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)))
             .unwrap_or_else(|p| Err(StoreError::Panicked(panic_message(&p))));
-        if let Err(e) = &result {
-            if e.is_fatal() {
-                fatal = Some(e.to_string());
-            }
+        if let Err(e) = &result
+            && e.is_fatal()
+        {
+            fatal = Some(e.to_string());
         }
         replies.push((job.reply, result));
     }
@@ -669,12 +680,17 @@ impl WriteCtx<'_> {
         t.get(code.as_bytes())?.map(|v| CylinderRow::decode(v.value())).transpose()
     }
 
-    pub fn operation_result(&self, op_id: &str) -> Result<Option<([u8; 32], Vec<u8>)>, StoreError> {
+    pub fn operation_result(&self, op_id: &str) -> Result<Option<StoredResult>, StoreError> {
         let t = self.tx.open_table(OPS_TABLE)?;
         Ok(t.get(op_id)?.and_then(|v| split_op(v.value())))
     }
 
-    pub fn put_operation_result(&mut self, op_id: &str, request_hash: [u8; 32], response: &[u8]) -> Result<(), StoreError> {
+    pub fn put_operation_result(
+        &mut self,
+        op_id: &str,
+        request_hash: [u8; 32],
+        response: &[u8],
+    ) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(OPS_TABLE)?;
         let mut v = request_hash.to_vec();
         v.extend_from_slice(response);
@@ -708,7 +724,14 @@ impl WriteCtx<'_> {
 
     /// Records an event that happened at `wall_ms` in the past (demo data, imported
     /// history): its HLC is its own time, so it sorts where it happened.
-    pub fn record_backdated(&mut self, code: FullCode, operator: &str, place: &str, body: EventBody, wall_ms: i64) -> Result<(), StoreError> {
+    pub fn record_backdated(
+        &mut self,
+        code: FullCode,
+        operator: &str,
+        place: &str,
+        body: EventBody,
+        wall_ms: i64,
+    ) -> Result<(), StoreError> {
         let hlc = Hlc { physical_ms: wall_ms, logical: 0 };
         self.hlc.observe(hlc, self.wall_ms);
         self.record_with(code, operator, place, body, wall_ms, hlc).map(|_| ())
@@ -726,8 +749,16 @@ impl WriteCtx<'_> {
         let Some(row) = self.row(&code)? else {
             return Err(StoreError::UnknownCylinder(code));
         };
-        let event = Event { cylinder: code, hlc, wall_ms, node: self.node, operator: operator.to_owned(), place: place.to_owned(), body }
-            .sign(self.key);
+        let event = Event {
+            cylinder: code,
+            hlc,
+            wall_ms,
+            node: self.node,
+            operator: operator.to_owned(),
+            place: place.to_owned(),
+            body,
+        }
+        .sign(self.key);
         let row = self.insert_event(&event, row)?;
         Ok((event, row))
     }
@@ -751,7 +782,9 @@ impl WriteCtx<'_> {
         {
             let mut idx = self.tx.open_table(EVENT_INDEX_TABLE)?;
             let e = &event.event;
-            for (dim, value) in [("time", ""), ("operator", e.operator.as_str()), ("kind", e.body.kind()), ("place", e.place.as_str())] {
+            for (dim, value) in
+                [("time", ""), ("operator", e.operator.as_str()), ("kind", e.body.kind()), ("place", e.place.as_str())]
+            {
                 idx.insert(index_key(dim, value, e.wall_ms, &event.id.0).as_slice(), ())?;
             }
         }
@@ -803,7 +836,12 @@ impl WriteCtx<'_> {
 
     /// Registers a cylinder: archive document, row, and a `Register` event (plus a
     /// `BindTag` event per tag, so tag issuing is traceable).
-    pub fn register(&mut self, archive: CylinderArchive, operator: &str, place: &str) -> Result<(SignedEvent, CylinderRow), StoreError> {
+    pub fn register(
+        &mut self,
+        archive: CylinderArchive,
+        operator: &str,
+        place: &str,
+    ) -> Result<(SignedEvent, CylinderRow), StoreError> {
         self.create_archive(&archive)?;
         let code = archive.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?;
         let wall = self.wall_ms;
@@ -816,7 +854,13 @@ impl WriteCtx<'_> {
     }
 
     /// [`WriteCtx::register`] for a cylinder whose registration happened at `wall_ms`.
-    pub fn register_backdated(&mut self, archive: CylinderArchive, operator: &str, place: &str, wall_ms: i64) -> Result<(), StoreError> {
+    pub fn register_backdated(
+        &mut self,
+        archive: CylinderArchive,
+        operator: &str,
+        place: &str,
+        wall_ms: i64,
+    ) -> Result<(), StoreError> {
         self.create_archive(&archive)?;
         let code = archive.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.record_backdated(code, operator, place, EventBody::Register { owner: archive.owner.clone() }, wall_ms)?;
@@ -833,7 +877,8 @@ impl WriteCtx<'_> {
         if self.row(&code)?.is_some() {
             return Err(StoreError::AlreadyRegistered(code));
         }
-        let doc = new_document(archive, self.actor(), self.wall_ms / 1000).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let doc =
+            new_document(archive, self.actor(), self.wall_ms / 1000).map_err(|e| StoreError::Invalid(e.to_string()))?;
         self.save_doc(&DocId::cylinder(&code), doc)?;
         let row = CylinderRow { state: derive(archive, &[]), archive: archive.clone() };
         self.put_row(&code, None, &row)?;
@@ -841,7 +886,11 @@ impl WriteCtx<'_> {
     }
 
     /// Applies an edit to a cylinder's archive document and re-derives its row.
-    pub fn edit_archive(&mut self, code: &FullCode, edit: impl FnOnce(&mut CylinderArchive)) -> Result<CylinderRow, StoreError> {
+    pub fn edit_archive(
+        &mut self,
+        code: &FullCode,
+        edit: impl FnOnce(&mut CylinderArchive),
+    ) -> Result<CylinderRow, StoreError> {
         let Some(old) = self.row(code)? else {
             return Err(StoreError::UnknownCylinder(*code));
         };
@@ -862,14 +911,20 @@ impl WriteCtx<'_> {
     }
 
     /// Creates or updates a record document and its hydrated JSON.
-    pub fn put_record<T: Reconcile + Hydrate + Serialize>(&mut self, doc_id: &DocId, value: &T) -> Result<(), StoreError> {
+    pub fn put_record<T: Reconcile + Hydrate + Serialize>(
+        &mut self,
+        doc_id: &DocId,
+        value: &T,
+    ) -> Result<(), StoreError> {
         match self.load_doc(doc_id)? {
             Some(mut doc) => {
-                update_document(&mut doc, value, self.wall_ms / 1000).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                update_document(&mut doc, value, self.wall_ms / 1000)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 self.append_chunk(doc_id, &mut doc)?;
             }
             None => {
-                let doc = new_document(value, self.actor(), self.wall_ms / 1000).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let doc = new_document(value, self.actor(), self.wall_ms / 1000)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 self.save_doc(doc_id, doc)?;
             }
         }

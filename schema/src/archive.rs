@@ -168,16 +168,22 @@ impl CylinderArchive {
         if self.serial.trim().is_empty() {
             return Err(ArchiveError::Field { field: "serial", reason: "must not be empty" });
         }
-        if let (Some(last), Some(next)) = (self.last_inspection, self.next_inspection) {
-            if next <= last {
-                return Err(ArchiveError::Field { field: "next_inspection", reason: "must be after last_inspection" });
-            }
+        if let (Some(last), Some(next)) = (self.last_inspection, self.next_inspection)
+            && next <= last
+        {
+            return Err(ArchiveError::Field { field: "next_inspection", reason: "must be after last_inspection" });
         }
         if self.last_inspection.is_some_and(|d| d < self.manufactured) {
-            return Err(ArchiveError::Field { field: "last_inspection", reason: "must not be before the manufacture date" });
+            return Err(ArchiveError::Field {
+                field: "last_inspection",
+                reason: "must not be before the manufacture date",
+            });
         }
         if self.property == PropertyKind::Customer && self.customer.is_none() {
-            return Err(ArchiveError::Field { field: "customer", reason: "customer-owned cylinders name their customer" });
+            return Err(ArchiveError::Field {
+                field: "customer",
+                reason: "customer-owned cylinders name their customer",
+            });
         }
         Ok(())
     }

@@ -146,11 +146,7 @@ impl FromStr for EnterpriseCode {
 /// Province codes of GB/T 2260 run from 11 (北京) to 82 (澳门); 00 and 99 are not regions.
 fn validate_region(d: &[u8]) -> Result<(), CodeError> {
     let province = (d[0] - b'0') * 10 + (d[1] - b'0');
-    if (11..=82).contains(&province) {
-        Ok(())
-    } else {
-        Err(CodeError::Region(String::from_utf8_lossy(d).into_owned()))
-    }
+    if (11..=82).contains(&province) { Ok(()) } else { Err(CodeError::Region(String::from_utf8_lossy(d).into_owned())) }
 }
 
 impl FullCode {

@@ -189,8 +189,8 @@ impl Event {
     pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
         match bytes.split_first() {
             Some((&ENCODING_VERSION, rest)) => {
-                let (event, tail) = postcard::take_from_bytes::<Event>(rest)
-                    .map_err(|e| EventError::Decode(e.to_string()))?;
+                let (event, tail) =
+                    postcard::take_from_bytes::<Event>(rest).map_err(|e| EventError::Decode(e.to_string()))?;
                 if !tail.is_empty() {
                     return Err(EventError::Decode(format!("{} trailing bytes", tail.len())));
                 }
@@ -264,8 +264,7 @@ impl SignedEvent {
 
     pub fn verify(&self) -> Result<(), EventError> {
         let key = VerifyingKey::from_bytes(&self.event.node.0).map_err(|_| EventError::Signature(self.id))?;
-        key.verify(&self.id.0, &Signature::from_bytes(&self.signature))
-            .map_err(|_| EventError::Signature(self.id))
+        key.verify(&self.id.0, &Signature::from_bytes(&self.signature)).map_err(|_| EventError::Signature(self.id))
     }
 
     /// The order in which derivation applies events: (HLC, node, id).

@@ -257,9 +257,7 @@ impl RuleTable {
 
     /// Maximum fill mass in kg: rated (stamped) maximum, else water volume × filling ratio.
     pub fn max_fill_kg(&self, archive: &CylinderArchive) -> Option<f64> {
-        archive
-            .rated_max_fill_kg
-            .or_else(|| self.filling_ratio(archive.medium).map(|r| r * archive.water_volume_l))
+        archive.rated_max_fill_kg.or_else(|| self.filling_ratio(archive.medium).map(|r| r * archive.water_volume_l))
     }
 
     /// The next inspection due date: from events, else last inspection + interval, else
@@ -321,8 +319,7 @@ pub fn check_fill(table: &RuleTable, c: &FillCheck<'_>) -> Vec<Refusal> {
     if let Some((life, extension)) = table.life(a) {
         let end = a.manufactured.plus_years(life as i32);
         // The one-time extension needs a passed inspection within the last year of life.
-        let extended = extension > 0
-            && s.last_passed_inspection.is_some_and(|d| d >= end.plus_years(-1));
+        let extended = extension > 0 && s.last_passed_inspection.is_some_and(|d| d >= end.plus_years(-1));
         let limit = if extended { end.plus_years(extension as i32) } else { end };
         if c.today >= limit {
             refuse(
@@ -332,35 +329,31 @@ pub fn check_fill(table: &RuleTable, c: &FillCheck<'_>) -> Vec<Refusal> {
             );
         }
     }
-    if let Some(limit) = table.fill_count_limit(a.variety) {
-        if s.fill_count >= limit {
-            refuse(
-                Rule::FillCountLimit,
-                format!("超过充装次数：已充装 {} 次，上限 {limit} 次", s.fill_count),
-                format!("fill-count limit reached: {} fills, limit {limit}", s.fill_count),
-            );
-        }
+    if let Some(limit) = table.fill_count_limit(a.variety)
+        && s.fill_count >= limit
+    {
+        refuse(
+            Rule::FillCountLimit,
+            format!("超过充装次数：已充装 {} 次，上限 {limit} 次", s.fill_count),
+            format!("fill-count limit reached: {} fills, limit {limit}", s.fill_count),
+        );
     }
     let own = a.owner == c.station_enterprise && matches!(a.property, PropertyKind::Own | PropertyKind::Entrusted);
     if !own {
         refuse(
             Rule::NotOwnCylinder,
             format!("非本单位自有或托管气瓶（产权单位 {}，{}），禁止充装", a.owner, a.property.zh()),
-            format!(
-                "not this enterprise's own or entrusted cylinder (owner {}, {})",
-                a.owner,
-                a.property.code()
-            ),
+            format!("not this enterprise's own or entrusted cylinder (owner {}, {})", a.owner, a.property.code()),
         );
     }
-    if let Some(m) = c.medium {
-        if m != a.medium {
-            refuse(
-                Rule::MediumMismatch,
-                format!("介质不符：气瓶介质为{}，本次充装{}", a.medium.zh(), m.zh()),
-                format!("medium mismatch: cylinder is for {}, filling {}", a.medium.code(), m.code()),
-            );
-        }
+    if let Some(m) = c.medium
+        && m != a.medium
+    {
+        refuse(
+            Rule::MediumMismatch,
+            format!("介质不符：气瓶介质为{}，本次充装{}", a.medium.zh(), m.zh()),
+            format!("medium mismatch: cylinder is for {}, filling {}", a.medium.code(), m.code()),
+        );
     }
     if a.medium.is_liquefied() {
         if a.tare_kg.is_none() {
@@ -389,21 +382,20 @@ pub fn check_fill(table: &RuleTable, c: &FillCheck<'_>) -> Vec<Refusal> {
         );
     }
     let interval = table.interval_years(a.variety, a.medium) as i32;
-    let last_use = s
-        .last_activity_ms
-        .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms).map(|t| Day(t.date_naive())));
+    let last_use =
+        s.last_activity_ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(ms).map(|t| Day(t.date_naive())));
     let active_since = match (last_use, s.last_inspection) {
         (Some(u), Some(i)) => Some(u.max(i)),
         (u, i) => u.or(i),
     };
-    if let Some(since) = active_since {
-        if c.today >= since.plus_years(interval) {
-            refuse(
-                Rule::OutOfServiceTooLong,
-                format!("停用超过一个检验周期（自 {since} 起），须重新检验"),
-                format!("out of service longer than one inspection interval (since {since}), re-inspect first"),
-            );
-        }
+    if let Some(since) = active_since
+        && c.today >= since.plus_years(interval)
+    {
+        refuse(
+            Rule::OutOfServiceTooLong,
+            format!("停用超过一个检验周期（自 {since} 起），须重新检验"),
+            format!("out of service longer than one inspection interval (since {since}), re-inspect first"),
+        );
     }
     out
 }

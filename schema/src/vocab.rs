@@ -129,10 +129,7 @@ impl Medium {
     /// Liquefied gases are filled by mass and checked against a filling ratio; compressed
     /// gases are filled by pressure (domain.md §1.6).
     pub fn is_liquefied(self) -> bool {
-        matches!(
-            self,
-            Medium::Lpg | Medium::CarbonDioxide | Medium::Ammonia | Medium::Propane | Medium::Lng
-        )
+        matches!(self, Medium::Lpg | Medium::CarbonDioxide | Medium::Ammonia | Medium::Propane | Medium::Lng)
     }
 }
 
@@ -145,10 +142,7 @@ mod tests {
         assert_eq!("lpg".parse(), Ok(Medium::Lpg));
         assert_eq!("液化石油气".parse(), Ok(Medium::Lpg));
         assert_eq!("无缝钢瓶".parse(), Ok(Variety::SeamlessSteel));
-        assert_eq!(
-            "水".parse::<Medium>(),
-            Err(UnknownValue { what: "medium", value: "水".into() })
-        );
+        assert_eq!("水".parse::<Medium>(), Err(UnknownValue { what: "medium", value: "水".into() }));
         for m in Medium::ALL {
             assert_eq!(m.code().parse(), Ok(*m));
             assert_eq!(m.zh().parse(), Ok(*m));

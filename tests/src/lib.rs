@@ -55,7 +55,8 @@ impl Netns {
     pub fn new(tag: &str) -> anyhow::Result<Netns> {
         let name = format!("cyl-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip").args(["netns", "add", &name]).output().context("running `ip netns add` (iproute2)")?;
+        let out =
+            Command::new("ip").args(["netns", "add", &name]).output().context("running `ip netns add` (iproute2)")?;
         if !out.status.success() {
             bail!("`ip netns add` failed (needs root and iproute2): {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -132,5 +133,9 @@ impl Drop for NodeProcess {
 /// Runs a command and returns its output, with stdout and stderr as text.
 pub fn run(mut cmd: Command) -> anyhow::Result<(i32, String, String)> {
     let Output { status, stdout, stderr } = cmd.output().context("running command")?;
-    Ok((status.code().unwrap_or(-1), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned()))
+    Ok((
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    ))
 }

@@ -25,7 +25,9 @@ use crate::convert::{archive_from, archive_view, event_view, reason, rfc3339, st
 use crate::store::{CylinderFilter, CylinderRow, StoreError};
 
 /// Runs a blocking store read off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => {
@@ -43,14 +45,25 @@ fn json_error(e: JsonRejection) -> ApiError {
             "请求须为 JSON（Content-Type: application/json）",
             "request body must be JSON (Content-Type: application/json)",
         ),
-        JsonRejection::JsonDataError(e) => {
-            ApiError::bad_request("invalid_json", format!("请求字段有误：{}", e.body_text()), format!("invalid request fields: {}", e.body_text()))
-        }
+        JsonRejection::JsonDataError(e) => ApiError::bad_request(
+            "invalid_json",
+            format!("请求字段有误：{}", e.body_text()),
+            format!("invalid request fields: {}", e.body_text()),
+        ),
         other => {
             if other.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "请求内容过大", "request body too large");
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "请求内容过大",
+                    "request body too large",
+                );
             }
-            ApiError::bad_request("invalid_json", format!("请求不是合法的 JSON：{}", other.body_text()), format!("request is not valid JSON: {}", other.body_text()))
+            ApiError::bad_request(
+                "invalid_json",
+                format!("请求不是合法的 JSON：{}", other.body_text()),
+                format!("request is not valid JSON: {}", other.body_text()),
+            )
         }
     }
 }
@@ -105,7 +118,12 @@ pub(super) async fn login(
     // Argon2 takes tens of milliseconds: keep it off the async threads.
     let ok = tokio::task::spawn_blocking(move || auth::check_password(&password, &hash)).await.unwrap_or(false);
     if !ok || !staff.active {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "账号或密码错误，或账号已停用", "wrong account or password, or account disabled"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_credentials",
+            "账号或密码错误，或账号已停用",
+            "wrong account or password, or account disabled",
+        ));
     }
     let expires_ms = app.clock.now_ms() + i64::from(app.settings.token_ttl_hours) * 3_600_000;
     let claims = auth::Claims { account: staff.account.clone(), roles: staff.roles.clone(), expires_ms };
@@ -149,7 +167,11 @@ fn row_of(app: &AppState, code: FullCode) -> Result<CylinderRow, ApiError> {
     app.store.cylinder(&code)?.ok_or_else(|| ApiError::from(StoreError::UnknownCylinder(code)))
 }
 
-pub(super) async fn detail(State(app): State<AppState>, headers: HeaderMap, Path(scan): Path<String>) -> Result<Json<CylinderDetail>, ApiError> {
+pub(super) async fn detail(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(scan): Path<String>,
+) -> Result<Json<CylinderDetail>, ApiError> {
     app.authorize(&headers, &[])?;
     let code = resolve(&app, &scan).await?;
     let row = row_of(&app, code)?;
@@ -162,7 +184,11 @@ pub(super) async fn detail(State(app): State<AppState>, headers: HeaderMap, Path
     }))
 }
 
-pub(super) async fn events(State(app): State<AppState>, headers: HeaderMap, Path(scan): Path<String>) -> Result<Json<Vec<EventView>>, ApiError> {
+pub(super) async fn events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(scan): Path<String>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
     app.authorize(&headers, &[])?;
     let code = resolve(&app, &scan).await?;
     row_of(&app, code)?;
@@ -177,20 +203,30 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Page<CylinderSummary>>, ApiError> {
     app.authorize(&headers, &[])?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", format!("查询参数有误：{}", e.body_text()), format!("invalid query: {}", e.body_text())))?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("查询参数有误：{}", e.body_text()),
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
     let page = q.page.unwrap_or(1).max(1);
     let page_size = q.page_size.unwrap_or(50);
     if !(1..=500).contains(&page_size) {
         return Err(ApiError::bad_request("invalid_query", "每页条数须为 1–500", "page_size must be 1..=500"));
     }
     let code_prefix = match q.code.as_deref().map(str::trim) {
-        Some(c) if c.len() == 10 && c.bytes().all(|b| b.is_ascii_digit()) => Some(format!("{}{c}", app.settings.region)),
+        Some(c) if c.len() == 10 && c.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(format!("{}{c}", app.settings.region))
+        }
         Some(c) if c.bytes().all(|b| b.is_ascii_digit()) && c.len() <= 16 => Some(c.to_owned()),
         Some(c) => return Err(bad_code(c)),
         None => None,
     };
     if let Some(m) = &q.medium {
-        m.parse::<Medium>().map_err(|_| ApiError::bad_request("invalid_query", format!("未知介质：{m}"), format!("unknown medium {m:?}")))?;
+        m.parse::<Medium>().map_err(|_| {
+            ApiError::bad_request("invalid_query", format!("未知介质：{m}"), format!("unknown medium {m:?}"))
+        })?;
     }
     let filter = CylinderFilter {
         code_prefix,
@@ -224,13 +260,23 @@ pub(super) async fn trace(
     query: Result<Query<TraceQuery>, QueryRejection>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     app.authorize(&headers, &[])?;
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", format!("查询参数有误：{}", e.body_text()), format!("invalid query: {}", e.body_text())))?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("查询参数有误：{}", e.body_text()),
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
     let time = |s: &Option<String>, default: i64| -> Result<i64, ApiError> {
         match s {
             None => Ok(default),
-            Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| ApiError::bad_request("invalid_query", format!("时间格式应为 RFC 3339：{s}"), format!("time must be RFC 3339: {s:?}"))),
+            Some(s) => chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("时间格式应为 RFC 3339：{s}"),
+                    format!("time must be RFC 3339: {s:?}"),
+                )
+            }),
         }
     };
     let now = app.clock.now_ms();
@@ -240,7 +286,13 @@ pub(super) async fn trace(
         (None, Some(k), None) => ("kind", k.clone()),
         (None, None, Some(p)) => ("place", p.clone()),
         (None, None, None) => ("time", String::new()),
-        _ => return Err(ApiError::bad_request("invalid_query", "operator、kind、place 只能选一个", "give at most one of operator, kind, place")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "operator、kind、place 只能选一个",
+                "give at most one of operator, kind, place",
+            ));
+        }
     };
     let limit = q.limit.unwrap_or(200).min(5000);
     let store = app.store.clone();
@@ -288,7 +340,11 @@ pub(super) async fn fill_check(
 fn parse_medium(m: &str) -> Result<Medium, ApiError> {
     m.parse().map_err(|_| {
         let known: Vec<&str> = Medium::ALL.iter().map(|m| m.code()).collect();
-        ApiError::bad_request("invalid_medium", format!("未知介质：{m}"), format!("unknown medium {m:?}; known: {}", known.join(", ")))
+        ApiError::bad_request(
+            "invalid_medium",
+            format!("未知介质：{m}"),
+            format!("unknown medium {m:?}; known: {}", known.join(", ")),
+        )
     })
 }
 
@@ -296,24 +352,43 @@ fn check_mass(kg: f64) -> Result<f64, ApiError> {
     if kg.is_finite() && kg > 0.0 && kg <= 2000.0 {
         Ok(kg)
     } else {
-        Err(ApiError::bad_request("invalid_mass", "充装量须为大于 0 且不超过 2000 的千克数", "filled mass must be a number of kg in (0, 2000]"))
+        Err(ApiError::bad_request(
+            "invalid_mass",
+            "充装量须为大于 0 且不超过 2000 的千克数",
+            "filled mass must be a number of kg in (0, 2000]",
+        ))
     }
 }
 
 fn parse_day(field: &str, v: &str) -> Result<Day, ApiError> {
-    v.parse().map_err(|_| ApiError::bad_request("invalid_date", format!("{field} 日期格式应为 YYYY-MM-DD：{v}"), format!("{field} must be YYYY-MM-DD, got {v:?}")))
+    v.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_date",
+            format!("{field} 日期格式应为 YYYY-MM-DD：{v}"),
+            format!("{field} must be YYYY-MM-DD, got {v:?}"),
+        )
+    })
 }
 
 fn required(field: &str, v: &str) -> Result<String, ApiError> {
     let v = v.trim();
     if v.is_empty() || v.chars().count() > 200 {
-        return Err(ApiError::bad_request("missing_field", format!("{field} 不能为空且不超过 200 字"), format!("{field} must be 1..=200 characters")));
+        return Err(ApiError::bad_request(
+            "missing_field",
+            format!("{field} 不能为空且不超过 200 字"),
+            format!("{field} must be 1..=200 characters"),
+        ));
     }
     Ok(v.to_owned())
 }
 
 /// Domain body of an operation, validated; `place` is where it happened.
-fn event_body(app: &AppState, op: &Operation, operator: &str, code: &FullCode) -> Result<(EventBody, String), ApiError> {
+fn event_body(
+    app: &AppState,
+    op: &Operation,
+    operator: &str,
+    code: &FullCode,
+) -> Result<(EventBody, String), ApiError> {
     let station = app.settings.station_name.clone();
     Ok(match op {
         Operation::BindTag { tag } => (EventBody::BindTag { tag: required("tag", tag)? }, station),
@@ -323,7 +398,11 @@ fn event_body(app: &AppState, op: &Operation, operator: &str, code: &FullCode) -
         }
         Operation::PreFillCheck { passed, failed_items } => {
             if *passed != failed_items.is_empty() {
-                return Err(ApiError::bad_request("invalid_check", "检查合格时不应有不合格项，不合格时须列出不合格项", "a passed check lists no failed items; a failed check lists at least one"));
+                return Err(ApiError::bad_request(
+                    "invalid_check",
+                    "检查合格时不应有不合格项，不合格时须列出不合格项",
+                    "a passed check lists no failed items; a failed check lists at least one",
+                ));
             }
             (EventBody::PreFillCheck { passed: *passed, failed_items: failed_items.clone() }, station)
         }
@@ -334,7 +413,11 @@ fn event_body(app: &AppState, op: &Operation, operator: &str, code: &FullCode) -
         }
         Operation::PostFillCheck { passed, failed_items } => {
             if *passed != failed_items.is_empty() {
-                return Err(ApiError::bad_request("invalid_check", "检查合格时不应有不合格项，不合格时须列出不合格项", "a passed check lists no failed items; a failed check lists at least one"));
+                return Err(ApiError::bad_request(
+                    "invalid_check",
+                    "检查合格时不应有不合格项，不合格时须列出不合格项",
+                    "a passed check lists no failed items; a failed check lists at least one",
+                ));
             }
             (EventBody::PostFillCheck { passed: *passed, failed_items: failed_items.clone() }, station)
         }
@@ -342,7 +425,9 @@ fn event_body(app: &AppState, op: &Operation, operator: &str, code: &FullCode) -
             let w = required("warehouse", warehouse)?;
             (EventBody::StoreFull { warehouse: w.clone() }, w)
         }
-        Operation::Dispatch { order } => (EventBody::Dispatch { order: order.clone(), driver: operator.to_owned() }, station),
+        Operation::Dispatch { order } => {
+            (EventBody::Dispatch { order: order.clone(), driver: operator.to_owned() }, station)
+        }
         Operation::Deliver { customer, order, .. } => {
             let c = required("customer", customer)?;
             (EventBody::Deliver { customer: c.clone(), order: order.clone() }, c)
@@ -351,34 +436,75 @@ fn event_body(app: &AppState, op: &Operation, operator: &str, code: &FullCode) -
             let c = required("customer", customer)?;
             (EventBody::Return { customer: c.clone(), slip: slip.clone() }, c)
         }
-        Operation::Repair { description } => (EventBody::Repair { description: required("description", description)? }, station),
-        Operation::SendToInspection { reason } => (EventBody::SendToInspection { reason: required("reason", reason)? }, station),
+        Operation::Repair { description } => {
+            (EventBody::Repair { description: required("description", description)? }, station)
+        }
+        Operation::SendToInspection { reason } => {
+            (EventBody::SendToInspection { reason: required("reason", reason)? }, station)
+        }
         Operation::InspectionResult { passed, report_no, inspected_on, next_due } => {
             let on = parse_day("inspected_on", inspected_on)?;
             let next = next_due.as_deref().map(|d| parse_day("next_due", d)).transpose()?;
             if next.is_some_and(|n| n <= on) {
-                return Err(ApiError::bad_request("invalid_date", "下次检验日期须晚于本次检验日期", "next_due must be after inspected_on"));
+                return Err(ApiError::bad_request(
+                    "invalid_date",
+                    "下次检验日期须晚于本次检验日期",
+                    "next_due must be after inspected_on",
+                ));
             }
             if on > app.today(app.clock.now_ms()) {
-                return Err(ApiError::bad_request("invalid_date", "检验日期不能晚于今天", "inspected_on is in the future"));
+                return Err(ApiError::bad_request(
+                    "invalid_date",
+                    "检验日期不能晚于今天",
+                    "inspected_on is in the future",
+                ));
             }
-            (EventBody::InspectionResult { passed: *passed, report_no: required("report_no", report_no)?, inspected_on: on, next_due: next }, station)
+            (
+                EventBody::InspectionResult {
+                    passed: *passed,
+                    report_no: required("report_no", report_no)?,
+                    inspected_on: on,
+                    next_due: next,
+                },
+                station,
+            )
         }
         Operation::Scrap { reason } => (EventBody::Scrap { reason: required("reason", reason)? }, station),
         Operation::RegulatorFinding { action, finding, note } => {
             let action = match action.as_str() {
                 "hold" => FindingAction::Hold,
                 "release" => FindingAction::Release,
-                other => return Err(ApiError::bad_request("invalid_action", format!("监管标记动作应为 hold 或 release：{other}"), format!("action must be hold or release, got {other:?}"))),
+                other => {
+                    return Err(ApiError::bad_request(
+                        "invalid_action",
+                        format!("监管标记动作应为 hold 或 release：{other}"),
+                        format!("action must be hold or release, got {other:?}"),
+                    ));
+                }
             };
-            (EventBody::RegulatorFinding { action, finding: required("finding", finding)?, note: note.clone() }, station)
+            (
+                EventBody::RegulatorFinding { action, finding: required("finding", finding)?, note: note.clone() },
+                station,
+            )
         }
         Operation::Correction { target, reason, note } => {
-            let target = parse_hex::<32>(target).map(EventId).ok_or_else(|| ApiError::bad_request("invalid_target", "被更正的事件编号应为64位十六进制", "target must be a 64-hex-digit event id"))?;
+            let target = parse_hex::<32>(target).map(EventId).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_target",
+                    "被更正的事件编号应为64位十六进制",
+                    "target must be a 64-hex-digit event id",
+                )
+            })?;
             let reason = match reason.as_str() {
                 "did_not_occur" => CorrectionReason::DidNotOccur,
                 "incorrect_data" => CorrectionReason::IncorrectData,
-                other => return Err(ApiError::bad_request("invalid_reason", format!("更正原因应为 did_not_occur 或 incorrect_data：{other}"), format!("reason must be did_not_occur or incorrect_data, got {other:?}"))),
+                other => {
+                    return Err(ApiError::bad_request(
+                        "invalid_reason",
+                        format!("更正原因应为 did_not_occur 或 incorrect_data：{other}"),
+                        format!("reason must be did_not_occur or incorrect_data, got {other:?}"),
+                    ));
+                }
             };
             let _ = code;
             (EventBody::Correction { target, reason, note: note.clone() }, station)
@@ -405,7 +531,11 @@ pub(super) async fn operation(
     let claims = app.authorize(&headers, auth::allowed_roles(kind))?;
     let op_id = req.op_id.trim().to_owned();
     if op_id.is_empty() || op_id.len() > 64 || !op_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::bad_request("invalid_op_id", "op_id 须为 1–64 个可见 ASCII 字符", "op_id must be 1..=64 visible ASCII characters"));
+        return Err(ApiError::bad_request(
+            "invalid_op_id",
+            "op_id 须为 1–64 个可见 ASCII 字符",
+            "op_id must be 1..=64 visible ASCII characters",
+        ));
     }
     let code = resolve(&app, &req.code).await?;
     let (body, place) = event_body(&app, &req.op, &claims.account, &code)?;
@@ -418,16 +548,18 @@ pub(super) async fn operation(
     }
 
     let customer = match &req.op {
-        Operation::Deliver { customer, customer_name: Some(name), customer_phone, customer_address, .. } => Some(Customer {
-            code: customer.trim().to_owned(),
-            name: name.trim().to_owned(),
-            address: customer_address.clone().unwrap_or_default(),
-            region: app.settings.region.to_string(),
-            contact: name.trim().to_owned(),
-            phone: customer_phone.clone().unwrap_or_default(),
-            household: true,
-            active: true,
-        }),
+        Operation::Deliver { customer, customer_name: Some(name), customer_phone, customer_address, .. } => {
+            Some(Customer {
+                code: customer.trim().to_owned(),
+                name: name.trim().to_owned(),
+                address: customer_address.clone().unwrap_or_default(),
+                region: app.settings.region.to_string(),
+                contact: name.trim().to_owned(),
+                phone: customer_phone.clone().unwrap_or_default(),
+                household: true,
+                active: true,
+            })
+        }
         _ => None,
     };
     let job_app = app.clone();
@@ -459,12 +591,13 @@ pub(super) async fn operation(
                     return Ok(Outcome::Refused(refusals));
                 }
             }
-            if let EventBody::Correction { target, .. } = &body {
-                if !ctx.event_exists(target)? {
-                    return Ok(Outcome::UnknownTarget);
-                }
+            if let EventBody::Correction { target, .. } = &body
+                && !ctx.event_exists(target)?
+            {
+                return Ok(Outcome::UnknownTarget);
             }
-            if let EventBody::InspectionResult { passed: true, inspected_on, next_due: next_due @ None, .. } = &mut body {
+            if let EventBody::InspectionResult { passed: true, inspected_on, next_due: next_due @ None, .. } = &mut body
+            {
                 let years = app.settings.rules.interval_years(row.archive.variety, row.archive.medium);
                 *next_due = Some(inspected_on.plus_years(years as i32));
             }
@@ -491,7 +624,9 @@ pub(super) async fn operation(
         }
         Outcome::Replayed(json) => replay(&app, request_hash, request_hash, json),
         Outcome::OpIdReused => Err(op_id_reused()),
-        Outcome::UnknownTarget => Err(ApiError::not_found("unknown_event", "被更正的事件不存在", "the event to correct does not exist")),
+        Outcome::UnknownTarget => {
+            Err(ApiError::not_found("unknown_event", "被更正的事件不存在", "the event to correct does not exist"))
+        }
         Outcome::Refused(refusals) => {
             for r in &refusals {
                 app.metrics.refusal(r.rule);
@@ -509,10 +644,20 @@ pub(super) async fn operation(
 }
 
 fn op_id_reused() -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "op_id_reused", "op_id 已用于另一项不同的操作", "op_id was already used for a different operation")
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "op_id_reused",
+        "op_id 已用于另一项不同的操作",
+        "op_id was already used for a different operation",
+    )
 }
 
-fn replay(app: &AppState, stored_hash: [u8; 32], request_hash: [u8; 32], response: Vec<u8>) -> Result<Response, ApiError> {
+fn replay(
+    app: &AppState,
+    stored_hash: [u8; 32],
+    request_hash: [u8; 32],
+    response: Vec<u8>,
+) -> Result<Response, ApiError> {
     if stored_hash != request_hash {
         return Err(op_id_reused());
     }
@@ -536,7 +681,9 @@ pub(super) async fn register(
     if a.code.trim().len() == 10 {
         a.code = format!("{}{}", app.settings.region, a.code.trim());
     }
-    let archive = archive_from(&a).map_err(|e| ApiError::bad_request("invalid_archive", format!("档案数据有误：{e}"), format!("invalid archive: {e}")))?;
+    let archive = archive_from(&a).map_err(|e| {
+        ApiError::bad_request("invalid_archive", format!("档案数据有误：{e}"), format!("invalid archive: {e}"))
+    })?;
     let station = app.settings.station_name.clone();
     let (event, row) = app.store.write(move |ctx| ctx.register(archive, &claims.account, &station)).await?;
     app.metrics.operation("register");

@@ -53,8 +53,7 @@ impl T {
     async fn new() -> T {
         let clock = Arc::new(ManualClock::at(NOW_MS));
         let store = crate::store::Store::in_memory(clock.clone()).unwrap();
-        let mut raw = RawConfig::default();
-        raw.mdns = "off".into();
+        let raw = RawConfig { mdns: "off".into(), ..RawConfig::default() };
         let settings = raw.validate().unwrap();
         store
             .write(|ctx| {
@@ -83,11 +82,15 @@ impl T {
                 ctx.register(archive("0101000001", |_| {}), "seed", "test")?;
                 ctx.register(archive("0101000002", |a| a.next_inspection = Day::ymd(2026, 11, 25)), "seed", "test")?;
                 ctx.register(archive("0101000004", |a| a.owner = "3701260001".into()), "seed", "test")?;
-                ctx.register(archive("0201000001", |a| {
-                    a.medium = Medium::Oxygen;
-                    a.variety = Variety::SeamlessSteel;
-                    a.standard = "GB/T 5099".into();
-                }), "seed", "test")?;
+                ctx.register(
+                    archive("0201000001", |a| {
+                        a.medium = Medium::Oxygen;
+                        a.variety = Variety::SeamlessSteel;
+                        a.standard = "GB/T 5099".into();
+                    }),
+                    "seed",
+                    "test",
+                )?;
                 Ok(())
             })
             .await
@@ -115,7 +118,8 @@ impl T {
         let resp = router(self.app.clone()).oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let v =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, v)
     }
 
@@ -165,13 +169,38 @@ async fn each_operation_is_recorded_by_its_roles_and_refused_for_others() {
         (json!({"kind": "post_fill_check", "passed": true}), Role::Filler, Role::Driver, "empty_store"),
         (json!({"kind": "store_full", "warehouse": "重瓶左库"}), Role::Keeper, Role::Repairer, "full_store"),
         (json!({"kind": "dispatch", "order": "DD202611250001"}), Role::Driver, Role::Filler, "in_transit"),
-        (json!({"kind": "deliver", "customer": "C-NEW", "customer_name": "王家", "customer_phone": "13900000000"}), Role::Driver, Role::Keeper, "at_customer"),
-        (json!({"kind": "return", "customer": "C-NEW", "slip": "HS202611250001"}), Role::Driver, Role::Filler, "in_transit"),
+        (
+            json!({"kind": "deliver", "customer": "C-NEW", "customer_name": "王家", "customer_phone": "13900000000"}),
+            Role::Driver,
+            Role::Keeper,
+            "at_customer",
+        ),
+        (
+            json!({"kind": "return", "customer": "C-NEW", "slip": "HS202611250001"}),
+            Role::Driver,
+            Role::Filler,
+            "in_transit",
+        ),
         (json!({"kind": "repair", "description": "更换瓶阀"}), Role::Repairer, Role::Driver, "in_repair"),
         (json!({"kind": "send_to_inspection", "reason": "到期送检"}), Role::Repairer, Role::Driver, "at_inspection"),
-        (json!({"kind": "inspection_result", "passed": true, "report_no": "JY-1", "inspected_on": "2026-11-20"}), Role::Inspector, Role::Filler, "at_inspection"),
-        (json!({"kind": "regulator_finding", "action": "hold", "finding": "JC-1", "note": "钢印模糊"}), Role::Regulator, Role::Manager, "at_inspection"),
-        (json!({"kind": "regulator_finding", "action": "release", "finding": "JC-1"}), Role::Regulator, Role::Inspector, "at_inspection"),
+        (
+            json!({"kind": "inspection_result", "passed": true, "report_no": "JY-1", "inspected_on": "2026-11-20"}),
+            Role::Inspector,
+            Role::Filler,
+            "at_inspection",
+        ),
+        (
+            json!({"kind": "regulator_finding", "action": "hold", "finding": "JC-1", "note": "钢印模糊"}),
+            Role::Regulator,
+            Role::Manager,
+            "at_inspection",
+        ),
+        (
+            json!({"kind": "regulator_finding", "action": "release", "finding": "JC-1"}),
+            Role::Regulator,
+            Role::Inspector,
+            "at_inspection",
+        ),
         (json!({"kind": "scrap", "reason": "腐蚀"}), Role::Inspector, Role::Filler, "scrapped"),
     ];
     for (i, (op, allowed, forbidden, status)) in cases.into_iter().enumerate() {
@@ -229,7 +258,14 @@ async fn a_fill_the_rules_forbid_is_refused_with_every_reason_and_records_nothin
         assert!(v["reasons"].as_array().unwrap().iter().all(|r| !r["regulation"].as_str().unwrap().is_empty()));
         // The fill check says the same.
         let token = t.token("f", Role::Filler);
-        let (_, c) = t.call("POST", &format!("/api/v1/cylinders/{code}/fill-check"), Some(&token), Some(json!({"medium": medium, "filled_mass_kg": kg}))).await;
+        let (_, c) = t
+            .call(
+                "POST",
+                &format!("/api/v1/cylinders/{code}/fill-check"),
+                Some(&token),
+                Some(json!({"medium": medium, "filled_mass_kg": kg})),
+            )
+            .await;
         assert_eq!(c["allowed"], false);
         assert_eq!(c["reasons"], v["reasons"]);
     }
@@ -240,7 +276,8 @@ async fn a_fill_the_rules_forbid_is_refused_with_every_reason_and_records_nothin
         assert_eq!(v["state"]["fill_count"], 0, "{code}");
     }
     // Scrapped: the inspector scraps, the next fill is refused for that.
-    let (s, _) = t.op(Role::Inspector, json!({"op_id": "s", "code": "0101000001", "kind": "scrap", "reason": "裂纹"})).await;
+    let (s, _) =
+        t.op(Role::Inspector, json!({"op_id": "s", "code": "0101000001", "kind": "scrap", "reason": "裂纹"})).await;
     assert_eq!(s, StatusCode::OK);
     let (_, v) = t.op(Role::Filler, fill("0101000001", "lpg", 14.0, "after-scrap")).await;
     assert_eq!(v["reasons"][0]["rule"], "scrapped");
@@ -252,7 +289,8 @@ async fn a_fill_the_rules_forbid_is_refused_with_every_reason_and_records_nothin
 #[tokio::test]
 async fn a_retried_op_id_records_one_event() {
     let t = T::new().await;
-    let body = json!({"op_id": "retry-1", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": 14.2});
+    let body =
+        json!({"op_id": "retry-1", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": 14.2});
     let (s1, v1) = t.op(Role::Filler, body.clone()).await;
     let (s2, v2) = t.op(Role::Filler, body.clone()).await;
     assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
@@ -268,7 +306,12 @@ async fn a_retried_op_id_records_one_event() {
     let (_, events) = t.call("GET", "/api/v1/cylinders/0101000001/events", Some(&token), None).await;
     assert_eq!(events.as_array().unwrap().iter().filter(|e| e["kind"] == "store_full").count(), 1);
     // The same op_id for a different operation is refused.
-    let (s, v) = t.op(Role::Filler, json!({"op_id": "retry-1", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": 9.0})).await;
+    let (s, v) = t
+        .op(
+            Role::Filler,
+            json!({"op_id": "retry-1", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": 9.0}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_error(&v, "op_id_reused");
 }
@@ -278,15 +321,71 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let t = T::new().await;
     let token = t.token("f", Role::Filler);
     let cases: Vec<(&str, &str, Option<Value>, StatusCode, &str)> = vec![
-        ("POST", "/api/v1/operations", Some(json!({"op_id": "x", "code": "0101000001", "kind": "teleport"})), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("POST", "/api/v1/operations", Some(json!({"op_id": "x", "code": "0101000001", "kind": "fill", "medium": "lpg"})), StatusCode::BAD_REQUEST, "invalid_json"),
-        ("POST", "/api/v1/operations", Some(json!({"op_id": "x", "code": "0101000001", "kind": "fill", "medium": "water", "filled_mass_kg": 1.0})), StatusCode::BAD_REQUEST, "invalid_medium"),
-        ("POST", "/api/v1/operations", Some(json!({"op_id": "x", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": -1.0})), StatusCode::BAD_REQUEST, "invalid_mass"),
-        ("POST", "/api/v1/operations", Some(json!({"op_id": "x", "code": "12ab", "kind": "fill", "medium": "lpg", "filled_mass_kg": 1.0})), StatusCode::BAD_REQUEST, "invalid_code"),
-        ("POST", "/api/v1/operations", Some(json!({"op_id": "", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": 1.0})), StatusCode::BAD_REQUEST, "invalid_op_id"),
-        ("POST", "/api/v1/operations", Some(json!({"op_id": "x", "code": "0101999999", "kind": "fill", "medium": "lpg", "filled_mass_kg": 1.0})), StatusCode::NOT_FOUND, "cylinder_not_found"),
-        ("POST", "/api/v1/operations", Some(json!({"op_id": "x", "code": "0101000001", "kind": "pre_fill_check", "passed": true, "failed_items": ["阀"]})), StatusCode::BAD_REQUEST, "invalid_check"),
-        ("POST", "/api/v1/cylinders/0101000001/fill-check", Some(json!({"medium": 5})), StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            "POST",
+            "/api/v1/operations",
+            Some(json!({"op_id": "x", "code": "0101000001", "kind": "teleport"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/v1/operations",
+            Some(json!({"op_id": "x", "code": "0101000001", "kind": "fill", "medium": "lpg"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/api/v1/operations",
+            Some(json!({"op_id": "x", "code": "0101000001", "kind": "fill", "medium": "water", "filled_mass_kg": 1.0})),
+            StatusCode::BAD_REQUEST,
+            "invalid_medium",
+        ),
+        (
+            "POST",
+            "/api/v1/operations",
+            Some(json!({"op_id": "x", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": -1.0})),
+            StatusCode::BAD_REQUEST,
+            "invalid_mass",
+        ),
+        (
+            "POST",
+            "/api/v1/operations",
+            Some(json!({"op_id": "x", "code": "12ab", "kind": "fill", "medium": "lpg", "filled_mass_kg": 1.0})),
+            StatusCode::BAD_REQUEST,
+            "invalid_code",
+        ),
+        (
+            "POST",
+            "/api/v1/operations",
+            Some(json!({"op_id": "", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": 1.0})),
+            StatusCode::BAD_REQUEST,
+            "invalid_op_id",
+        ),
+        (
+            "POST",
+            "/api/v1/operations",
+            Some(json!({"op_id": "x", "code": "0101999999", "kind": "fill", "medium": "lpg", "filled_mass_kg": 1.0})),
+            StatusCode::NOT_FOUND,
+            "cylinder_not_found",
+        ),
+        (
+            "POST",
+            "/api/v1/operations",
+            Some(
+                json!({"op_id": "x", "code": "0101000001", "kind": "pre_fill_check", "passed": true, "failed_items": ["阀"]}),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_check",
+        ),
+        (
+            "POST",
+            "/api/v1/cylinders/0101000001/fill-check",
+            Some(json!({"medium": 5})),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
         ("GET", "/api/v1/cylinders/9900000000000001", None, StatusCode::BAD_REQUEST, "invalid_code"),
         ("GET", "/api/v1/cylinders?page_size=100000", None, StatusCode::BAD_REQUEST, "invalid_query"),
         ("GET", "/api/v1/cylinders?page=abc", None, StatusCode::BAD_REQUEST, "invalid_query"),
@@ -298,7 +397,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         assert_error(&v, code);
     }
     // Not JSON at all, and a body over the limit.
-    let req = Request::builder().method("POST").uri("/api/v1/operations").header("authorization", format!("Bearer {token}")).header("content-type", "application/json").body(Body::from("{not json")).unwrap();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/operations")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
     let resp = router(t.app.clone()).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let big = json!({"op_id": "x", "code": "0101000001", "kind": "repair", "description": "x".repeat(300_000)});
@@ -327,15 +432,25 @@ async fn lists_filter_and_page() {
     assert_eq!(v["total"], 1);
     let (_, v) = t.call("GET", "/api/v1/cylinders?code=37010201010", Some(&token), None).await;
     assert_eq!(v["total"], 3);
-    t.op(Role::Keeper, json!({"op_id": "a", "code": "0101000001", "kind": "receive_empty", "warehouse": "空瓶左库"})).await;
-    let (_, v) = t.call("GET", "/api/v1/cylinders?status=empty_store&place=%E7%A9%BA%E7%93%B6%E5%B7%A6%E5%BA%93", Some(&token), None).await;
+    t.op(Role::Keeper, json!({"op_id": "a", "code": "0101000001", "kind": "receive_empty", "warehouse": "空瓶左库"}))
+        .await;
+    let (_, v) = t
+        .call(
+            "GET",
+            "/api/v1/cylinders?status=empty_store&place=%E7%A9%BA%E7%93%B6%E5%B7%A6%E5%BA%93",
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(v["total"], 1, "{v}");
     // A tag resolves to its cylinder in the path too.
     let (s, v) = t.call("GET", "/api/v1/cylinders/T0101000002", Some(&token), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["archive"]["code"], "3701020101000002");
     // And the QR URL.
-    let (_, v) = t.call("GET", "/api/v1/cylinders/http%3A%2F%2Fteshe.org.cn%2FQ%3Fid%3D3701020101000004", Some(&token), None).await;
+    let (_, v) = t
+        .call("GET", "/api/v1/cylinders/http%3A%2F%2Fteshe.org.cn%2FQ%3Fid%3D3701020101000004", Some(&token), None)
+        .await;
     assert_eq!(v["archive"]["owner"], "3701260001");
     // Traceability search by operator.
     let (_, v) = t.call("GET", "/api/v1/trace?operator=keeper", Some(&token), None).await;
@@ -378,7 +493,9 @@ async fn register_validates_and_refuses_duplicates() {
     let (s, v) = t.call("POST", "/api/v1/cylinders", Some(&token), Some(serde_json::to_value(&bad).unwrap())).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, "invalid_archive");
-    let (s, _) = t.call("POST", "/api/v1/cylinders", Some(&t.token("f", Role::Filler)), Some(serde_json::to_value(&a).unwrap())).await;
+    let (s, _) = t
+        .call("POST", "/api/v1/cylinders", Some(&t.token("f", Role::Filler)), Some(serde_json::to_value(&a).unwrap()))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
@@ -391,7 +508,11 @@ async fn openapi_health_and_metrics_are_served() {
     assert!(v["paths"]["/api/v1/operations"]["post"].is_object());
     let (_, v) = t.call("GET", "/healthz", None, None).await;
     assert_eq!(v["cylinders"], 4);
-    t.op(Role::Filler, json!({"op_id": "m1", "code": "0101000002", "kind": "fill", "medium": "lpg", "filled_mass_kg": 14.0})).await;
+    t.op(
+        Role::Filler,
+        json!({"op_id": "m1", "code": "0101000002", "kind": "fill", "medium": "lpg", "filled_mass_kg": 14.0}),
+    )
+    .await;
     let (s, v) = t.call("GET", "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
     let text = v.as_str().unwrap();

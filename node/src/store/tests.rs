@@ -53,7 +53,8 @@ async fn concurrent_writes_share_commits_and_survive_reopen() {
                 .write(move |ctx| {
                     let code: FullCode = "3701020101000001".parse().unwrap();
                     let wall = ctx.wall_ms;
-                    ctx.record(code, "f", "p", EventBody::Repair { description: format!("r{i}") }, wall).map(|(e, _)| e.id)
+                    ctx.record(code, "f", "p", EventBody::Repair { description: format!("r{i}") }, wall)
+                        .map(|(e, _)| e.id)
                 })
                 .await
         }));

@@ -44,10 +44,7 @@ fn document_round_trip_keeps_every_field() {
 fn validation_names_the_field() {
     let mut a = sample();
     a.water_volume_l = 0.0;
-    assert_eq!(
-        a.validate(),
-        Err(ArchiveError::Field { field: "water_volume_l", reason: "must be a positive number" })
-    );
+    assert_eq!(a.validate(), Err(ArchiveError::Field { field: "water_volume_l", reason: "must be a positive number" }));
     let mut a = sample();
     a.next_inspection = a.last_inspection;
     assert!(matches!(a.validate(), Err(ArchiveError::Field { field: "next_inspection", .. })));

@@ -2,10 +2,7 @@
 
 use super::*;
 
-fn check<T: FromStr<Err = CodeError> + fmt::Debug>(input: &str, expect: Result<&str, CodeError>)
-where
-    T: fmt::Display,
-{
+fn check<T: FromStr<Err = CodeError> + fmt::Debug + fmt::Display>(input: &str, expect: Result<&str, CodeError>) {
     let got = input.parse::<T>().map(|c| c.to_string());
     assert_eq!(got, expect.map(str::to_owned), "input {input:?}");
 }
@@ -14,11 +11,11 @@ where
 fn cylinder_codes() {
     check::<CylinderCode>("0110100001", Ok("0110100001"));
     check::<CylinderCode>("011010000", Err(CodeError::Length { what: "cylinder code", expected: 10, got: 9 }));
+    check::<CylinderCode>("01101O0001", Err(CodeError::NotDigit { what: "cylinder code", found: 'O', position: 5 }));
     check::<CylinderCode>(
-        "01101O0001",
-        Err(CodeError::NotDigit { what: "cylinder code", found: 'O', position: 5 }),
+        "０１１０１０００01",
+        Err(CodeError::NotDigit { what: "cylinder code", found: '０', position: 0 }),
     );
-    check::<CylinderCode>("０１１０１０００01", Err(CodeError::NotDigit { what: "cylinder code", found: '０', position: 0 }));
 }
 
 #[test]

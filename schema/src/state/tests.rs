@@ -158,8 +158,16 @@ proptest! {
 #[test]
 fn a_release_lifts_only_the_finding_it_names() {
     let [k, ..] = keys();
-    let hold = |f: &str, t| signed(&k, t, EventBody::RegulatorFinding { action: FindingAction::Hold, finding: f.into(), note: "n".into() });
-    let release = |f: &str, t| signed(&k, t, EventBody::RegulatorFinding { action: FindingAction::Release, finding: f.into(), note: String::new() });
+    let hold = |f: &str, t| {
+        signed(&k, t, EventBody::RegulatorFinding { action: FindingAction::Hold, finding: f.into(), note: "n".into() })
+    };
+    let release = |f: &str, t| {
+        signed(
+            &k,
+            t,
+            EventBody::RegulatorFinding { action: FindingAction::Release, finding: f.into(), note: String::new() },
+        )
+    };
     let s = derive(&sample(), &[hold("F1", 1), hold("F2", 2), release("F1", 3)]);
     assert_eq!(s.regulator_holds.keys().collect::<Vec<_>>(), ["F2"]);
     // A release older (in HLC order) than the hold does not lift it.
@@ -172,7 +180,9 @@ fn a_correction_cancels_a_movement_but_not_a_fill() {
     let [k, ..] = keys();
     let store = signed(&k, 1, EventBody::StoreFull { warehouse: "W9".into() });
     let fill = signed(&k, 2, EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None });
-    let fix = |t: EventId| signed(&k, 3, EventBody::Correction { target: t, reason: CorrectionReason::DidNotOccur, note: String::new() });
+    let fix = |t: EventId| {
+        signed(&k, 3, EventBody::Correction { target: t, reason: CorrectionReason::DidNotOccur, note: String::new() })
+    };
     let s = derive(&sample(), &[store.clone(), fill.clone(), fix(store.id), fix(fill.id)]);
     assert_eq!(s.location, Location::Unknown);
     assert_eq!(s.fill_count, 1);
@@ -183,12 +193,16 @@ fn a_correction_cancels_a_movement_but_not_a_fill() {
 fn a_later_passed_inspection_lifts_the_hold_and_moves_the_due_date() {
     let [k, ..] = keys();
     let failed = signed(&k, 1, EventBody::PreFillCheck { passed: false, failed_items: vec!["阀门".into()] });
-    let passed = signed(&k, 2, EventBody::InspectionResult {
-        passed: true,
-        report_no: "JY-1".into(),
-        inspected_on: Day::ymd(2026, 1, 5).unwrap(),
-        next_due: Day::ymd(2030, 1, 5),
-    });
+    let passed = signed(
+        &k,
+        2,
+        EventBody::InspectionResult {
+            passed: true,
+            report_no: "JY-1".into(),
+            inspected_on: Day::ymd(2026, 1, 5).unwrap(),
+            next_due: Day::ymd(2030, 1, 5),
+        },
+    );
     let held = derive(&sample(), std::slice::from_ref(&failed));
     assert!(held.inspection_hold.is_some());
     assert_eq!(held.location, Location::AtInspection);

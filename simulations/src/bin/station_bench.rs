@@ -39,7 +39,9 @@ fn args() -> anyhow::Result<Args> {
             "--handhelds" => a.handhelds = value()?.parse()?,
             "--data" => a.data = Some(value()?.into()),
             "--quick-repair" => a.quick_repair = true,
-            other => anyhow::bail!("unknown flag {other}; flags: --cylinders N --seconds S --handhelds H --data DIR --quick-repair"),
+            other => anyhow::bail!(
+                "unknown flag {other}; flags: --cylinders N --seconds S --handhelds H --data DIR --quick-repair"
+            ),
         }
     }
     Ok(a)
@@ -55,7 +57,10 @@ fn main() -> anyhow::Result<()> {
     let config = tmp.path().join("node.toml");
     std::fs::write(&config, format!("quick_repair = {}\n", a.quick_repair))?;
     let run_args = |demo: bool| {
-        let mut v: Vec<String> = ["run", "--mdns", "off", "--http", &format!("127.0.0.1:{port}"), "--data"].iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = ["run", "--mdns", "off", "--http", &format!("127.0.0.1:{port}"), "--data"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         v.push(data.display().to_string());
         v.extend(["--config".into(), config.display().to_string()]);
         if demo {
@@ -91,7 +96,13 @@ fn main() -> anyhow::Result<()> {
     filler.login("demo-filler", "demo-pass")?;
     let mut good = Vec::new();
     for page in 1..=20 {
-        let p = filler.cylinders(&ListQuery { status: Some("empty_store".into()), medium: Some("lpg".into()), page: Some(page), page_size: Some(100), ..Default::default() })?;
+        let p = filler.cylinders(&ListQuery {
+            status: Some("empty_store".into()),
+            medium: Some("lpg".into()),
+            page: Some(page),
+            page_size: Some(100),
+            ..Default::default()
+        })?;
         for c in &p.items {
             if filler.fill_check(&c.code, Some("lpg"), Some(14.0))?.allowed {
                 good.push(c.code.clone());
@@ -116,7 +127,8 @@ fn main() -> anyhow::Result<()> {
     for h in 0..a.handhelds {
         let run = run.clone();
         let client = Client::new(&url).with_token(filler.token().unwrap_or_default());
-        let (good, stop, ops, errors, checks, fills) = (good.clone(), stop.clone(), ops.clone(), errors.clone(), checks.clone(), fills.clone());
+        let (good, stop, ops, errors, checks, fills) =
+            (good.clone(), stop.clone(), ops.clone(), errors.clone(), checks.clone(), fills.clone());
         threads.push(std::thread::spawn(move || {
             let (mut my_checks, mut my_fills) = (Vec::new(), Vec::new());
             let mut i = 0usize;
@@ -128,7 +140,11 @@ fn main() -> anyhow::Result<()> {
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
-                let req = OperationRequest { op_id: format!("{run}-{h}-{i}"), code: code.clone(), op: Operation::Fill { medium: "lpg".into(), filled_mass_kg: 14.0, batch: None } };
+                let req = OperationRequest {
+                    op_id: format!("{run}-{h}-{i}"),
+                    code: code.clone(),
+                    op: Operation::Fill { medium: "lpg".into(), filled_mass_kg: 14.0, batch: None },
+                };
                 let t = Instant::now();
                 match client.operation(&req) {
                     Ok(_) => {
@@ -173,15 +189,44 @@ fn main() -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         a.quick_repair
     );
-    println!("  demo data created in        {:>10.1} s ({:.0} MiB redb file)", created.as_secs_f64(), db_bytes as f64 / 1048576.0);
+    println!(
+        "  demo data created in        {:>10.1} s ({:.0} MiB redb file)",
+        created.as_secs_f64(),
+        db_bytes as f64 / 1048576.0
+    );
     println!("  cold start (best/median)    {:>10.1} ms / {:.1} ms", ms(starts[0]), ms(starts[1]));
-    println!("  durable fills               {:>10.0} ops/s ({} ops, {} errors)", n_ops as f64 / elapsed.as_secs_f64(), n_ops, errors.load(Ordering::Relaxed));
-    println!("  fill-check p50 / p99        {:>10.2} ms / {:.2} ms ({} checks)", ms(percentile(&checks, 50.0)), ms(percentile(&checks, 99.0)), checks.len());
-    println!("  durable fill p50 / p99      {:>10.2} ms / {:.2} ms", ms(percentile(&fills, 50.0)), ms(percentile(&fills, 99.0)));
-    println!("  node RSS idle / under load  {:>10.1} MiB / {:.1} MiB (peak {:.1} MiB)", rss_idle as f64 / 1024.0, rss_peak_load as f64 / 1024.0, hwm as f64 / 1024.0);
+    println!(
+        "  durable fills               {:>10.0} ops/s ({} ops, {} errors)",
+        n_ops as f64 / elapsed.as_secs_f64(),
+        n_ops,
+        errors.load(Ordering::Relaxed)
+    );
+    println!(
+        "  fill-check p50 / p99        {:>10.2} ms / {:.2} ms ({} checks)",
+        ms(percentile(&checks, 50.0)),
+        ms(percentile(&checks, 99.0)),
+        checks.len()
+    );
+    println!(
+        "  durable fill p50 / p99      {:>10.2} ms / {:.2} ms",
+        ms(percentile(&fills, 50.0)),
+        ms(percentile(&fills, 99.0))
+    );
+    println!(
+        "  node RSS idle / under load  {:>10.1} MiB / {:.1} MiB (peak {:.1} MiB)",
+        rss_idle as f64 / 1024.0,
+        rss_peak_load as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
     if let Some((commits, jobs, replays)) = metrics {
-        println!("  group commit                {:>10.1} jobs per fsync ({jobs} jobs, {commits} commits, {replays} replays)", jobs as f64 / commits.max(1) as f64);
-        anyhow::ensure!(replays == 0 && jobs >= n_ops, "fills were answered without writing: {replays} replays, {jobs} jobs for {n_ops} fills");
+        println!(
+            "  group commit                {:>10.1} jobs per fsync ({jobs} jobs, {commits} commits, {replays} replays)",
+            jobs as f64 / commits.max(1) as f64
+        );
+        anyhow::ensure!(
+            replays == 0 && jobs >= n_ops,
+            "fills were answered without writing: {replays} replays, {jobs} jobs for {n_ops} fills"
+        );
     }
     Ok(())
 }
@@ -189,6 +234,11 @@ fn main() -> anyhow::Result<()> {
 /// Commits, jobs and replays from `/metrics` (counted since this node process started).
 fn ureq_metrics(url: &str) -> Option<(u64, u64, u64)> {
     let text = ureq::get(format!("{url}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
-    let get = |name: &str| text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok());
+    let get = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
     Some((get("node_store_commits_total ")?, get("node_store_jobs_total ")?, get("node_operation_replays_total ")?))
 }

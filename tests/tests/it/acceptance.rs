@@ -34,7 +34,11 @@ fn a_filler_walks_the_demo_station() {
         if code == 0 {
             break out.split_whitespace().next().unwrap().to_owned();
         }
-        assert!(Instant::now() < deadline, "node not discovered: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "node not discovered: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         if let Ok(Some(status)) = node.try_wait() {
             panic!("node exited {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
         }
@@ -76,17 +80,21 @@ fn a_filler_walks_the_demo_station() {
     let (code, out, _) = handheld(&["check", "0101000001", "--medium", "lpg", "--mass", "14.5"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("允许充装"), "{out}");
-    let (code, first, err) = handheld(&["--json", "fill", "0101000001", "--medium", "lpg", "--mass", "14.5", "--op-id", "accept-fill-1"]);
+    let (code, first, err) =
+        handheld(&["--json", "fill", "0101000001", "--medium", "lpg", "--mass", "14.5", "--op-id", "accept-fill-1"]);
     assert_eq!(code, 0, "{first}{err}");
-    let (code, second, _) = handheld(&["--json", "fill", "0101000001", "--medium", "lpg", "--mass", "14.5", "--op-id", "accept-fill-1"]);
+    let (code, second, _) =
+        handheld(&["--json", "fill", "0101000001", "--medium", "lpg", "--mass", "14.5", "--op-id", "accept-fill-1"]);
     assert_eq!(code, 0);
-    let (first, second): (Value, Value) = (serde_json::from_str(&first).unwrap(), serde_json::from_str(&second).unwrap());
+    let (first, second): (Value, Value) =
+        (serde_json::from_str(&first).unwrap(), serde_json::from_str(&second).unwrap());
     assert_eq!(first["event"]["id"], second["event"]["id"]);
     assert_eq!(second["replayed"], true);
     let (_, out, _) = handheld(&["--json", "show", "0101000001"]);
     let after: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(after["state"]["fill_count"].as_u64().unwrap(), before["state"]["fill_count"].as_u64().unwrap() + 1);
-    let (code, out, _) = handheld(&["fill", "0101000001", "--medium", "lpg", "--mass", "14.5", "--op-id", "accept-fill-1"]);
+    let (code, out, _) =
+        handheld(&["fill", "0101000001", "--medium", "lpg", "--mass", "14.5", "--op-id", "accept-fill-1"]);
     assert_eq!(code, 0);
     assert!(out.contains("replayed"), "{out}");
 

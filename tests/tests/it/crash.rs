@@ -16,7 +16,8 @@ fn start(data: &std::path::Path, port: u16, demo: bool) -> NodeProcess {
     if demo {
         cmd.args(["--demo", "--demo-cylinders", "150"]);
     }
-    NodeProcess::start(cmd, format!("http://127.0.0.1:{port}"), data.to_path_buf(), &data.with_extension("log")).unwrap()
+    NodeProcess::start(cmd, format!("http://127.0.0.1:{port}"), data.to_path_buf(), &data.with_extension("log"))
+        .unwrap()
 }
 
 #[test]
@@ -28,7 +29,9 @@ fn every_acknowledged_fill_survives_sigkill() {
 
     let mut filler = Client::new(&node.url);
     filler.login("demo-filler", "demo-pass").unwrap();
-    let page = filler.cylinders(&ListQuery { medium: Some("lpg".into()), page_size: Some(200), ..Default::default() }).unwrap();
+    let page = filler
+        .cylinders(&ListQuery { medium: Some("lpg".into()), page_size: Some(200), ..Default::default() })
+        .unwrap();
     let good: Vec<String> = page
         .items
         .iter()
@@ -87,7 +90,11 @@ fn every_acknowledged_fill_survives_sigkill() {
     // A handheld retrying an acknowledged op_id after the restart gets the same event.
     let (op_id, code, id) = &acked[acked.len() / 2];
     let replay = client
-        .operation(&OperationRequest { op_id: op_id.clone(), code: code.clone(), op: Operation::Fill { medium: "lpg".into(), filled_mass_kg: 14.0, batch: None } })
+        .operation(&OperationRequest {
+            op_id: op_id.clone(),
+            code: code.clone(),
+            op: Operation::Fill { medium: "lpg".into(), filled_mass_kg: 14.0, batch: None },
+        })
         .unwrap();
     assert_eq!(&replay.event.id, id);
     assert!(replay.replayed);
