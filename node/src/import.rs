@@ -241,3 +241,6 @@ pub fn write_report(input: &Path, rejected: &[Rejected]) -> anyhow::Result<PathB
     w.flush()?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,8 @@ pub enum CodeError {
     Region(String),
     #[error("QR URL must contain `/Q?id=` followed by 16 digits")]
     QrUrl,
+    #[error("a scanned code must be 10 or 16 digits or a QR URL, got {got} characters")]
+    ScanLength { got: usize },
 }
 
 fn digits<const N: usize>(what: &'static str, s: &str) -> Result<[u8; N], CodeError> {
@@ -191,7 +193,8 @@ impl FullCode {
         }
         match scan.chars().count() {
             10 => Ok(Self::new(station_region, scan.parse()?)),
-            _ => scan.parse(),
+            16 => scan.parse(),
+            got => Err(CodeError::ScanLength { got }),
         }
     }
 }

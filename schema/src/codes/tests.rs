@@ -51,7 +51,7 @@ fn scans_complete_ten_digit_codes_with_the_station_region() {
         ("0110100001", Ok("3701020110100001")),
         (" 1100000110100001 ", Ok("1100000110100001")),
         ("http://teshe.org.cn/Q?id=1100000110100001", Ok("1100000110100001")),
-        ("12345", Err(CodeError::Length { what: "16-digit cylinder code", expected: 16, got: 5 })),
+        ("12345", Err(CodeError::ScanLength { got: 5 })),
     ];
     for (scan, expect) in cases {
         let got = FullCode::from_scan(scan, region).map(|c| c.to_string());
