@@ -76,17 +76,30 @@ impl Node {
         Ok(Node { addr, app, server, stop, advertiser })
     }
 
-    /// Stops accepting requests, finishes those in flight and stops the writer.
+    /// Stops accepting requests, finishes those in flight, then stops the writer and
+    /// closes the database cleanly (a file closed without this needs a repair on the
+    /// next start).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         if let Some(a) = self.advertiser {
             a.stop();
         }
         let _ = self.stop.send(());
         self.server.await.context("server task")?.context("server")?;
-        let app = Arc::try_unwrap(self.app).ok();
-        if let Some(app) = app {
-            app.store.shutdown();
+        // Requests still finishing on blocking threads hold the app for a moment.
+        let mut app = self.app;
+        for _ in 0..500 {
+            match Arc::try_unwrap(app) {
+                Ok(app) => {
+                    app.store.shutdown();
+                    return Ok(());
+                }
+                Err(shared) => {
+                    app = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
         }
+        tracing::warn!("requests still running after 5 s; the database will be repaired on the next start");
         Ok(())
     }
 }

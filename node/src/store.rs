@@ -241,17 +241,18 @@ impl Store {
         Ok(*out.downcast::<T>().expect("the job returns the type it was built with"))
     }
 
-    /// Stops the writer after the jobs already queued.
+    /// Stops the writer after the jobs already queued and, when this is the last handle,
+    /// closes the database cleanly.
     pub fn shutdown(self) {
-        let Store { jobs, writer, .. } = self;
+        let Store { jobs, writer, db, .. } = self;
         drop(jobs);
-        let handle = writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(h) = handle {
-            // Other clones keep the channel open; the writer then ends with the process.
-            if Arc::strong_count(&writer) == 1 {
+        // Other clones keep the channel open; the last one to shut down joins the writer.
+        if Arc::strong_count(&writer) == 1 {
+            if let Some(h) = writer.lock().ok().and_then(|mut w| w.take()) {
                 let _ = h.join();
             }
         }
+        drop(db);
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {

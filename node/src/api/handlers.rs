@@ -383,12 +383,7 @@ fn required(field: &str, v: &str) -> Result<String, ApiError> {
 }
 
 /// Domain body of an operation, validated; `place` is where it happened.
-fn event_body(
-    app: &AppState,
-    op: &Operation,
-    operator: &str,
-    code: &FullCode,
-) -> Result<(EventBody, String), ApiError> {
+fn event_body(app: &AppState, op: &Operation, operator: &str) -> Result<(EventBody, String), ApiError> {
     let station = app.settings.station_name.clone();
     Ok(match op {
         Operation::BindTag { tag } => (EventBody::BindTag { tag: required("tag", tag)? }, station),
@@ -506,7 +501,6 @@ fn event_body(
                     ));
                 }
             };
-            let _ = code;
             (EventBody::Correction { target, reason, note: note.clone() }, station)
         }
     })
@@ -538,7 +532,7 @@ pub(super) async fn operation(
         ));
     }
     let code = resolve(&app, &req.code).await?;
-    let (body, place) = event_body(&app, &req.op, &claims.account, &code)?;
+    let (body, place) = event_body(&app, &req.op, &claims.account)?;
     let request_hash: [u8; 32] = Sha256::digest(serde_json::to_vec(&req).unwrap_or_default()).into();
 
     // A retry usually finds its answer without queueing behind the writer (a point read,
