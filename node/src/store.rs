@@ -247,10 +247,10 @@ impl Store {
         let Store { jobs, writer, db, .. } = self;
         drop(jobs);
         // Other clones keep the channel open; the last one to shut down joins the writer.
-        if Arc::strong_count(&writer) == 1 {
-            if let Some(h) = writer.lock().ok().and_then(|mut w| w.take()) {
-                let _ = h.join();
-            }
+        if Arc::strong_count(&writer) == 1
+            && let Some(h) = writer.lock().ok().and_then(|mut w| w.take())
+        {
+            let _ = h.join();
         }
         drop(db);
     }
