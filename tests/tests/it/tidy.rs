@@ -1,5 +1,5 @@
 //! Tidy checks: every Rust file says what it is for, no `mod.rs`, and the crate graph
-//! keeps its direction (schema and handheld-proto stay free of the runtime crates).
+//! keeps its direction (schema, sync and handheld-proto stay free of the runtime crates).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +51,10 @@ fn the_crate_graph_keeps_its_direction() {
     let schema = normal_deps("schema");
     for forbidden in ["tokio", "axum", "redb", "quinn", "rustls", "mdns-sd", "handheld-proto", "node"] {
         assert!(!has(&schema, forbidden), "schema must not depend on {forbidden}");
+    }
+    let sync = normal_deps("sync");
+    for forbidden in ["tokio", "axum", "redb", "quinn", "rustls", "mdns-sd", "node", "handheld-proto"] {
+        assert!(!has(&sync, forbidden), "sync must not depend on {forbidden}");
     }
     let proto = normal_deps("handheld-proto");
     for forbidden in ["node", "axum", "tokio", "redb", "quinn", "schema"] {

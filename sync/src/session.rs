@@ -1,0 +1,304 @@
+//! The reconciliation protocol between two peers, as a state machine.
+//!
+//! Both peers run the same machine. Each starts by sending its root fingerprint per
+//! scope. A peer that receives a fingerprint compares it with its own for the same
+//! prefix: equal ranges end there; small ranges are answered with the full id list;
+//! large ones with the fingerprints of their 256 children, and so on down the id bytes.
+//! An id list tells the receiver exactly what the sender has in that range, so it sends
+//! what the sender lacks and asks for what it lacks itself. Equal root fingerprints end
+//! the round (`InSync`).
+//!
+//! Every message is a comparison against current state, so a lost, duplicated or late
+//! frame costs at most a repeated comparison; a round that stalls because frames were
+//! lost is restarted from the root after `retry_ms` without progress.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::fingerprint::{Fingerprint, Id};
+use crate::frame::Frame;
+use crate::store::ItemStore;
+
+/// Settings of a session; the node builds them from its configuration.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// The initiator (the side that connected) starts rounds and restarts stalled ones;
+    /// the responder only answers. Two initiators would move every difference twice.
+    pub initiator: bool,
+    /// Scopes this node replicates with this peer.
+    pub scopes: Vec<Vec<u8>>,
+    /// Ranges with at most this many ids (on both sides together) are sent as id lists.
+    pub id_list_max: u64,
+    /// Items per `Items` frame.
+    pub items_per_frame: usize,
+    /// Ids per `IdList`/`Want` frame.
+    pub ids_per_frame: usize,
+    /// Restart from the root after this long without progress, in milliseconds.
+    pub retry_ms: u64,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            initiator: true,
+            scopes: Vec::new(),
+            id_list_max: 64,
+            items_per_frame: 256,
+            ids_per_frame: 4096,
+            retry_ms: 1_000,
+        }
+    }
+}
+
+/// Why a session stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("storage: {0}")]
+    Store(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Counters for reports and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub items_sent: u64,
+    pub items_stored: u64,
+    pub items_refused: u64,
+    pub rounds: u64,
+}
+
+/// One replication session with one peer.
+#[derive(Debug)]
+pub struct Session {
+    opts: SessionOptions,
+    out: VecDeque<Frame>,
+    /// Items to send, per scope, read from the store when frames go out.
+    to_send: BTreeMap<Vec<u8>, BTreeSet<Id>>,
+    in_sync: BTreeSet<Vec<u8>>,
+    last_progress_ms: u64,
+    refusals: Vec<String>,
+    pub stats: SessionStats,
+}
+
+fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> SessionError {
+    SessionError::Store(Box::new(e))
+}
+
+impl Session {
+    pub fn new(opts: SessionOptions) -> Session {
+        Session {
+            opts,
+            out: VecDeque::new(),
+            to_send: BTreeMap::new(),
+            in_sync: BTreeSet::new(),
+            last_progress_ms: 0,
+            refusals: Vec::new(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Starts a round: the root fingerprint of every scope (initiator only).
+    pub fn start<S: ItemStore>(&mut self, store: &S, now_ms: u64) -> Result<(), SessionError> {
+        self.last_progress_ms = now_ms;
+        if !self.opts.initiator {
+            return Ok(());
+        }
+        self.in_sync.clear();
+        self.stats.rounds += 1;
+        for scope in self.opts.scopes.clone() {
+            let fp = store.summary(&scope, &[]).map_err(store_err)?.fingerprint();
+            self.out.push_back(Frame::Fingerprint { scope, prefix: Vec::new(), fp });
+        }
+        Ok(())
+    }
+
+    /// True when every scope's root fingerprints were found equal and nothing is queued.
+    pub fn is_in_sync(&self) -> bool {
+        self.opts.scopes.iter().all(|s| self.in_sync.contains(s)) && self.out.is_empty() && self.to_send.is_empty()
+    }
+
+    /// Refusals of received items since the last call (for the log).
+    pub fn take_refusals(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// Restarts a round that stalled. Sending counts as progress: a round is stalled only
+    /// when nothing is queued and nothing arrived for `retry_ms`.
+    pub fn handle_timeout<S: ItemStore>(&mut self, store: &S, now_ms: u64) -> Result<(), SessionError> {
+        if !self.out.is_empty() || !self.to_send.is_empty() {
+            self.last_progress_ms = now_ms;
+            return Ok(());
+        }
+        if self.opts.initiator
+            && !self.is_in_sync()
+            && now_ms.saturating_sub(self.last_progress_ms) >= self.opts.retry_ms
+        {
+            self.start(store, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// When `handle_timeout` wants to be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        (self.opts.initiator && !self.is_in_sync()).then_some(self.last_progress_ms + self.opts.retry_ms)
+    }
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit<S: ItemStore>(&mut self, store: &S) -> Result<Option<Frame>, SessionError> {
+        if let Some(f) = self.out.pop_front() {
+            self.stats.frames_out += 1;
+            return Ok(Some(f));
+        }
+        // Items go out last, in bounded frames, read from the store only now.
+        let Some((scope, ids)) = self.to_send.iter_mut().next() else {
+            return Ok(None);
+        };
+        let scope = scope.clone();
+        let mut items = Vec::new();
+        while items.len() < self.opts.items_per_frame {
+            let Some(id) = ids.pop_first() else { break };
+            if let Some(bytes) = store.get(&scope, &id).map_err(store_err)? {
+                items.push(bytes);
+            }
+        }
+        if ids.is_empty() {
+            self.to_send.remove(&scope);
+        }
+        if items.is_empty() {
+            return self.poll_transmit(store);
+        }
+        self.stats.items_sent += items.len() as u64;
+        self.stats.frames_out += 1;
+        Ok(Some(Frame::Items { scope, items }))
+    }
+
+    /// Pushes local items to the peer without a round (live mode).
+    pub fn announce(&mut self, scope: &[u8], ids: impl IntoIterator<Item = Id>) {
+        if self.opts.scopes.iter().any(|s| s == scope) {
+            self.to_send.entry(scope.to_vec()).or_default().extend(ids);
+            self.in_sync.remove(scope);
+        }
+    }
+
+    /// Handles one frame from the peer.
+    pub fn handle<S: ItemStore>(&mut self, frame: Frame, store: &mut S, now_ms: u64) -> Result<(), SessionError> {
+        self.stats.frames_in += 1;
+        let scope = match &frame {
+            Frame::Fingerprint { scope, .. }
+            | Frame::InSync { scope, .. }
+            | Frame::Split { scope, .. }
+            | Frame::IdList { scope, .. }
+            | Frame::Want { scope, .. }
+            | Frame::Items { scope, .. } => scope.clone(),
+        };
+        if !self.opts.scopes.contains(&scope) {
+            tracing::debug!(target: "station::events::frame_out_of_scope", scope_len = scope.len());
+            return Ok(());
+        }
+        match frame {
+            Frame::Fingerprint { scope, prefix, fp } => {
+                let mine = store.summary(&scope, &prefix).map_err(store_err)?.fingerprint();
+                if mine == fp {
+                    if prefix.is_empty() {
+                        self.in_sync.insert(scope.clone());
+                        self.out.push_back(Frame::InSync { scope, fp });
+                    }
+                } else {
+                    self.last_progress_ms = now_ms;
+                    self.compare(store, scope, prefix, mine, fp)?;
+                }
+            }
+            Frame::InSync { scope, fp } => {
+                if store.summary(&scope, &[]).map_err(store_err)?.fingerprint() == fp {
+                    self.in_sync.insert(scope);
+                }
+            }
+            Frame::Split { scope, prefix, children } => {
+                self.last_progress_ms = now_ms;
+                let mine: BTreeMap<u8, Fingerprint> = store
+                    .children(&scope, &prefix)
+                    .map_err(store_err)?
+                    .into_iter()
+                    .map(|(b, s)| (b, s.fingerprint()))
+                    .collect();
+                let theirs: BTreeMap<u8, Fingerprint> = children.into_iter().collect();
+                let bytes: BTreeSet<u8> = mine.keys().chain(theirs.keys()).copied().collect();
+                for b in bytes {
+                    let (m, t) =
+                        (mine.get(&b).copied().unwrap_or_default(), theirs.get(&b).copied().unwrap_or_default());
+                    if m == t {
+                        continue;
+                    }
+                    let mut child = prefix.clone();
+                    child.push(b);
+                    self.compare(store, scope.clone(), child, m, t)?;
+                }
+            }
+            Frame::IdList { scope, prefix, ids } => {
+                self.last_progress_ms = now_ms;
+                let theirs: BTreeSet<Id> = ids.into_iter().filter(|id| id.starts_with(&prefix)).collect();
+                let mine: BTreeSet<Id> = store.ids(&scope, &prefix).map_err(store_err)?.into_iter().collect();
+                let they_lack: Vec<Id> = mine.difference(&theirs).copied().collect();
+                let i_lack: Vec<Id> = theirs.difference(&mine).copied().collect();
+                self.to_send.entry(scope.clone()).or_default().extend(they_lack);
+                self.to_send.retain(|_, ids| !ids.is_empty());
+                for chunk in i_lack.chunks(self.opts.ids_per_frame) {
+                    self.out.push_back(Frame::Want { scope: scope.clone(), ids: chunk.to_vec() });
+                }
+            }
+            Frame::Want { scope, ids } => {
+                self.last_progress_ms = now_ms;
+                self.to_send.entry(scope).or_default().extend(ids);
+            }
+            Frame::Items { scope, items } => {
+                self.last_progress_ms = now_ms;
+                let outcome = store.put(&scope, items).map_err(store_err)?;
+                self.stats.items_stored += outcome.stored.len() as u64;
+                self.stats.items_refused += outcome.refused.len() as u64;
+                if !outcome.stored.is_empty() {
+                    self.in_sync.remove(&scope);
+                }
+                for reason in &outcome.refused {
+                    tracing::warn!(target: "station::events::item_refused", reason = %reason);
+                }
+                self.refusals.extend(outcome.refused);
+            }
+        }
+        Ok(())
+    }
+
+    /// A range whose fingerprints differ: everything when one side is empty, an id list
+    /// when small, else one level deeper.
+    fn compare<S: ItemStore>(
+        &mut self,
+        store: &S,
+        scope: Vec<u8>,
+        prefix: Vec<u8>,
+        mine: Fingerprint,
+        theirs: Fingerprint,
+    ) -> Result<(), SessionError> {
+        if theirs.count == 0 {
+            // They have nothing here: everything of mine goes.
+            let ids = store.ids(&scope, &prefix).map_err(store_err)?;
+            self.to_send.entry(scope).or_default().extend(ids);
+        } else if mine.count == 0 {
+            // I have nothing here: an empty list asks for all of theirs.
+            self.out.push_back(Frame::IdList { scope, prefix, ids: Vec::new() });
+        } else if mine.count + theirs.count <= self.opts.id_list_max || prefix.len() >= 32 {
+            let ids = store.ids(&scope, &prefix).map_err(store_err)?;
+            self.out.push_back(Frame::IdList { scope, prefix, ids });
+        } else {
+            let children = store
+                .children(&scope, &prefix)
+                .map_err(store_err)?
+                .into_iter()
+                .map(|(b, s)| (b, s.fingerprint()))
+                .collect();
+            self.out.push_back(Frame::Split { scope, prefix, children });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Reconciliation properties: two random sets end as their union having moved exactly
+//! their symmetric difference; a link that drops, duplicates and reorders frames still
+//! converges; refused items are not stored.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use proptest::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::store::MemStore;
+
+const SCOPE: &[u8] = b"3701020001";
+
+/// Items are their own content; the id is its SHA-256. Content starting with 0xEE is
+/// refused (a stand-in for a bad signature).
+fn check(_scope: &[u8], bytes: &[u8]) -> Result<Id, String> {
+    if bytes.first() == Some(&0xEE) {
+        return Err("refused: bad signature".into());
+    }
+    Ok(Sha256::digest(bytes).into())
+}
+
+fn store_of(items: &BTreeSet<u32>) -> MemStore {
+    let mut s = MemStore::new(check);
+    for i in items {
+        let mut bytes = vec![0x01];
+        bytes.extend_from_slice(&i.to_le_bytes());
+        s.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
+    }
+    s
+}
+
+fn opts(initiator: bool) -> SessionOptions {
+    SessionOptions {
+        initiator,
+        scopes: vec![SCOPE.to_vec()],
+        id_list_max: 16,
+        items_per_frame: 32,
+        ids_per_frame: 64,
+        retry_ms: 1_000,
+    }
+}
+
+/// A link with faults drawn from a seeded generator.
+struct Link {
+    queue: VecDeque<Frame>,
+    drop_pct: u64,
+    dup_pct: u64,
+    reorder_pct: u64,
+    rng: u64,
+}
+
+impl Link {
+    fn new(seed: u64, drop_pct: u64, dup_pct: u64, reorder_pct: u64) -> Link {
+        Link { queue: VecDeque::new(), drop_pct, dup_pct, reorder_pct, rng: seed | 1 }
+    }
+
+    fn roll(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100
+    }
+
+    fn send(&mut self, f: Frame) {
+        // Every frame goes through its encoding, as on the wire.
+        let bytes = f.encode();
+        let f = Frame::decode(&bytes[4..]).expect("our own frames decode");
+        if self.roll() < self.drop_pct {
+            return;
+        }
+        if self.roll() < self.dup_pct {
+            self.queue.push_back(f.clone());
+        }
+        if self.roll() < self.reorder_pct && !self.queue.is_empty() {
+            self.queue.push_front(f);
+        } else {
+            self.queue.push_back(f);
+        }
+    }
+}
+
+struct Run {
+    a: MemStore,
+    b: MemStore,
+    sa: Session,
+    sb: Session,
+    steps: u64,
+}
+
+/// Runs both sessions (`a` initiates) until both are in sync and the links are empty, or
+/// `max_steps`.
+fn run(a: MemStore, b: MemStore, mut ab: Link, mut ba: Link, max_steps: u64) -> Run {
+    let (mut a, mut b) = (a, b);
+    let (mut sa, mut sb) = (Session::new(opts(true)), Session::new(opts(false)));
+    let mut now = 0u64;
+    sa.start(&a, now).unwrap();
+    sb.start(&b, now).unwrap();
+    let mut steps = 0;
+    while steps < max_steps {
+        steps += 1;
+        now += 10;
+        while let Some(f) = sa.poll_transmit(&a).unwrap() {
+            ab.send(f);
+        }
+        while let Some(f) = sb.poll_transmit(&b).unwrap() {
+            ba.send(f);
+        }
+        if let Some(f) = ab.queue.pop_front() {
+            sb.handle(f, &mut b, now).unwrap();
+        }
+        if let Some(f) = ba.queue.pop_front() {
+            sa.handle(f, &mut a, now).unwrap();
+        }
+        sa.handle_timeout(&a, now).unwrap();
+        sb.handle_timeout(&b, now).unwrap();
+        if sa.is_in_sync() && sb.is_in_sync() && ab.queue.is_empty() && ba.queue.is_empty() {
+            break;
+        }
+    }
+    Run { a, b, sa, sb, steps }
+}
+
+fn sets() -> impl Strategy<Value = (BTreeSet<u32>, BTreeSet<u32>)> {
+    (proptest::collection::btree_set(0u32..5000, 0..600), proptest::collection::btree_set(0u32..5000, 0..600))
+}
+
+proptest! {
+    #[test]
+    fn two_random_sets_exchange_exactly_their_symmetric_difference((x, y) in sets()) {
+        let r = run(store_of(&x), store_of(&y), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 100_000);
+        let union: BTreeSet<u32> = x.union(&y).copied().collect();
+        prop_assert_eq!(r.a.items.get(SCOPE).map_or(0, |m| m.len()), union.len());
+        prop_assert_eq!(&r.a.items, &store_of(&union).items);
+        prop_assert_eq!(&r.b.items, &store_of(&union).items);
+        // Nothing moved that the other side already had.
+        prop_assert_eq!(r.sa.stats.items_sent as usize, x.difference(&y).count());
+        prop_assert_eq!(r.sb.stats.items_sent as usize, y.difference(&x).count());
+        prop_assert!(r.sa.is_in_sync() && r.sb.is_in_sync(), "finished in sync after {} steps", r.steps);
+    }
+
+    #[test]
+    fn a_link_that_drops_duplicates_and_reorders_still_converges((x, y) in sets(), seed in any::<u64>()) {
+        let r = run(store_of(&x), store_of(&y), Link::new(seed, 20, 10, 20), Link::new(seed.rotate_left(7), 20, 10, 20), 200_000);
+        let union = store_of(&x.union(&y).copied().collect());
+        prop_assert_eq!(&r.a.items, &union.items, "seed {}", seed);
+        prop_assert_eq!(&r.b.items, &union.items, "seed {}", seed);
+    }
+}
+
+#[test]
+fn one_difference_among_many_costs_few_frames() {
+    let x: BTreeSet<u32> = (0..100_000).collect();
+    let mut y = x.clone();
+    y.remove(&4242);
+    let r = run(store_of(&x), store_of(&y), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
+    assert_eq!(r.sa.stats.items_sent, 1);
+    let frames = r.sa.stats.frames_out + r.sb.stats.frames_out;
+    assert!(frames <= 12, "{frames} frames for one difference among 100k");
+}
+
+#[test]
+fn an_empty_peer_gets_everything_without_splitting() {
+    let x: BTreeSet<u32> = (0..3000).collect();
+    let r = run(store_of(&x), store_of(&BTreeSet::new()), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
+    assert_eq!(r.b.items.get(SCOPE).map_or(0, |m| m.len()), 3000);
+    // Root fingerprint, the items in bounded frames, and the closing InSync frames.
+    assert!(r.sb.stats.frames_out <= 3, "{:?}", r.sb.stats);
+}
+
+#[test]
+fn refused_items_are_not_stored_and_are_reported() {
+    let mut a = store_of(&(0..10).collect());
+    let bad = vec![0xEE, 1, 2, 3];
+    a.insert(SCOPE, Sha256::digest(&bad).into(), bad);
+    let mut r = run(a, store_of(&BTreeSet::new()), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 2_000);
+    assert_eq!(r.b.items.get(SCOPE).map_or(0, |m| m.len()), 10);
+    // Every round offers it again and every time it is refused (and logged).
+    assert!(r.sb.stats.items_refused >= 1);
+    let refusals = r.sb.take_refusals();
+    assert!(!refusals.is_empty() && refusals.iter().all(|r| r == "refused: bad signature"));
+    // They cannot agree while one side holds an item the other refuses.
+    assert!(!r.sb.is_in_sync());
+}
+
+#[test]
+fn frames_for_other_scopes_are_ignored() {
+    let mut b = store_of(&BTreeSet::new());
+    let mut s = Session::new(opts(false));
+    s.handle(Frame::Items { scope: b"9999999999".to_vec(), items: vec![vec![1, 2, 3]] }, &mut b, 0).unwrap();
+    assert!(b.items.is_empty());
+}

@@ -1,0 +1,127 @@
+//! What a replication session needs from storage, and an in-memory implementation.
+//!
+//! The node implements [`ItemStore`] on redb with the summaries pre-aggregated per id
+//! prefix, so every call but `ids` and `get` is a point read; [`MemStore`] computes them by
+//! scanning, which is enough for tests and the simulator.
+
+use std::collections::BTreeMap;
+
+use crate::fingerprint::{Id, Summary};
+
+/// Outcome of storing items received from a peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// Items stored now (not seen before).
+    pub stored: Vec<Id>,
+    /// Items refused: why, for the log.
+    pub refused: Vec<String>,
+}
+
+/// Storage as seen by a session. Ids below a scope are ordered bytewise.
+pub trait ItemStore {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Summary of the ids under `prefix` in `scope`.
+    fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, Self::Error>;
+
+    /// Summaries one byte below `prefix`, non-empty children only, in byte order.
+    fn children(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<(u8, Summary)>, Self::Error> {
+        let mut out = Vec::new();
+        let mut p = prefix.to_vec();
+        p.push(0);
+        for b in 0..=255u8 {
+            *p.last_mut().expect("pushed above") = b;
+            let s = self.summary(scope, &p)?;
+            if s.count > 0 {
+                out.push((b, s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every id under `prefix`, in order.
+    fn ids(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<Id>, Self::Error>;
+
+    /// An item's stored bytes.
+    fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, Self::Error>;
+
+    /// Checks and stores items from a peer; refuses what does not verify or what the
+    /// peer may not write.
+    fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, Self::Error>;
+}
+
+/// Never fails.
+#[derive(Debug, thiserror::Error)]
+#[error("in-memory store cannot fail")]
+pub struct Infallible;
+
+/// An in-memory store: scope → id → bytes, with pluggable id derivation and checks.
+#[derive(Debug, Clone)]
+pub struct MemStore {
+    pub items: BTreeMap<Vec<u8>, BTreeMap<Id, Vec<u8>>>,
+    /// Derives an item's id from its bytes, or refuses it.
+    pub check: fn(&[u8], &[u8]) -> Result<Id, String>,
+}
+
+impl MemStore {
+    pub fn new(check: fn(&[u8], &[u8]) -> Result<Id, String>) -> MemStore {
+        MemStore { items: BTreeMap::new(), check }
+    }
+
+    pub fn insert(&mut self, scope: &[u8], id: Id, bytes: Vec<u8>) {
+        self.items.entry(scope.to_vec()).or_default().insert(id, bytes);
+    }
+
+    fn under<'a>(&'a self, scope: &[u8], prefix: &'a [u8]) -> impl Iterator<Item = (&'a Id, &'a Vec<u8>)> + 'a {
+        let mut lo = [0u8; 32];
+        lo[..prefix.len()].copy_from_slice(prefix);
+        self.items
+            .get(scope)
+            .into_iter()
+            .flat_map(move |m| m.range(lo..).take_while(move |(id, _)| id.starts_with(prefix)))
+    }
+}
+
+impl ItemStore for MemStore {
+    type Error = Infallible;
+
+    fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, Infallible> {
+        Ok(Summary::of(self.under(scope, prefix).map(|(id, _)| *id)))
+    }
+
+    fn children(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<(u8, Summary)>, Infallible> {
+        let mut out: Vec<(u8, Summary)> = Vec::new();
+        for (id, _) in self.under(scope, prefix) {
+            let Some(&b) = id.get(prefix.len()) else { continue };
+            match out.last_mut() {
+                Some((last, s)) if *last == b => s.add(id),
+                _ => out.push((b, Summary::of([*id]))),
+            }
+        }
+        Ok(out)
+    }
+
+    fn ids(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<Id>, Infallible> {
+        Ok(self.under(scope, prefix).map(|(id, _)| *id).collect())
+    }
+
+    fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, Infallible> {
+        Ok(self.items.get(scope).and_then(|m| m.get(id)).cloned())
+    }
+
+    fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, Infallible> {
+        let mut out = PutOutcome::default();
+        for bytes in items {
+            match (self.check)(scope, &bytes) {
+                Ok(id) => {
+                    let m = self.items.entry(scope.to_vec()).or_default();
+                    if m.insert(id, bytes).is_none() {
+                        out.stored.push(id);
+                    }
+                }
+                Err(reason) => out.refused.push(reason),
+            }
+        }
+        Ok(out)
+    }
+}
