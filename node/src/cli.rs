@@ -106,8 +106,16 @@ fn open_store(s: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
     let path = s.data_dir.join("node.redb");
-    Store::open(&path, crate::store::StoreOptions { cache_bytes: s.cache_bytes, quick_repair: s.quick_repair }, clock)
-        .map_err(|e| store_error(&path, e))
+    Store::open(
+        &path,
+        crate::store::StoreOptions {
+            enterprise: s.enterprise.to_string(),
+            cache_bytes: s.cache_bytes,
+            quick_repair: s.quick_repair,
+        },
+        clock,
+    )
+    .map_err(|e| store_error(&path, e))
 }
 
 /// Says plainly when another node process holds the file.

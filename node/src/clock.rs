@@ -24,16 +24,18 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock fixed at a time that tests move by hand; entropy from a counter.
+/// A clock fixed at a time that tests move by hand; entropy from the start time and a
+/// counter, so two clocks started at different times give two node identities.
 #[derive(Debug, Default)]
 pub struct ManualClock {
     pub now_ms: std::sync::atomic::AtomicI64,
+    start_ms: i64,
     counter: std::sync::atomic::AtomicU64,
 }
 
 impl ManualClock {
     pub fn at(ms: i64) -> ManualClock {
-        ManualClock { now_ms: ms.into(), counter: 0.into() }
+        ManualClock { now_ms: ms.into(), start_ms: ms, counter: 0.into() }
     }
 }
 
@@ -46,6 +48,7 @@ impl Clock for ManualClock {
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut b = [7u8; 32];
         b[..8].copy_from_slice(&n.to_le_bytes());
+        b[8..16].copy_from_slice(&self.start_ms.to_le_bytes());
         b
     }
 }

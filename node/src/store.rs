@@ -9,6 +9,7 @@
 //!
 //! Reads use their own read transactions (MVCC): they never wait for the writer.
 
+pub mod replica;
 pub(crate) mod tables;
 
 use std::any::Any;
@@ -105,8 +106,10 @@ impl CylinderRow {
 pub type StoredResult = ([u8; 32], Vec<u8>);
 
 /// How the store uses redb.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// The enterprise this node writes for: local writes join its replication scopes.
+    pub enterprise: String,
     /// Page cache size.
     pub cache_bytes: usize,
     /// Save the allocator state with every commit so that recovery after a crash is
@@ -146,6 +149,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    enterprise: String,
     jobs: mpsc::SyncSender<Job>,
     node: NodeId,
     token_key: [u8; 32],
@@ -163,7 +167,7 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, options: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
-        Store::start(db, options.quick_repair, clock)
+        Store::start(db, options.enterprise, options.quick_repair, clock)
     }
 
     /// Compacts a stopped node's file in place: frees the pages left over by
@@ -177,29 +181,52 @@ impl Store {
         Ok((before, after))
     }
 
-    /// A store in memory, for tests.
+    /// A store in memory for enterprise 3701020001, for tests.
     pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Store::start(db, false, clock)
+        Store::in_memory_for("3701020001", clock)
     }
 
-    fn start(db: Database, quick_repair: bool, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+    /// A store in memory for `enterprise`, for tests and simulations.
+    pub fn in_memory_for(enterprise: &str, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Store::start(db, enterprise.to_owned(), false, clock)
+    }
+
+    fn start(db: Database, scope: String, quick_repair: bool, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let (key, last_hlc, token_key) = init(&db, quick_repair, clock.as_ref())?;
         let node = NodeId(key.verifying_key().to_bytes());
         let db = Arc::new(db);
         let stats = Arc::new(WriterStats::default());
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
-        let writer = {
-            let db = db.clone();
-            let stats = stats.clone();
-            std::thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || {
-                    writer_loop(&db, quick_repair, &rx, key, HlcClock::new(last_hlc), clock.as_ref(), &stats)
-                })
-                .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?
+        let enterprise = scope.clone();
+        let writer = Writer {
+            db: db.clone(),
+            scope,
+            quick_repair,
+            key,
+            node,
+            hlc: HlcClock::new(last_hlc),
+            clock,
+            stats: stats.clone(),
         };
-        Ok(Store { db, jobs: tx, node, token_key, stats, writer: Arc::new(std::sync::Mutex::new(Some(writer))) })
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(|e| StoreError::Invalid(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            db,
+            enterprise,
+            jobs: tx,
+            node,
+            token_key,
+            stats,
+            writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+        })
+    }
+
+    /// The enterprise whose scopes this node writes.
+    pub fn enterprise(&self) -> &str {
+        &self.enterprise
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -255,7 +282,7 @@ impl Store {
         drop(db);
     }
 
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
+    pub(crate) fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.db.begin_read()?)
     }
 
@@ -490,6 +517,11 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
         tx.open_multimap_table(CYLINDER_INDEX_TABLE)?;
         tx.open_table(OPS_TABLE)?;
         tx.open_table(COUNTERS_TABLE)?;
+        tx.open_table(SYNC_ITEMS_TABLE)?;
+        tx.open_table(DOC_ITEMS_TABLE)?;
+        tx.open_table(SUMMARY_L0_TABLE)?;
+        tx.open_table(SUMMARY_L1_TABLE)?;
+        tx.open_table(SUMMARY_L2_TABLE)?;
         let layout = meta.get("layout")?.map(|v| v.value().to_vec());
         match layout {
             None => {
@@ -533,110 +565,114 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
     Ok((key, hlc, token_key))
 }
 
-fn writer_loop(
-    db: &Database,
+/// The writer thread's state: the only holder of the write side of the database.
+struct Writer {
+    db: Arc<Database>,
+    scope: String,
     quick_repair: bool,
-    rx: &mpsc::Receiver<Job>,
     key: SigningKey,
-    mut hlc: HlcClock,
-    clock: &dyn Clock,
-    stats: &WriterStats,
-) {
-    let node = NodeId(key.verifying_key().to_bytes());
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let started = Instant::now();
-        let n_jobs = batch.len() as u64;
-        let outcome = run_batch(db, quick_repair, batch, &key, node, &mut hlc, clock);
-        match outcome {
-            Ok(()) => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.jobs.fetch_add(n_jobs, Ordering::Relaxed);
-                stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, n_jobs, "write batch failed, nothing of it was stored");
-            }
-        }
-    }
+    node: NodeId,
+    hlc: HlcClock,
+    clock: Arc<dyn Clock>,
+    stats: Arc<WriterStats>,
 }
 
 type Replies = Vec<(oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>, Result<Box<dyn Any + Send>, StoreError>)>;
 
-fn run_batch(
-    db: &Database,
-    quick_repair: bool,
-    batch: Vec<Job>,
-    key: &SigningKey,
-    node: NodeId,
-    hlc: &mut HlcClock,
-    clock: &dyn Clock,
-) -> Result<(), StoreError> {
-    let fail_all = |batch_replies: Replies, e: &StoreError| {
-        for (reply, _) in batch_replies {
-            let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
-        }
-    };
-    let mut tx = match begin(db, quick_repair) {
-        Ok(tx) => tx,
-        Err(e) => {
-            for job in batch {
-                let _ = job.reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+impl Writer {
+    fn run(mut self, rx: &mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
-            return Err(e);
-        }
-    };
-    let hlc_before = hlc.clone();
-    let mut replies: Replies = Vec::with_capacity(batch.len());
-    let mut fatal = None;
-    for job in batch {
-        if fatal.is_some() {
-            replies.push((job.reply, Err(StoreError::Invalid("batch aborted".into()))));
-            continue;
-        }
-        let mut ctx = WriteCtx { tx: &mut tx, key, node, hlc, wall_ms: clock.now_ms() };
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)))
-            .unwrap_or_else(|p| Err(StoreError::Panicked(panic_message(&p))));
-        if let Err(e) = &result
-            && e.is_fatal()
-        {
-            fatal = Some(e.to_string());
-        }
-        replies.push((job.reply, result));
-    }
-    if let Some(e) = fatal {
-        *hlc = hlc_before;
-        drop(tx);
-        let err = StoreError::Corrupt(e);
-        fail_all(replies, &err);
-        return Err(err);
-    }
-    let committed = (|| -> Result<(), StoreError> {
-        {
-            let mut meta = tx.open_table(META_TABLE)?;
-            meta.insert("hlc", hlc.last().to_key().as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
-    })();
-    match committed {
-        Ok(()) => {
-            for (reply, result) in replies {
-                let _ = reply.send(result);
+            let started = Instant::now();
+            let n_jobs = batch.len() as u64;
+            match self.batch(batch) {
+                Ok(()) => {
+                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.stats.jobs.fetch_add(n_jobs, Ordering::Relaxed);
+                    self.stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, n_jobs, "write batch failed, nothing of it was stored");
+                }
             }
+        }
+    }
+
+    /// Applies a batch of jobs in one transaction and answers each after the commit.
+    fn batch(&mut self, batch: Vec<Job>) -> Result<(), StoreError> {
+        let fail_all = |batch_replies: Replies, e: &StoreError| {
+            for (reply, _) in batch_replies {
+                let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+            }
+        };
+        let mut tx = match begin(&self.db, self.quick_repair) {
+            Ok(tx) => tx,
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+                }
+                return Err(e);
+            }
+        };
+        let hlc_before = self.hlc.clone();
+        let mut replies: Replies = Vec::with_capacity(batch.len());
+        let mut fatal = None;
+        for job in batch {
+            if fatal.is_some() {
+                replies.push((job.reply, Err(StoreError::Invalid("batch aborted".into()))));
+                continue;
+            }
+            let mut ctx = WriteCtx {
+                tx: &mut tx,
+                scope: &self.scope,
+                key: &self.key,
+                node: self.node,
+                hlc: &mut self.hlc,
+                wall_ms: self.clock.now_ms(),
+            };
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)))
+                .unwrap_or_else(|p| Err(StoreError::Panicked(panic_message(&p))));
+            if let Err(e) = &result
+                && e.is_fatal()
+            {
+                fatal = Some(e.to_string());
+            }
+            replies.push((job.reply, result));
+        }
+        if let Some(e) = fatal {
+            self.hlc = hlc_before;
+            drop(tx);
+            let err = StoreError::Corrupt(e);
+            fail_all(replies, &err);
+            return Err(err);
+        }
+        let committed = (|| -> Result<(), StoreError> {
+            {
+                let mut meta = tx.open_table(META_TABLE)?;
+                meta.insert("hlc", self.hlc.last().to_key().as_slice())?;
+            }
+            tx.commit()?;
             Ok(())
-        }
-        Err(e) => {
-            *hlc = hlc_before;
-            fail_all(replies, &e);
-            Err(e)
+        })();
+        match committed {
+            Ok(()) => {
+                for (reply, result) in replies {
+                    let _ = reply.send(result);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.hlc = hlc_before;
+                fail_all(replies, &e);
+                Err(e)
+            }
         }
     }
 }
@@ -662,6 +698,8 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
 /// What a write job can do inside the writer's transaction.
 pub struct WriteCtx<'a> {
     tx: &'a mut WriteTransaction,
+    /// The enterprise whose replication scopes local writes go to.
+    scope: &'a str,
     key: &'a SigningKey,
     node: NodeId,
     hlc: &'a mut HlcClock,
@@ -760,19 +798,25 @@ impl WriteCtx<'_> {
             body,
         }
         .sign(self.key);
-        let row = self.insert_event(&event, row)?;
+        let row = self.insert_event(&event, Some(row.clone()))?.unwrap_or(row);
         Ok((event, row))
     }
 
-    /// Stores an event (already signed) and re-derives the cylinder's row from its
-    /// complete history. A duplicate is ignored.
-    fn insert_event(&mut self, event: &SignedEvent, old: CylinderRow) -> Result<CylinderRow, StoreError> {
+    /// Stores an event (already signed), adds it to the replication set and, when the
+    /// cylinder's archive is here, updates the derived row. A duplicate is ignored.
+    /// Returns the new row, or `None` for a duplicate or an event whose archive has not
+    /// arrived yet (the row is derived from the whole history when it does).
+    fn insert_event(
+        &mut self,
+        event: &SignedEvent,
+        old: Option<CylinderRow>,
+    ) -> Result<Option<CylinderRow>, StoreError> {
         let code = event.event.cylinder;
         let key = event_key(event);
         {
             let mut ids = self.tx.open_table(EVENT_IDS_TABLE)?;
             if ids.get(&event.id.0)?.is_some() {
-                return Ok(old);
+                return Ok(None);
             }
             ids.insert(&event.id.0, key.as_slice())?;
         }
@@ -790,6 +834,11 @@ impl WriteCtx<'_> {
             }
         }
         self.bump("events", 1)?;
+        let scope = replica::events_scope(self.scope);
+        self.add_item(&scope, &event.id.0, b"")?;
+        let Some(old) = old else {
+            return Ok(None);
+        };
         // Usually the new event is the latest: fold it in. Otherwise replay the history.
         let state = match apply(&old.state, event) {
             Some(state) => state,
@@ -797,11 +846,11 @@ impl WriteCtx<'_> {
         };
         let row = CylinderRow { state, archive: old.archive.clone() };
         self.put_row(&code, Some(&old), &row)?;
-        Ok(row)
+        Ok(Some(row))
     }
 
     /// Every event of one cylinder in this transaction.
-    fn history(&self, code: &FullCode) -> Result<Vec<SignedEvent>, StoreError> {
+    pub(crate) fn history(&self, code: &FullCode) -> Result<Vec<SignedEvent>, StoreError> {
         let events = self.tx.open_table(EVENTS_TABLE)?;
         let (lo, hi) = prefix_range(code.as_bytes());
         let mut history = Vec::new();
@@ -811,14 +860,19 @@ impl WriteCtx<'_> {
         Ok(history)
     }
 
-    fn bump(&mut self, counter: &str, by: i64) -> Result<(), StoreError> {
+    pub(crate) fn bump(&mut self, counter: &str, by: i64) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(COUNTERS_TABLE)?;
         let now = t.get(counter)?.map_or(0, |v| v.value());
         t.insert(counter, now.saturating_add_signed(by))?;
         Ok(())
     }
 
-    fn put_row(&mut self, code: &FullCode, old: Option<&CylinderRow>, row: &CylinderRow) -> Result<(), StoreError> {
+    pub(crate) fn put_row(
+        &mut self,
+        code: &FullCode,
+        old: Option<&CylinderRow>,
+        row: &CylinderRow,
+    ) -> Result<(), StoreError> {
         let old_keys = old.map(index_entries).unwrap_or_default();
         let new_keys = index_entries(row);
         {
@@ -935,18 +989,20 @@ impl WriteCtx<'_> {
         Ok(())
     }
 
-    fn actor(&self) -> ActorId {
+    pub(crate) fn actor(&self) -> ActorId {
         ActorId::from(&self.node.0[..16])
     }
 
     fn save_doc(&mut self, doc_id: &DocId, mut doc: AutoCommit) -> Result<(), StoreError> {
-        let mut docs = self.tx.open_table(DOCS_TABLE)?;
-        docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
-        Ok(())
+        {
+            let mut docs = self.tx.open_table(DOCS_TABLE)?;
+            docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
+        }
+        self.doc_item_changed(doc_id, &doc.get_heads())
     }
 
     /// Loads a document: snapshot plus its incremental chunks.
-    fn load_doc(&self, doc_id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
+    pub(crate) fn load_doc(&self, doc_id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
         let docs = self.tx.open_table(DOCS_TABLE)?;
         let Some(snapshot) = docs.get(doc_id.0.as_str())? else {
             return Ok(None);
@@ -991,7 +1047,7 @@ impl WriteCtx<'_> {
             let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
             chunks.insert((doc_id.0.as_str(), next_seq), chunk.as_slice())?;
         }
-        Ok(())
+        self.doc_item_changed(doc_id, &doc.get_heads())
     }
 
     /// The events of one cylinder in this transaction (for checks inside a job).

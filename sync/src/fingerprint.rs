@@ -38,6 +38,32 @@ impl Summary {
         }
     }
 
+    /// Removes an id that is in the set.
+    pub fn remove(&mut self, id: &Id) {
+        self.count = self.count.saturating_sub(1);
+        let mut borrow = 0i16;
+        for (a, b) in self.sum.iter_mut().zip(id.iter()) {
+            let v = *a as i16 - *b as i16 - borrow;
+            borrow = if v < 0 { 1 } else { 0 };
+            *a = v.rem_euclid(256) as u8;
+        }
+    }
+
+    /// Stored form: count (u64 LE) ++ sum.
+    pub fn to_bytes(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[..8].copy_from_slice(&self.count.to_le_bytes());
+        b[8..].copy_from_slice(&self.sum);
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; 40]) -> Summary {
+        Summary {
+            count: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            sum: b[8..].try_into().expect("32 bytes"),
+        }
+    }
+
     /// Merges a disjoint set's summary.
     pub fn merge(&mut self, other: &Summary) {
         self.count += other.count;
@@ -76,6 +102,11 @@ mod tests {
         assert_eq!(whole, parts);
         assert_eq!(Summary::of(ids.iter().rev().copied()).fingerprint(), whole.fingerprint());
         assert_ne!(Summary::of(ids[1..].iter().copied()).fingerprint(), whole.fingerprint());
+        // Removing undoes adding, borrows included.
+        let mut r = whole;
+        r.remove(&ids[0]);
+        assert_eq!(r, Summary::of(ids[1..].iter().copied()));
+        assert_eq!(Summary::from_bytes(&whole.to_bytes()), whole);
         // Carries propagate across bytes.
         let s = Summary::of([[0xff; 32], [1; 32]]);
         assert_eq!(s.sum[0], 0x00);

@@ -51,3 +51,17 @@ pub(crate) const OPS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(
 
 /// Counters: `cylinders`, `events`. Value: u64.
 pub(crate) const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("counters-1");
+
+/// Replication items per scope (`E:<enterprise>` events, `D:<enterprise>` documents).
+/// Key: (scope, 32-byte item id). Value: empty for events; the document id for documents.
+pub(crate) const SYNC_ITEMS_TABLE: TableDefinition<(&str, &[u8; 32]), &[u8]> = TableDefinition::new("sync-items-1");
+
+/// A document's current item id: SHA-256 of the document id and its sorted heads.
+pub(crate) const DOC_ITEMS_TABLE: TableDefinition<&str, &[u8; 32]> = TableDefinition::new("doc-items-1");
+
+/// Pre-aggregated summaries (count ++ sum of ids, 40 bytes) of each scope's items: the
+/// whole scope, per first byte and per first two bytes of the id, so the fingerprint of
+/// any of those ranges is one read.
+pub(crate) const SUMMARY_L0_TABLE: TableDefinition<&str, &[u8; 40]> = TableDefinition::new("sync-summary-0-1");
+pub(crate) const SUMMARY_L1_TABLE: TableDefinition<(&str, u8), &[u8; 40]> = TableDefinition::new("sync-summary-1-1");
+pub(crate) const SUMMARY_L2_TABLE: TableDefinition<(&str, u16), &[u8; 40]> = TableDefinition::new("sync-summary-2-1");

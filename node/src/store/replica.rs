@@ -1,0 +1,363 @@
+//! The store's side of replication: items and pre-aggregated fingerprints per scope, and
+//! what to do with events and documents received from a peer.
+//!
+//! Every event joins the scope `E:<enterprise>`; every document joins `D:<enterprise>` as
+//! the item SHA-256(document id ‖ heads), replaced whenever its heads move. Summaries of
+//! the whole scope and of each one- and two-byte id prefix are updated in the same
+//! transaction, so the sync session's fingerprint questions are point reads.
+
+use automerge::{AutoCommit, ChangeHash};
+use redb::{ReadableDatabase, ReadableTable};
+use schema::archive::{CylinderArchive, DocId, read_document};
+use schema::event::SignedEvent;
+use schema::state::derive;
+use sha2::{Digest, Sha256};
+use sync::fingerprint::{Id, Summary};
+use sync::store::{ItemStore, PutOutcome};
+
+use super::tables::*;
+use super::{CylinderRow, Store, StoreError, WriteCtx};
+
+pub fn events_scope(enterprise: &str) -> String {
+    format!("E:{enterprise}")
+}
+
+pub fn docs_scope(enterprise: &str) -> String {
+    format!("D:{enterprise}")
+}
+
+/// What became of one received item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Stored(Id),
+    Duplicate,
+    Refused(String),
+}
+
+fn doc_item_id(doc_id: &DocId, heads: &[ChangeHash]) -> Id {
+    let mut heads: Vec<&ChangeHash> = heads.iter().collect();
+    heads.sort();
+    let mut h = Sha256::new();
+    h.update((doc_id.0.len() as u32).to_be_bytes());
+    h.update(doc_id.0.as_bytes());
+    for head in heads {
+        h.update(head.0);
+    }
+    h.finalize().into()
+}
+
+/// A document item on the wire: u16 length of the id, the id, the Automerge bytes.
+fn encode_doc(doc_id: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + doc_id.len() + bytes.len());
+    out.extend_from_slice(&(doc_id.len() as u16).to_be_bytes());
+    out.extend_from_slice(doc_id.as_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn decode_doc(item: &[u8]) -> Result<(DocId, &[u8]), String> {
+    let len =
+        u16::from_be_bytes(item.get(..2).ok_or("document item too short")?.try_into().map_err(|_| "length")?) as usize;
+    let id = item.get(2..2 + len).ok_or("document id truncated")?;
+    let id = std::str::from_utf8(id).map_err(|_| "document id is not UTF-8")?;
+    if !(id.starts_with("cyl:") || id.split_once(':').is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())) {
+        return Err(format!("document id {id:?} has no kind"));
+    }
+    Ok((DocId(id.to_owned()), &item[2 + len..]))
+}
+
+impl WriteCtx<'_> {
+    /// Adds an item to a scope and its summaries; false if it was there.
+    pub(crate) fn add_item(&mut self, scope: &str, id: &Id, value: &[u8]) -> Result<bool, StoreError> {
+        {
+            let mut items = self.tx.open_table(SYNC_ITEMS_TABLE)?;
+            if items.insert((scope, id), value)?.is_some() {
+                return Ok(false);
+            }
+        }
+        self.update_summaries(scope, id, true)?;
+        Ok(true)
+    }
+
+    fn remove_item(&mut self, scope: &str, id: &Id) -> Result<(), StoreError> {
+        let removed = {
+            let mut items = self.tx.open_table(SYNC_ITEMS_TABLE)?;
+            items.remove((scope, id))?.is_some()
+        };
+        if removed {
+            self.update_summaries(scope, id, false)?;
+        }
+        Ok(())
+    }
+
+    fn update_summaries(&mut self, scope: &str, id: &Id, add: bool) -> Result<(), StoreError> {
+        let change = |bytes: Option<[u8; 40]>| {
+            let mut s = bytes.map(|b| Summary::from_bytes(&b)).unwrap_or_default();
+            if add {
+                s.add(id);
+            } else {
+                s.remove(id);
+            }
+            s.to_bytes()
+        };
+        {
+            let mut t = self.tx.open_table(SUMMARY_L0_TABLE)?;
+            let old = t.get(scope)?.map(|v| *v.value());
+            t.insert(scope, &change(old))?;
+        }
+        {
+            let mut t = self.tx.open_table(SUMMARY_L1_TABLE)?;
+            let old = t.get((scope, id[0]))?.map(|v| *v.value());
+            t.insert((scope, id[0]), &change(old))?;
+        }
+        {
+            let mut t = self.tx.open_table(SUMMARY_L2_TABLE)?;
+            let k = u16::from_be_bytes([id[0], id[1]]);
+            let old = t.get((scope, k))?.map(|v| *v.value());
+            t.insert((scope, k), &change(old))?;
+        }
+        Ok(())
+    }
+
+    /// A document's heads moved: its item is replaced.
+    pub(crate) fn doc_item_changed(&mut self, doc_id: &DocId, heads: &[ChangeHash]) -> Result<(), StoreError> {
+        let scope = docs_scope(self.scope);
+        let new = doc_item_id(doc_id, heads);
+        let old = {
+            let mut t = self.tx.open_table(DOC_ITEMS_TABLE)?;
+            t.insert(doc_id.0.as_str(), &new)?.map(|v| *v.value())
+        };
+        if old == Some(new) {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            self.remove_item(&scope, &old)?;
+        }
+        self.add_item(&scope, &new, doc_id.0.as_bytes())?;
+        Ok(())
+    }
+
+    /// An event from a peer: verified, stored, folded into its cylinder's row.
+    pub fn receive_event(&mut self, item: &[u8]) -> Result<Received, StoreError> {
+        let event = match SignedEvent::from_stored(item) {
+            Ok(e) => e,
+            Err(e) => return Ok(Received::Refused(format!("event refused: {e}"))),
+        };
+        if self.event_exists(&event.id)? {
+            return Ok(Received::Duplicate);
+        }
+        let row = self.row(&event.event.cylinder)?;
+        self.insert_event(&event, row)?;
+        Ok(Received::Stored(event.id.0))
+    }
+
+    /// A document from a peer: merged into ours (or taken as it is), then the derived
+    /// row or record is refreshed.
+    pub fn receive_doc(&mut self, item: &[u8]) -> Result<Received, StoreError> {
+        let (doc_id, bytes) = match decode_doc(item) {
+            Ok(d) => d,
+            Err(e) => return Ok(Received::Refused(format!("document refused: {e}"))),
+        };
+        let mut theirs = match AutoCommit::load(bytes) {
+            Ok(d) => d,
+            Err(e) => return Ok(Received::Refused(format!("document {doc_id} refused: {e}"))),
+        };
+        let mut doc = match self.load_doc(&doc_id)? {
+            Some(mut ours) => {
+                let before = ours.get_heads();
+                if let Err(e) = ours.merge(&mut theirs) {
+                    return Ok(Received::Refused(format!("document {doc_id} does not merge: {e}")));
+                }
+                if ours.get_heads() == before {
+                    return Ok(Received::Duplicate);
+                }
+                ours
+            }
+            None => theirs.with_actor(self.actor()),
+        };
+        // Check the merged result before anything is written.
+        let archive = if doc_id.0.starts_with("cyl:") {
+            match read_document::<CylinderArchive>(&doc)
+                .map_err(|e| e.to_string())
+                .and_then(|a| a.validate().map(|()| a).map_err(|e| e.to_string()))
+            {
+                Ok(a) if DocId::cylinder(&a.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?) == doc_id => {
+                    Some(a)
+                }
+                Ok(_) => return Ok(Received::Refused(format!("document {doc_id} holds another cylinder"))),
+                Err(e) => return Ok(Received::Refused(format!("document {doc_id} is not a valid archive: {e}"))),
+            }
+        } else {
+            None
+        };
+        let json =
+            serde_json::to_vec(&automerge::AutoSerde::from(&doc)).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        {
+            let mut docs = self.tx.open_table(DOCS_TABLE)?;
+            docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
+            let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
+            let stale: Vec<u64> = chunks
+                .range((doc_id.0.as_str(), 0)..=(doc_id.0.as_str(), u64::MAX))?
+                .map(|r| r.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for seq in stale {
+                chunks.remove((doc_id.0.as_str(), seq))?;
+            }
+        }
+        let heads = doc.get_heads();
+        self.doc_item_changed(&doc_id, &heads)?;
+        match archive {
+            Some(archive) => {
+                let code = archive.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let old = self.row(&code)?;
+                if old.is_none() {
+                    self.bump("cylinders", 1)?;
+                }
+                let row = CylinderRow { state: derive(&archive, &self.history(&code)?), archive };
+                self.put_row(&code, old.as_ref(), &row)?;
+            }
+            None => {
+                let mut t = self.tx.open_table(RECORDS_TABLE)?;
+                t.insert(doc_id.0.as_str(), json.as_slice())?;
+            }
+        }
+        Ok(Received::Stored(doc_item_id(&doc_id, &heads)))
+    }
+}
+
+impl Store {
+    fn summary_of(&self, scope: &str, prefix: &[u8]) -> Result<Summary, StoreError> {
+        let r = self.db.begin_read()?;
+        let read =
+            |b: Option<redb::AccessGuard<'_, &[u8; 40]>>| b.map(|v| Summary::from_bytes(v.value())).unwrap_or_default();
+        match prefix.len() {
+            0 => Ok(read(r.open_table(SUMMARY_L0_TABLE)?.get(scope)?)),
+            1 => Ok(read(r.open_table(SUMMARY_L1_TABLE)?.get((scope, prefix[0]))?)),
+            2 => Ok(read(r.open_table(SUMMARY_L2_TABLE)?.get((scope, u16::from_be_bytes([prefix[0], prefix[1]])))?)),
+            _ => Ok(Summary::of(self.item_ids(scope, prefix)?)),
+        }
+    }
+
+    fn item_ids(&self, scope: &str, prefix: &[u8]) -> Result<Vec<Id>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(SYNC_ITEMS_TABLE)?;
+        let mut lo = [0u8; 32];
+        let mut hi = [0xffu8; 32];
+        lo[..prefix.len()].copy_from_slice(prefix);
+        hi[..prefix.len()].copy_from_slice(prefix);
+        let mut out = Vec::new();
+        for item in t.range((scope, &lo)..=(scope, &hi))? {
+            out.push(*item?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    fn item_get(&self, scope: &str, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read()?;
+        if scope.starts_with("E:") {
+            let ids = r.open_table(EVENT_IDS_TABLE)?;
+            let Some(key) = ids.get(id)? else { return Ok(None) };
+            let events = r.open_table(EVENTS_TABLE)?;
+            return Ok(events.get(key.value())?.map(|v| v.value().to_vec()));
+        }
+        let items = r.open_table(SYNC_ITEMS_TABLE)?;
+        let Some(doc_id) = items.get((scope, id))?.map(|v| String::from_utf8_lossy(v.value()).into_owned()) else {
+            return Ok(None);
+        };
+        let docs = r.open_table(DOCS_TABLE)?;
+        let Some(snapshot) = docs.get(doc_id.as_str())? else { return Ok(None) };
+        let mut bytes = snapshot.value().to_vec();
+        let chunks = r.open_table(DOC_CHUNKS_TABLE)?;
+        for c in chunks.range((doc_id.as_str(), 0)..=(doc_id.as_str(), u64::MAX))? {
+            bytes.extend_from_slice(c?.1.value());
+        }
+        Ok(Some(encode_doc(&doc_id, &bytes)))
+    }
+}
+
+/// The store as the sync session sees it. Scopes are the strings above as bytes.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    pub store: Store,
+}
+
+fn scope_str(scope: &[u8]) -> Result<&str, StoreError> {
+    std::str::from_utf8(scope).map_err(|_| StoreError::Invalid("scope is not UTF-8".into()))
+}
+
+impl ItemStore for Replica {
+    type Error = StoreError;
+
+    fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, StoreError> {
+        self.store.summary_of(scope_str(scope)?, prefix)
+    }
+
+    fn children(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<(u8, Summary)>, StoreError> {
+        let scope = scope_str(scope)?;
+        let r = self.store.db.begin_read()?;
+        let mut out = Vec::new();
+        match prefix.len() {
+            0 => {
+                for item in r.open_table(SUMMARY_L1_TABLE)?.range((scope, 0u8)..=(scope, 255u8))? {
+                    let (k, v) = item?;
+                    let s = Summary::from_bytes(v.value());
+                    if s.count > 0 {
+                        out.push((k.value().1, s));
+                    }
+                }
+            }
+            1 => {
+                let lo = u16::from_be_bytes([prefix[0], 0]);
+                let hi = u16::from_be_bytes([prefix[0], 255]);
+                for item in r.open_table(SUMMARY_L2_TABLE)?.range((scope, lo)..=(scope, hi))? {
+                    let (k, v) = item?;
+                    let s = Summary::from_bytes(v.value());
+                    if s.count > 0 {
+                        out.push((k.value().1.to_be_bytes()[1], s));
+                    }
+                }
+            }
+            _ => {
+                for id in self.store.item_ids(scope, prefix)? {
+                    let Some(&b) = id.get(prefix.len()) else { continue };
+                    match out.last_mut() {
+                        Some((last, s)) if *last == b => s.add(&id),
+                        _ => out.push((b, Summary::of([id]))),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn ids(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<Id>, StoreError> {
+        self.store.item_ids(scope_str(scope)?, prefix)
+    }
+
+    fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.item_get(scope_str(scope)?, id)
+    }
+
+    fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, StoreError> {
+        let scope = scope_str(scope)?.to_owned();
+        let events = scope.starts_with("E:");
+        let results = self.store.write_blocking(move |ctx| {
+            items
+                .iter()
+                .map(|item| if events { ctx.receive_event(item) } else { ctx.receive_doc(item) })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut out = PutOutcome::default();
+        for r in results {
+            match r {
+                Received::Stored(id) => out.stored.push(id),
+                Received::Duplicate => {}
+                Received::Refused(reason) => out.refused.push(reason),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! Two real stores replicate through the sans-IO session: identical event sets,
+//! documents and derived rows; concurrent offline edits merge; nothing is undone.
+
+use std::sync::Arc;
+
+use schema::archive::{CylinderArchive, Day, LAYOUT_VERSION};
+use schema::codes::FullCode;
+use schema::event::EventBody;
+use schema::records::Customer;
+use schema::vocab::{Medium, PropertyKind, Variety};
+use sync::frame::Frame;
+use sync::session::{Session, SessionOptions};
+
+use super::*;
+use crate::clock::ManualClock;
+
+const ENT: &str = "3701020001";
+
+fn archive(n: u32) -> CylinderArchive {
+    CylinderArchive {
+        layout: LAYOUT_VERSION,
+        code: format!("370102010100{n:04}"),
+        variety: Variety::LpgWeldedSteel,
+        medium: Medium::Lpg,
+        serial: format!("S{n}"),
+        maker: "m".into(),
+        manufactured: Day::ymd(2023, 1, 1).unwrap(),
+        standard: "GB 5842-2006".into(),
+        nominal_pressure_mpa: 2.1,
+        water_volume_l: 35.5,
+        tare_kg: Some(15.0),
+        rated_max_fill_kg: None,
+        design_life_years: None,
+        last_inspection: None,
+        next_inspection: Day::ymd(2027, 1, 1),
+        owner: ENT.into(),
+        property: PropertyKind::Own,
+        customer: None,
+        tags: vec![format!("T{n}")],
+    }
+}
+
+fn code(n: u32) -> FullCode {
+    format!("370102010100{n:04}").parse().unwrap()
+}
+
+fn store(at: i64) -> Store {
+    Store::in_memory_for(ENT, Arc::new(ManualClock::at(at))).unwrap()
+}
+
+fn opts(initiator: bool) -> SessionOptions {
+    SessionOptions {
+        initiator,
+        scopes: vec![docs_scope(ENT).into_bytes(), events_scope(ENT).into_bytes()],
+        ..SessionOptions::default()
+    }
+}
+
+/// Runs a session pair over a perfect in-process link, through the frame encoding, until
+/// both are in sync. Returns the frames exchanged.
+fn replicate(a: &Store, b: &Store) -> u64 {
+    let (mut ra, mut rb) = (Replica { store: a.clone() }, Replica { store: b.clone() });
+    let (mut sa, mut sb) = (Session::new(opts(true)), Session::new(opts(false)));
+    sa.start(&ra, 0).unwrap();
+    let mut now = 0;
+    let mut frames = 0;
+    for _ in 0..10_000 {
+        now += 10;
+        let mut moved = false;
+        while let Some(f) = sa.poll_transmit(&ra).unwrap() {
+            let f = Frame::decode(&f.encode()[4..]).unwrap();
+            sb.handle(f, &mut rb, now).unwrap();
+            frames += 1;
+            moved = true;
+        }
+        while let Some(f) = sb.poll_transmit(&rb).unwrap() {
+            let f = Frame::decode(&f.encode()[4..]).unwrap();
+            sa.handle(f, &mut ra, now).unwrap();
+            frames += 1;
+            moved = true;
+        }
+        if !moved {
+            now += 2_000;
+            sa.handle_timeout(&ra, now).unwrap();
+        }
+        if sa.is_in_sync() && sb.is_in_sync() {
+            return frames;
+        }
+    }
+    let (ra, rb) = (sa.take_refusals(), sb.take_refusals());
+    panic!("no convergence: {:?} / {:?} {:?} {:?}", sa.stats, sb.stats, ra.first(), rb.first());
+}
+
+fn assert_same(a: &Store, b: &Store, n: u32) {
+    for i in 1..=n {
+        let (ra, rb) = (a.cylinder(&code(i)).unwrap(), b.cylinder(&code(i)).unwrap());
+        assert!(ra.is_some(), "cylinder {i} at a");
+        assert_eq!(ra, rb, "cylinder {i}");
+        let ids = |s: &Store| s.events_of(&code(i), usize::MAX).unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(a), ids(b), "events of cylinder {i}");
+    }
+    assert_eq!(a.counts().unwrap(), b.counts().unwrap());
+    for scope in [docs_scope(ENT), events_scope(ENT)] {
+        assert_eq!(a.summary_of(&scope, &[]).unwrap(), b.summary_of(&scope, &[]).unwrap(), "{scope}");
+    }
+}
+
+#[test]
+fn a_station_and_an_empty_head_office_converge_then_merge_offline_work() {
+    let a = store(1_795_579_200_000);
+    let b = store(1_795_579_300_000);
+    a.write_blocking(|ctx| {
+        for i in 1..=30 {
+            ctx.register(archive(i), "k", "W")?;
+            let wall = ctx.wall_ms;
+            ctx.record(code(i), "k", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
+            ctx.record(
+                code(i),
+                "f",
+                "W",
+                EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None },
+                wall,
+            )?;
+        }
+        ctx.put_record(
+            &DocId::record("customer", "C1"),
+            &Customer {
+                code: "C1".into(),
+                name: "王家".into(),
+                address: "a".into(),
+                region: "370102".into(),
+                contact: "王".into(),
+                phone: "1".into(),
+                household: true,
+                active: true,
+            },
+        )
+    })
+    .unwrap();
+    replicate(&a, &b);
+    assert_same(&a, &b, 30);
+    assert_eq!(b.record(&DocId::record("customer", "C1")).unwrap().unwrap()["name"], "王家");
+
+    // Nothing changed: one round trip of fingerprints.
+    let frames = replicate(&a, &b);
+    assert!(frames <= 4, "{frames} frames when nothing changed");
+
+    // Offline on both sides: a fills and edits the maker, b scraps and edits the tare.
+    a.write_blocking(|ctx| {
+        let wall = ctx.wall_ms;
+        ctx.record(
+            code(1),
+            "f",
+            "W",
+            EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_100, batch: None },
+            wall,
+        )?;
+        ctx.edit_archive(&code(1), |x| x.maker = "济南钢瓶厂".into()).map(|_| ())
+    })
+    .unwrap();
+    b.write_blocking(|ctx| {
+        let wall = ctx.wall_ms;
+        ctx.record(code(1), "i", "HQ", EventBody::Scrap { reason: "裂纹".into() }, wall)?;
+        ctx.edit_archive(&code(1), |x| x.tare_kg = Some(15.2)).map(|_| ())
+    })
+    .unwrap();
+    replicate(&a, &b);
+    assert_same(&a, &b, 30);
+    let row = a.cylinder(&code(1)).unwrap().unwrap();
+    assert!(row.state.scrapped.is_some(), "the scrap is not undone by the merge");
+    assert_eq!(row.state.fill_count, 2);
+    assert_eq!(row.archive.maker, "济南钢瓶厂");
+    assert_eq!(row.archive.tare_kg, Some(15.2));
+}
+
+#[test]
+fn a_tampered_event_is_refused_and_not_stored() {
+    let a = store(1_795_579_200_000);
+    let (event, _) = a
+        .write_blocking(|ctx| {
+            ctx.register(archive(1), "k", "W")?;
+            let wall = ctx.wall_ms;
+            ctx.record(code(1), "k", "W", EventBody::Repair { description: "阀".into() }, wall)
+        })
+        .unwrap();
+    let b = store(1_795_579_200_000);
+    let mut stored = event.to_stored();
+    let last = stored.len() - 1;
+    stored[last] ^= 0x01;
+    let mut rb = Replica { store: b.clone() };
+    let out = rb.put(events_scope(ENT).as_bytes(), vec![stored, event.to_stored()]).unwrap();
+    assert_eq!(out.stored, vec![event.id.0]);
+    assert_eq!(out.refused.len(), 1, "{out:?}");
+    assert!(out.refused[0].contains("refused"), "{out:?}");
+    assert_eq!(b.counts().unwrap().1, 1);
+    let out = rb.put(docs_scope(ENT).as_bytes(), vec![vec![0, 3, b'x', b':', b'y', 1, 2, 3]]).unwrap();
+    assert_eq!(out.refused.len(), 1, "{out:?}");
+}
