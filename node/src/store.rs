@@ -138,11 +138,17 @@ pub struct WriterStats {
     pub failed_batches: AtomicU64,
 }
 
-type JobFn = Box<dyn FnOnce(&mut WriteCtx<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
+type JobResult = Result<Box<dyn Any + Send>, StoreError>;
+type JobFn = Box<dyn FnOnce(&mut WriteCtx<'_>) -> JobResult + Send>;
 
 struct Job {
     run: JobFn,
-    reply: oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>,
+    reply: oneshot::Sender<JobResult>,
+}
+
+/// Unboxes a job's answer into the type its closure returned.
+fn finish<T: 'static>(result: JobResult) -> Result<T, StoreError> {
+    Ok(*result?.downcast::<T>().expect("the job returns the type it was built with"))
 }
 
 /// The node's store. Cheap to clone.
@@ -248,15 +254,22 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, rx) = oneshot::channel();
-        let run: JobFn = Box::new(move |ctx| f(ctx).map(|v| Box::new(v) as Box<dyn Any + Send>));
-        self.jobs.send(Job { run, reply }).map_err(|_| StoreError::WriterGone)?;
-        let out = rx.await.map_err(|_| StoreError::WriterGone)??;
-        Ok(*out.downcast::<T>().expect("the job returns the type it was built with"))
+        let rx = self.submit(f)?;
+        finish(rx.await.map_err(|_| StoreError::WriterGone)?)
     }
 
-    /// Blocking form of [`Store::write`] for start-up code (demo data, import).
+    /// Blocking form of [`Store::write`] for start-up code (demo data, import) and the
+    /// replication session.
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let rx = self.submit(f)?;
+        finish(rx.blocking_recv().map_err(|_| StoreError::WriterGone)?)
+    }
+
+    fn submit<T, F>(&self, f: F) -> Result<oneshot::Receiver<JobResult>, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -264,8 +277,7 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         let run: JobFn = Box::new(move |ctx| f(ctx).map(|v| Box::new(v) as Box<dyn Any + Send>));
         self.jobs.send(Job { run, reply }).map_err(|_| StoreError::WriterGone)?;
-        let out = rx.blocking_recv().map_err(|_| StoreError::WriterGone)??;
-        Ok(*out.downcast::<T>().expect("the job returns the type it was built with"))
+        Ok(rx)
     }
 
     /// Stops the writer after the jobs already queued and, when this is the last handle,
@@ -577,7 +589,7 @@ struct Writer {
     stats: Arc<WriterStats>,
 }
 
-type Replies = Vec<(oneshot::Sender<Result<Box<dyn Any + Send>, StoreError>>, Result<Box<dyn Any + Send>, StoreError>)>;
+type Replies = Vec<(oneshot::Sender<JobResult>, JobResult)>;
 
 impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Job>) {

@@ -68,6 +68,14 @@ fn json_error(e: JsonRejection) -> ApiError {
     }
 }
 
+fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::bad_request(
+        "invalid_query",
+        format!("查询参数有误：{}", e.body_text()),
+        format!("invalid query: {}", e.body_text()),
+    )
+}
+
 pub(super) async fn not_found() -> ApiError {
     ApiError::not_found("no_route", "没有这个接口", "no such route")
 }
@@ -203,13 +211,7 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Page<CylinderSummary>>, ApiError> {
     app.authorize(&headers, &[])?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("查询参数有误：{}", e.body_text()),
-            format!("invalid query: {}", e.body_text()),
-        )
-    })?;
+    let Query(q) = query.map_err(query_error)?;
     let page = q.page.unwrap_or(1).max(1);
     let page_size = q.page_size.unwrap_or(50);
     if !(1..=500).contains(&page_size) {
@@ -260,13 +262,7 @@ pub(super) async fn trace(
     query: Result<Query<TraceQuery>, QueryRejection>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     app.authorize(&headers, &[])?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("查询参数有误：{}", e.body_text()),
-            format!("invalid query: {}", e.body_text()),
-        )
-    })?;
+    let Query(q) = query.map_err(query_error)?;
     let time = |s: &Option<String>, default: i64| -> Result<i64, ApiError> {
         match s {
             None => Ok(default),

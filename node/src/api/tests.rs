@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use schema::archive::{CylinderArchive, Day, DocId, LAYOUT_VERSION};
+use schema::archive::{CylinderArchive, Day, DocId};
 use schema::records::Staff;
-use schema::vocab::{Medium, PropertyKind, Role, Variety};
+use schema::vocab::{Medium, Role, Variety};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -24,27 +24,8 @@ struct T {
 }
 
 fn archive(code10: &str, f: impl FnOnce(&mut CylinderArchive)) -> CylinderArchive {
-    let mut a = CylinderArchive {
-        layout: LAYOUT_VERSION,
-        code: format!("370102{code10}"),
-        variety: Variety::LpgWeldedSteel,
-        medium: Medium::Lpg,
-        serial: format!("S{code10}"),
-        maker: "济南钢瓶厂".into(),
-        manufactured: Day::ymd(2022, 5, 1).unwrap(),
-        standard: "GB 5842-2006".into(),
-        nominal_pressure_mpa: 2.1,
-        water_volume_l: 35.5,
-        tare_kg: Some(15.0),
-        rated_max_fill_kg: None,
-        design_life_years: None,
-        last_inspection: None,
-        next_inspection: Day::ymd(2027, 5, 1),
-        owner: "3701020001".into(),
-        property: PropertyKind::Own,
-        customer: None,
-        tags: vec![format!("T{code10}")],
-    };
+    let mut a = CylinderArchive::example(&format!("370102{code10}"));
+    a.tags = vec![format!("T{code10}")];
     f(&mut a);
     a
 }

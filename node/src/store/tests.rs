@@ -3,35 +3,14 @@
 
 use std::sync::Arc;
 
-use schema::archive::{CylinderArchive, Day, LAYOUT_VERSION};
+use schema::archive::CylinderArchive;
 use schema::event::EventBody;
-use schema::vocab::{Medium, PropertyKind, Variety};
 
 use super::*;
 use crate::clock::ManualClock;
 
 fn archive(n: u32) -> CylinderArchive {
-    CylinderArchive {
-        layout: LAYOUT_VERSION,
-        code: format!("370102010100{n:04}"),
-        variety: Variety::LpgWeldedSteel,
-        medium: Medium::Lpg,
-        serial: format!("S{n}"),
-        maker: "m".into(),
-        manufactured: Day::ymd(2022, 1, 1).unwrap(),
-        standard: "GB 5842-2006".into(),
-        nominal_pressure_mpa: 2.1,
-        water_volume_l: 35.5,
-        tare_kg: Some(15.0),
-        rated_max_fill_kg: None,
-        design_life_years: None,
-        last_inspection: None,
-        next_inspection: Day::ymd(2026, 1, 1),
-        owner: "3701020001".into(),
-        property: PropertyKind::Own,
-        customer: None,
-        tags: vec![],
-    }
+    CylinderArchive::example(&format!("370102010100{n:04}"))
 }
 
 fn clock() -> Arc<ManualClock> {

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use schema::archive::{CylinderArchive, Day, LAYOUT_VERSION};
+use schema::archive::CylinderArchive;
 use schema::codes::FullCode;
 use schema::event::EventBody;
 use schema::records::Customer;
-use schema::vocab::{Medium, PropertyKind, Variety};
+use schema::vocab::Medium;
 use sync::frame::Frame;
 use sync::session::{Session, SessionOptions};
 
@@ -17,27 +17,9 @@ use crate::clock::ManualClock;
 const ENT: &str = "3701020001";
 
 fn archive(n: u32) -> CylinderArchive {
-    CylinderArchive {
-        layout: LAYOUT_VERSION,
-        code: format!("370102010100{n:04}"),
-        variety: Variety::LpgWeldedSteel,
-        medium: Medium::Lpg,
-        serial: format!("S{n}"),
-        maker: "m".into(),
-        manufactured: Day::ymd(2023, 1, 1).unwrap(),
-        standard: "GB 5842-2006".into(),
-        nominal_pressure_mpa: 2.1,
-        water_volume_l: 35.5,
-        tare_kg: Some(15.0),
-        rated_max_fill_kg: None,
-        design_life_years: None,
-        last_inspection: None,
-        next_inspection: Day::ymd(2027, 1, 1),
-        owner: ENT.into(),
-        property: PropertyKind::Own,
-        customer: None,
-        tags: vec![format!("T{n}")],
-    }
+    let mut a = CylinderArchive::example(&format!("370102010100{n:04}"));
+    a.tags = vec![format!("T{n}")];
+    a
 }
 
 fn code(n: u32) -> FullCode {

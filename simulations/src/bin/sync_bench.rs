@@ -1,0 +1,181 @@
+//! Replication benchmark, in process: two real redb stores (temp files, durable commits)
+//! reconcile through the sans-IO session and the real frame encoding, with no network in
+//! between. It measures the protocol and storage costs that the QUIC driver (not built
+//! yet) will add its transport to: time, bytes on the wire and round trips.
+//!
+//! ```text
+//! cargo run --release -p simulations --bin sync_bench -- --cylinders 10000 --events 20
+//! ```
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use node::clock::{Clock, SystemClock};
+use node::store::replica::{Replica, docs_scope, events_scope};
+use node::store::{Store, StoreOptions};
+use schema::archive::CylinderArchive;
+use schema::codes::FullCode;
+use schema::event::EventBody;
+use schema::vocab::Medium;
+use sync::frame::Frame;
+use sync::session::{Session, SessionOptions};
+
+const ENT: &str = "3701020001";
+
+fn archive(n: usize) -> CylinderArchive {
+    CylinderArchive::example(&format!("37010201{n:08}"))
+}
+
+struct Traffic {
+    bytes: u64,
+    frames: u64,
+    flights: u64,
+}
+
+/// Sends everything `from` has queued to `to`; true if anything went.
+fn flight(
+    from: &mut Session,
+    from_store: &Replica,
+    to: &mut Session,
+    to_store: &mut Replica,
+    now: u64,
+    t: &mut Traffic,
+) -> anyhow::Result<bool> {
+    let mut any = false;
+    while let Some(f) = from.poll_transmit(from_store)? {
+        let bytes = f.encode();
+        t.bytes += bytes.len() as u64;
+        t.frames += 1;
+        to.handle(Frame::decode(&bytes[4..])?, to_store, now)?;
+        any = true;
+    }
+    if any {
+        t.flights += 1;
+    }
+    Ok(any)
+}
+
+/// Runs one reconciliation, `a` initiating, until both sides are in sync.
+fn reconcile(a: &Store, b: &Store) -> anyhow::Result<Traffic> {
+    let scopes = vec![docs_scope(ENT).into_bytes(), events_scope(ENT).into_bytes()];
+    let (mut ra, mut rb) = (Replica { store: a.clone() }, Replica { store: b.clone() });
+    let mut sa = Session::new(SessionOptions { initiator: true, scopes: scopes.clone(), ..SessionOptions::default() });
+    let mut sb = Session::new(SessionOptions { initiator: false, scopes, ..SessionOptions::default() });
+    let mut t = Traffic { bytes: 0, frames: 0, flights: 0 };
+    sa.start(&ra, 0)?;
+    let mut now = 0;
+    loop {
+        now += 1;
+        let a_sent = flight(&mut sa, &ra, &mut sb, &mut rb, now, &mut t)?;
+        let b_sent = flight(&mut sb, &rb, &mut sa, &mut ra, now, &mut t)?;
+        let moved = a_sent || b_sent;
+        if sa.is_in_sync() && sb.is_in_sync() {
+            return Ok(t);
+        }
+        if !moved {
+            now += 10_000;
+            sa.handle_timeout(&ra, now)?;
+        }
+        anyhow::ensure!(now < 10_000_000, "no convergence");
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (mut n, mut per) = (10_000usize, 20usize);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--cylinders" => n = args.next().context("--cylinders N")?.parse()?,
+            "--events" => per = args.next().context("--events N")?.parse()?,
+            other => anyhow::bail!("unknown flag {other}; flags: --cylinders N --events N"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let opts = || StoreOptions { enterprise: ENT.into(), cache_bytes: 64 << 20, quick_repair: false };
+    let station = Store::open(&dir.path().join("station.redb"), opts(), clock.clone())?;
+    let office = Store::open(&dir.path().join("office.redb"), opts(), clock.clone())?;
+
+    eprintln!("writing {n} cylinders × {per} events at the station ...");
+    let t = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let chunk = chunk.to_vec();
+        station.write_blocking(move |ctx| {
+            for i in chunk {
+                let a = archive(i);
+                let code: FullCode = a.code.parse().map_err(|e| node::store::StoreError::Invalid(format!("{e}")))?;
+                ctx.register(a, "k", "W")?;
+                for e in 1..per {
+                    let wall = ctx.wall_ms;
+                    let body = match e % 4 {
+                        0 => EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() },
+                        1 => EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None },
+                        2 => EventBody::StoreFull { warehouse: "重瓶左库".into() },
+                        _ => EventBody::Deliver { customer: "C1".into(), order: None },
+                    };
+                    ctx.record(code, "f", "W", body, wall)?;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let first = reconcile(&station, &office)?;
+    let first_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(station.counts()? == office.counts()?, "counts differ after the first sync");
+
+    let t = Instant::now();
+    let idle = reconcile(&station, &office)?;
+    let idle_ms = t.elapsed().as_secs_f64() * 1000.0;
+
+    // 100 cylinders change offline at the station: one fill each.
+    let changed: Vec<FullCode> =
+        (0..100).map(|i| archive(i * (n / 100).max(1)).code.parse()).collect::<Result<_, _>>()?;
+    let new_bytes = station.write_blocking(move |ctx| {
+        let mut bytes = 0u64;
+        for code in changed {
+            let wall = ctx.wall_ms;
+            let (e, _) = ctx.record(
+                code,
+                "f",
+                "W",
+                EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_200, batch: None },
+                wall,
+            )?;
+            bytes += e.to_stored().len() as u64;
+        }
+        Ok(bytes)
+    })?;
+    let t = Instant::now();
+    let delta = reconcile(&station, &office)?;
+    let delta_ms = t.elapsed().as_secs_f64() * 1000.0;
+
+    let (cylinders, events) = office.counts()?;
+    println!("sync_bench (in process, real redb files, no network): {cylinders} cylinders, {events} events");
+    println!(
+        "  first sync to an empty office   {:>8.2} s   {:>8.2} MB   {} frames, {} flights",
+        first_s,
+        first.bytes as f64 / 1e6,
+        first.frames,
+        first.flights
+    );
+    println!(
+        "  reconnect, nothing changed      {:>8.2} ms  {:>8} B    {} frames, {} flights",
+        idle_ms, idle.bytes, idle.frames, idle.flights
+    );
+    println!(
+        "  reconnect, 100 cylinders changed {:>7.2} ms  {:>8} B    {} frames, {} flights; new events {} B ({:.2}×)",
+        delta_ms,
+        delta.bytes,
+        delta.frames,
+        delta.flights,
+        new_bytes,
+        delta.bytes as f64 / new_bytes as f64
+    );
+    Ok(())
+}
