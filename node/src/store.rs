@@ -102,8 +102,14 @@ impl CylinderRow {
     }
 }
 
-/// An operation's stored answer: SHA-256 of its request and the JSON response.
-pub type StoredResult = ([u8; 32], Vec<u8>);
+/// An operation's stored answer: SHA-256 of its request, the event it recorded and the
+/// cylinder's state right after.
+#[derive(Debug, Clone)]
+pub struct StoredResult {
+    pub request_hash: [u8; 32],
+    pub event: SignedEvent,
+    pub state: CylinderState,
+}
 
 /// How the store uses redb.
 #[derive(Debug, Clone)]
@@ -368,11 +374,17 @@ impl Store {
         Ok(out)
     }
 
-    /// The previously stored answer to an operation id: (request hash, response JSON).
+    /// The previously stored answer to an operation id.
     pub fn operation_result(&self, op_id: &str) -> Result<Option<StoredResult>, StoreError> {
         let r = self.read()?;
-        let t = r.open_table(OPS_TABLE)?;
-        Ok(t.get(op_id)?.and_then(|v| split_op(v.value())))
+        let ops = r.open_table(OPS_TABLE)?;
+        let Some(v) = ops.get(op_id)? else { return Ok(None) };
+        let (request_hash, id, state) = split_op(v.value())?;
+        let ids = r.open_table(EVENT_IDS_TABLE)?;
+        let events = r.open_table(EVENTS_TABLE)?;
+        let key = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
+        let stored = events.get(key.value())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
+        Ok(Some(StoredResult { request_hash, event: decode_event(stored.value())?, state }))
     }
 
     /// One page of cylinders matching `filter`, and the number that match.
@@ -472,11 +484,12 @@ impl Store {
     }
 }
 
-fn split_op(v: &[u8]) -> Option<StoredResult> {
-    if v.len() < 32 {
-        return None;
-    }
-    Some((v[..32].try_into().ok()?, v[32..].to_vec()))
+fn split_op(v: &[u8]) -> Result<([u8; 32], [u8; 32], CylinderState), StoreError> {
+    let bad = || StoreError::Corrupt("operation result".into());
+    let hash = v.get(..32).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+    let id = v.get(32..64).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+    let state = postcard::from_bytes(&v[64..]).map_err(|_| bad())?;
+    Ok((hash, id, state))
 }
 
 fn code_of(bytes: &[u8; 16]) -> Result<FullCode, StoreError> {
@@ -634,6 +647,7 @@ impl Writer {
             }
         };
         let hlc_before = self.hlc.clone();
+        let mut summaries = replica::SummaryDeltas::new();
         let mut replies: Replies = Vec::with_capacity(batch.len());
         let mut fatal = None;
         for job in batch {
@@ -643,6 +657,7 @@ impl Writer {
             }
             let mut ctx = WriteCtx {
                 tx: &mut tx,
+                summaries: &mut summaries,
                 scope: &self.scope,
                 key: &self.key,
                 node: self.node,
@@ -666,6 +681,7 @@ impl Writer {
             return Err(err);
         }
         let committed = (|| -> Result<(), StoreError> {
+            replica::apply_summaries(&tx, &mut summaries)?;
             {
                 let mut meta = tx.open_table(META_TABLE)?;
                 meta.insert("hlc", self.hlc.last().to_key().as_slice())?;
@@ -710,6 +726,8 @@ fn panic_message(p: &Box<dyn Any + Send>) -> String {
 /// What a write job can do inside the writer's transaction.
 pub struct WriteCtx<'a> {
     tx: &'a mut WriteTransaction,
+    /// Summary changes of this batch, folded in before the commit.
+    summaries: &'a mut replica::SummaryDeltas,
     /// The enterprise whose replication scopes local writes go to.
     scope: &'a str,
     key: &'a SigningKey,
@@ -732,19 +750,29 @@ impl WriteCtx<'_> {
     }
 
     pub fn operation_result(&self, op_id: &str) -> Result<Option<StoredResult>, StoreError> {
-        let t = self.tx.open_table(OPS_TABLE)?;
-        Ok(t.get(op_id)?.and_then(|v| split_op(v.value())))
+        let ops = self.tx.open_table(OPS_TABLE)?;
+        let Some(v) = ops.get(op_id)? else { return Ok(None) };
+        let (request_hash, id, state) = split_op(v.value())?;
+        let ids = self.tx.open_table(EVENT_IDS_TABLE)?;
+        let events = self.tx.open_table(EVENTS_TABLE)?;
+        let key = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
+        let stored = events.get(key.value())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
+        Ok(Some(StoredResult { request_hash, event: decode_event(stored.value())?, state }))
     }
 
+    /// Remembers the answer to an operation id: the event it recorded and the state after
+    /// it (about 300 bytes; the response is rebuilt from them on a retry).
     pub fn put_operation_result(
         &mut self,
         op_id: &str,
         request_hash: [u8; 32],
-        response: &[u8],
+        event: &EventId,
+        state: &CylinderState,
     ) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(OPS_TABLE)?;
         let mut v = request_hash.to_vec();
-        v.extend_from_slice(response);
+        v.extend_from_slice(&event.0);
+        v.extend_from_slice(&postcard::to_stdvec(state).expect("serialising to a Vec cannot fail"));
         t.insert(op_id, v.as_slice())?;
         Ok(())
     }
@@ -847,7 +875,7 @@ impl WriteCtx<'_> {
         }
         self.bump("events", 1)?;
         let scope = replica::events_scope(self.scope);
-        self.add_item(&scope, &event.id.0, b"")?;
+        self.update_summaries(&scope, &event.id.0, true)?;
         let Some(old) = old else {
             return Ok(None);
         };

@@ -40,9 +40,14 @@ impl Summary {
 
     /// Removes an id that is in the set.
     pub fn remove(&mut self, id: &Id) {
-        self.count = self.count.saturating_sub(1);
+        self.subtract(&Summary { count: 1, sum: *id });
+    }
+
+    /// Removes a subset's summary.
+    pub fn subtract(&mut self, other: &Summary) {
+        self.count = self.count.saturating_sub(other.count);
         let mut borrow = 0i16;
-        for (a, b) in self.sum.iter_mut().zip(id.iter()) {
+        for (a, b) in self.sum.iter_mut().zip(other.sum.iter()) {
             let v = *a as i16 - *b as i16 - borrow;
             borrow = if v < 0 { 1 } else { 0 };
             *a = v.rem_euclid(256) as u8;

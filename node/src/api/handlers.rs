@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use handheld_proto::*;
 use schema::archive::{Day, DocId};
 use schema::codes::FullCode;
-use schema::event::{CorrectionReason, EventBody, EventId, FindingAction, parse_hex};
+use schema::event::{CorrectionReason, EventBody, EventId, FindingAction, SignedEvent, parse_hex};
 use schema::records::{Customer, Staff};
 use schema::rules::{FillCheck, Refusal, check_fill};
 use schema::vocab::Medium;
@@ -22,7 +22,7 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::auth;
 use crate::convert::{archive_from, archive_view, event_view, reason, rfc3339, state_view, summary};
-use crate::store::{CylinderFilter, CylinderRow, StoreError};
+use crate::store::{CylinderFilter, CylinderRow, StoreError, StoredResult};
 
 /// Runs a blocking store read off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -502,12 +502,12 @@ fn event_body(app: &AppState, op: &Operation, operator: &str) -> Result<(EventBo
     })
 }
 
-/// What the writer decided for an operation.
+/// What the writer decided for an operation. Responses are built after the commit, off
+/// the writer thread.
 enum Outcome {
-    Done(Vec<u8>),
-    Replayed(Vec<u8>),
+    Done(Box<(SignedEvent, CylinderRow)>),
+    Replayed(Box<StoredResult>),
     Refused(Vec<Refusal>),
-    OpIdReused,
     UnknownTarget,
 }
 
@@ -533,8 +533,8 @@ pub(super) async fn operation(
 
     // A retry usually finds its answer without queueing behind the writer (a point read,
     // inline like `row_of`).
-    if let Some((hash, response)) = app.store.operation_result(&op_id)? {
-        return replay(&app, hash, request_hash, response);
+    if let Some(stored) = app.store.operation_result(&op_id)? {
+        return replay(&app, stored, request_hash);
     }
 
     let customer = match &req.op {
@@ -558,8 +558,8 @@ pub(super) async fn operation(
         .store
         .write(move |ctx| {
             let app = job_app;
-            if let Some((hash, response)) = ctx.operation_result(&op_id)? {
-                return Ok(if hash == request_hash { Outcome::Replayed(response) } else { Outcome::OpIdReused });
+            if let Some(stored) = ctx.operation_result(&op_id)? {
+                return Ok(Outcome::Replayed(Box::new(stored)));
             }
             let Some(row) = ctx.row(&code)? else {
                 return Err(StoreError::UnknownCylinder(code));
@@ -597,23 +597,22 @@ pub(super) async fn operation(
             if let Some(c) = &customer {
                 ctx.put_record(&DocId::record("customer", &c.code), c)?;
             }
-            let response = OperationResponse {
-                event: event_view(&event),
-                state: state_view(&row.archive, &row.state, &app.settings.rules),
-                replayed: false,
-            };
-            let json = serde_json::to_vec(&response).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            ctx.put_operation_result(&op_id, request_hash, &json)?;
-            Ok(Outcome::Done(json))
+            ctx.put_operation_result(&op_id, request_hash, &event.id, &row.state)?;
+            Ok(Outcome::Done(Box::new((event, row))))
         })
         .await?;
     match outcome {
-        Outcome::Done(json) => {
+        Outcome::Done(done) => {
             app.metrics.operation(kind);
-            Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+            let (event, row) = *done;
+            Ok(Json(OperationResponse {
+                event: event_view(&event),
+                state: state_view(&row.archive, &row.state, &app.settings.rules),
+                replayed: false,
+            })
+            .into_response())
         }
-        Outcome::Replayed(json) => replay(&app, request_hash, request_hash, json),
-        Outcome::OpIdReused => Err(op_id_reused()),
+        Outcome::Replayed(stored) => replay(&app, *stored, request_hash),
         Outcome::UnknownTarget => {
             Err(ApiError::not_found("unknown_event", "被更正的事件不存在", "the event to correct does not exist"))
         }
@@ -642,22 +641,19 @@ fn op_id_reused() -> ApiError {
     )
 }
 
-fn replay(
-    app: &AppState,
-    stored_hash: [u8; 32],
-    request_hash: [u8; 32],
-    response: Vec<u8>,
-) -> Result<Response, ApiError> {
-    if stored_hash != request_hash {
+fn replay(app: &AppState, stored: StoredResult, request_hash: [u8; 32]) -> Result<Response, ApiError> {
+    if stored.request_hash != request_hash {
         return Err(op_id_reused());
     }
-    let mut resp: OperationResponse = serde_json::from_slice(&response).map_err(|e| {
-        tracing::error!(error = %e, "stored operation result does not parse");
-        ApiError::internal()
-    })?;
-    resp.replayed = true;
+    // Event and state are those of the first answer; the archive is today's.
+    let row = row_of(app, stored.event.event.cylinder)?;
     app.metrics.replays.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(resp).into_response())
+    Ok(Json(OperationResponse {
+        event: event_view(&stored.event),
+        state: state_view(&row.archive, &stored.state, &app.settings.rules),
+        replayed: true,
+    })
+    .into_response())
 }
 
 pub(super) async fn register(

@@ -90,31 +90,13 @@ impl WriteCtx<'_> {
         Ok(())
     }
 
-    fn update_summaries(&mut self, scope: &str, id: &Id, add: bool) -> Result<(), StoreError> {
-        let change = |bytes: Option<[u8; 40]>| {
-            let mut s = bytes.map(|b| Summary::from_bytes(&b)).unwrap_or_default();
-            if add {
-                s.add(id);
-            } else {
-                s.remove(id);
-            }
-            s.to_bytes()
-        };
-        {
-            let mut t = self.tx.open_table(SUMMARY_L0_TABLE)?;
-            let old = t.get(scope)?.map(|v| *v.value());
-            t.insert(scope, &change(old))?;
-        }
-        {
-            let mut t = self.tx.open_table(SUMMARY_L1_TABLE)?;
-            let old = t.get((scope, id[0]))?.map(|v| *v.value());
-            t.insert((scope, id[0]), &change(old))?;
-        }
-        {
-            let mut t = self.tx.open_table(SUMMARY_L2_TABLE)?;
-            let k = u16::from_be_bytes([id[0], id[1]]);
-            let old = t.get((scope, k))?.map(|v| *v.value());
-            t.insert((scope, k), &change(old))?;
+    /// Records an item's effect on its scope's summaries. The changes of a whole batch
+    /// are folded into the summary tables once, before its commit (`apply_summaries`).
+    pub(crate) fn update_summaries(&mut self, scope: &str, id: &Id, add: bool) -> Result<(), StoreError> {
+        let prefixes = [(0u8, 0u16), (1, id[0] as u16), (2, u16::from_be_bytes([id[0], id[1]]))];
+        for (level, prefix) in prefixes {
+            let (added, removed) = self.summaries.entry((scope.to_owned(), level, prefix)).or_default();
+            if add { added.add(id) } else { removed.add(id) }
         }
         Ok(())
     }
@@ -225,6 +207,42 @@ impl WriteCtx<'_> {
     }
 }
 
+/// Summary changes of one write batch: (scope, level, prefix) → (added, removed).
+pub(crate) type SummaryDeltas = std::collections::BTreeMap<(String, u8, u16), (Summary, Summary)>;
+
+/// Folds a batch's summary changes into the tables: one read and one write per touched
+/// range instead of one per item.
+pub(crate) fn apply_summaries(tx: &redb::WriteTransaction, deltas: &mut SummaryDeltas) -> Result<(), StoreError> {
+    let fold = |old: Option<[u8; 40]>, added: &Summary, removed: &Summary| {
+        let mut s = old.map(|b| Summary::from_bytes(&b)).unwrap_or_default();
+        s.merge(added);
+        s.subtract(removed);
+        s.to_bytes()
+    };
+    let mut l0 = tx.open_table(SUMMARY_L0_TABLE)?;
+    let mut l1 = tx.open_table(SUMMARY_L1_TABLE)?;
+    let mut l2 = tx.open_table(SUMMARY_L2_TABLE)?;
+    for ((scope, level, prefix), (added, removed)) in std::mem::take(deltas) {
+        let scope = scope.as_str();
+        match level {
+            0 => {
+                let old = l0.get(scope)?.map(|v| *v.value());
+                l0.insert(scope, &fold(old, &added, &removed))?;
+            }
+            1 => {
+                let key = (scope, prefix as u8);
+                let old = l1.get(key)?.map(|v| *v.value());
+                l1.insert(key, &fold(old, &added, &removed))?;
+            }
+            _ => {
+                let old = l2.get((scope, prefix))?.map(|v| *v.value());
+                l2.insert((scope, prefix), &fold(old, &added, &removed))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     fn summary_of(&self, scope: &str, prefix: &[u8]) -> Result<Summary, StoreError> {
         let r = self.db.begin_read()?;
@@ -240,13 +258,22 @@ impl Store {
 
     fn item_ids(&self, scope: &str, prefix: &[u8]) -> Result<Vec<Id>, StoreError> {
         let r = self.db.begin_read()?;
-        let t = r.open_table(SYNC_ITEMS_TABLE)?;
         let mut lo = [0u8; 32];
         let mut hi = [0xffu8; 32];
         lo[..prefix.len()].copy_from_slice(prefix);
         hi[..prefix.len()].copy_from_slice(prefix);
         let mut out = Vec::new();
-        for item in t.range((scope, &lo)..=(scope, &hi))? {
+        if scope.starts_with("E:") {
+            // The event scope's items are the event-id table itself: one insert per event.
+            if scope != events_scope(&self.enterprise) {
+                return Ok(out);
+            }
+            for item in r.open_table(EVENT_IDS_TABLE)?.range::<&[u8; 32]>(&lo..=&hi)? {
+                out.push(*item?.0.value());
+            }
+            return Ok(out);
+        }
+        for item in r.open_table(SYNC_ITEMS_TABLE)?.range((scope, &lo)..=(scope, &hi))? {
             out.push(*item?.0.value().1);
         }
         Ok(out)

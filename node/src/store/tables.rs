@@ -46,14 +46,15 @@ pub(crate) const CYLINDER_INDEX_TABLE: MultimapTableDefinition<&str, &[u8; 16]> 
     MultimapTableDefinition::new("cylinder-index-1");
 
 /// Idempotency keys of handheld writes. Key: op id. Value: 32-byte SHA-256 of the request
-/// ++ the JSON response first returned.
+/// ++ 32-byte id of the event recorded ++ postcard of the cylinder state right after it.
 pub(crate) const OPS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("ops-1");
 
 /// Counters: `cylinders`, `events`. Value: u64.
 pub(crate) const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("counters-1");
 
-/// Replication items per scope (`E:<enterprise>` events, `D:<enterprise>` documents).
-/// Key: (scope, 32-byte item id). Value: empty for events; the document id for documents.
+/// Replication items of document scopes (`D:<enterprise>`). Key: (scope, 32-byte item
+/// id). Value: the document id. The event scope (`E:<enterprise>`) needs no table of its
+/// own: its items are the keys of `event-ids-1`.
 pub(crate) const SYNC_ITEMS_TABLE: TableDefinition<(&str, &[u8; 32]), &[u8]> = TableDefinition::new("sync-items-1");
 
 /// A document's current item id: SHA-256 of the document id and its sorted heads.
