@@ -378,6 +378,18 @@ fn required(field: &str, v: &str) -> Result<String, ApiError> {
     Ok(v.to_owned())
 }
 
+/// A passed check lists no failed items; a failed check lists at least one.
+fn check_items(passed: bool, failed_items: &[String]) -> Result<(), ApiError> {
+    if passed == failed_items.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_check",
+        "检查合格时不应有不合格项，不合格时须列出不合格项",
+        "a passed check lists no failed items; a failed check lists at least one",
+    ))
+}
+
 /// Domain body of an operation, validated; `place` is where it happened.
 fn event_body(app: &AppState, op: &Operation, operator: &str) -> Result<(EventBody, String), ApiError> {
     let station = app.settings.station_name.clone();
@@ -388,13 +400,7 @@ fn event_body(app: &AppState, op: &Operation, operator: &str) -> Result<(EventBo
             (EventBody::ReceiveEmpty { warehouse: w.clone() }, w)
         }
         Operation::PreFillCheck { passed, failed_items } => {
-            if *passed != failed_items.is_empty() {
-                return Err(ApiError::bad_request(
-                    "invalid_check",
-                    "检查合格时不应有不合格项，不合格时须列出不合格项",
-                    "a passed check lists no failed items; a failed check lists at least one",
-                ));
-            }
+            check_items(*passed, failed_items)?;
             (EventBody::PreFillCheck { passed: *passed, failed_items: failed_items.clone() }, station)
         }
         Operation::Fill { medium, filled_mass_kg, batch } => {
@@ -403,13 +409,7 @@ fn event_body(app: &AppState, op: &Operation, operator: &str) -> Result<(EventBo
             (EventBody::Fill { medium: m, filled_mass_g: (kg * 1000.0).round() as u64, batch: batch.clone() }, station)
         }
         Operation::PostFillCheck { passed, failed_items } => {
-            if *passed != failed_items.is_empty() {
-                return Err(ApiError::bad_request(
-                    "invalid_check",
-                    "检查合格时不应有不合格项，不合格时须列出不合格项",
-                    "a passed check lists no failed items; a failed check lists at least one",
-                ));
-            }
+            check_items(*passed, failed_items)?;
             (EventBody::PostFillCheck { passed: *passed, failed_items: failed_items.clone() }, station)
         }
         Operation::StoreFull { warehouse } => {
