@@ -119,18 +119,36 @@ impl WriteCtx<'_> {
         Ok(())
     }
 
-    /// An event from a peer: verified, stored, folded into its cylinder's row.
-    pub fn receive_event(&mut self, item: &[u8]) -> Result<Received, StoreError> {
-        let event = match SignedEvent::from_stored(item) {
-            Ok(e) => e,
-            Err(e) => return Ok(Received::Refused(format!("event refused: {e}"))),
-        };
-        if self.event_exists(&event.id)? {
-            return Ok(Received::Duplicate);
+    /// Events from a peer: each verified and stored; then each cylinder they touch is
+    /// re-derived once from its whole history (they arrive in id order, not time order,
+    /// so folding them in one by one would replay the history for nearly every event).
+    pub fn receive_events(&mut self, items: &[Vec<u8>]) -> Result<Vec<Received>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut touched = std::collections::BTreeSet::new();
+        for item in items {
+            let event = match SignedEvent::from_stored(item) {
+                Ok(e) => e,
+                Err(e) => {
+                    out.push(Received::Refused(format!("event refused: {e}")));
+                    continue;
+                }
+            };
+            if self.event_exists(&event.id)? {
+                out.push(Received::Duplicate);
+                continue;
+            }
+            self.insert_event(&event, None)?;
+            touched.insert(event.event.cylinder);
+            out.push(Received::Stored(event.id.0));
         }
-        let row = self.row(&event.event.cylinder)?;
-        self.insert_event(&event, row)?;
-        Ok(Received::Stored(event.id.0))
+        for code in touched {
+            if let Some(old) = self.row(&code)? {
+                let row =
+                    CylinderRow { state: derive(&old.archive, &self.history(&code)?), archive: old.archive.clone() };
+                self.put_row(&code, Some(&old), &row)?;
+            }
+        }
+        Ok(out)
     }
 
     /// A document from a peer: merged into ours (or taken as it is), then the derived
@@ -369,10 +387,11 @@ impl ItemStore for Replica {
         let scope = scope_str(scope)?.to_owned();
         let events = scope.starts_with("E:");
         let results = self.store.write_blocking(move |ctx| {
-            items
-                .iter()
-                .map(|item| if events { ctx.receive_event(item) } else { ctx.receive_doc(item) })
-                .collect::<Result<Vec<_>, _>>()
+            if events {
+                ctx.receive_events(&items)
+            } else {
+                items.iter().map(|item| ctx.receive_doc(item)).collect::<Result<Vec<_>, _>>()
+            }
         })?;
         let mut out = PutOutcome::default();
         for r in results {
