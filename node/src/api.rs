@@ -83,6 +83,8 @@ pub fn router(app: AppState) -> Router {
         .route("/openapi.json", get(handlers::openapi));
     Router::new()
         .nest(handheld_proto::PREFIX, api)
+        .route("/", get(handlers::handheld_page))
+        .route("/handheld", get(handlers::handheld_page))
         .route("/healthz", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)

@@ -80,6 +80,11 @@ pub(super) async fn not_found() -> ApiError {
     ApiError::not_found("no_route", "没有这个接口", "no such route")
 }
 
+/// The handheld page, compiled into the binary.
+pub(super) async fn handheld_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("handheld.html")).into_response()
+}
+
 pub(super) async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
 }

@@ -5,3 +5,4 @@
 mod acceptance;
 mod crash;
 mod tidy;
+mod web;
