@@ -80,6 +80,7 @@ pub fn router(app: AppState) -> Router {
         .route("/cylinders/{code}/fill-check", post(handlers::fill_check))
         .route("/operations", post(handlers::operation))
         .route("/trace", get(handlers::trace))
+        .route("/enrol", post(handlers::enrol))
         .route("/openapi.json", get(handlers::openapi));
     Router::new()
         .nest(handheld_proto::PREFIX, api)

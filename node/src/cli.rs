@@ -51,6 +51,30 @@ enum Command {
         /// How many demo cylinders to create.
         #[arg(long, default_value_t = 20_000)]
         demo_cylinders: usize,
+        /// station or head-office (overrides the config).
+        #[arg(long)]
+        role: Option<String>,
+        /// The head office's QUIC address, ip:port (station).
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Where a head office accepts replication, ip:port.
+        #[arg(long)]
+        quic: Option<String>,
+    },
+    /// Head office: make a one-time enrolment code for a station or laptop.
+    Enrolment {
+        #[command(subcommand)]
+        what: EnrolmentWhat,
+    },
+    /// Station: get this node's certificate from the head office with a one-time code.
+    Enrol {
+        /// The head office's HTTP address, e.g. http://192.168.1.2:8080.
+        #[arg(long)]
+        head_office: String,
+        #[arg(long)]
+        code: String,
+        #[command(flatten)]
+        common: Common,
     },
     /// Compact a stopped node's redb file (frees space left by past commits).
     Compact {
@@ -61,6 +85,18 @@ enum Command {
     Import {
         #[command(subcommand)]
         what: ImportWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrolmentWhat {
+    /// Create a one-time code (run on a stopped head office's data directory).
+    Create {
+        /// Name the node's certificate will carry, e.g. station-1.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -141,8 +177,17 @@ fn bar(total: u64, what: &str) -> ProgressBar {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { common, http, mdns, demo, demo_cylinders } => {
+        Command::Run { common, http, mdns, demo, demo_cylinders, role, upstream, quic } => {
             let mut s = settings(&common)?;
+            if let Some(r) = role {
+                s.role = r.parse().map_err(anyhow::Error::msg).context("--role")?;
+            }
+            if let Some(u) = upstream {
+                s.upstream = Some(u.parse().with_context(|| format!("--upstream {u:?} is not ip:port"))?);
+            }
+            if let Some(q) = quic {
+                s.quic = q.parse().with_context(|| format!("--quic {q:?} is not ip:port"))?;
+            }
             if let Some(h) = http {
                 s.http = h.parse().with_context(|| format!("--http {h:?} is not ip:port"))?;
             }
@@ -177,12 +222,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(async move {
                 let listener =
                     tokio::net::TcpListener::bind(s.http).await.with_context(|| format!("binding {}", s.http))?;
+                let replication = start_replication(&s, &store)?;
                 let node = Node::start(s, Deps { listener, store, clock })?;
                 eprintln!("节点已启动 / node listening on http://{}", node.addr);
                 shutdown_signal().await;
                 tracing::info!("shutting down");
+                // Replication tasks hold the store: end them before it closes.
+                for task in replication {
+                    task.abort();
+                    let _ = task.await;
+                }
                 node.shutdown().await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enrolment { what: EnrolmentWhat::Create { name, common } } => {
+            let s = settings(&common)?;
+            let store = open_store(&s, Arc::new(SystemClock))?;
+            let code = crate::enrolment::create_code(&store, &name);
+            store.shutdown();
+            println!("一次性注册码 / one-time enrolment code for {name}:");
+            println!("{}", code?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enrol { head_office, code, common } => {
+            let s = settings(&common)?;
+            let store = open_store(&s, Arc::new(SystemClock))?;
+            let answer = crate::enrolment::enrol(&store, &head_office, code.trim());
+            store.shutdown();
+            let answer = answer?;
+            println!("已注册 / enrolled as {} of enterprise {}", answer.name, answer.enterprise);
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact { common } => {
@@ -224,6 +293,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("错误报告 / error report: {}", path.display());
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// Starts replication for the node's role: a head office accepts enrolled nodes on its
+/// QUIC address; a station with an upstream keeps a session with it.
+fn start_replication(s: &Settings, store: &Store) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    use crate::config::Role;
+    use crate::enrolment::{CA_CERT, CERT};
+    use crate::replication::{connect, serve, tls};
+    let seed = store.node_seed()?;
+    match (s.role, s.upstream) {
+        (Role::HeadOffice, _) => {
+            let ca = crate::enrolment::ensure_head_office(store)?;
+            let cert = store.meta(CERT)?.context("head office certificate missing")?;
+            let config = tls::server_config(&ca, &cert, &seed).map_err(anyhow::Error::msg)?;
+            let endpoint =
+                quinn::Endpoint::server(config, s.quic).with_context(|| format!("binding QUIC on {}", s.quic))?;
+            tracing::info!(quic = %s.quic, "head office accepting replication");
+            Ok(vec![serve(store.clone(), endpoint)])
+        }
+        (Role::Station, Some(upstream)) => {
+            let (Some(ca), Some(cert)) = (store.meta(CA_CERT)?, store.meta(CERT)?) else {
+                anyhow::bail!(
+                    "this node is not enrolled: run `node enrol --head-office URL --code CODE` first (尚未注册)"
+                );
+            };
+            let config = tls::client_config(&ca, &cert, &seed).map_err(anyhow::Error::msg)?;
+            let endpoint =
+                quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into()).context("QUIC client endpoint")?;
+            Ok(vec![connect(store.clone(), endpoint, upstream, config)])
+        }
+        (Role::Station, None) => Ok(Vec::new()),
     }
 }
 

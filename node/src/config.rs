@@ -39,6 +39,12 @@ pub struct RawConfig {
     pub quick_repair: bool,
     /// Largest accepted request body in KiB.
     pub body_max_kib: usize,
+    /// `station` (replicates to `upstream`) or `head-office` (accepts stations on `quic`).
+    pub role: String,
+    /// The head office's QUIC address, for a station.
+    pub upstream: Option<String>,
+    /// Where a head office accepts replication connections.
+    pub quic: String,
 }
 
 impl Default for RawConfig {
@@ -56,6 +62,9 @@ impl Default for RawConfig {
             cache_mib: 48,
             quick_repair: false,
             body_max_kib: 256,
+            role: "station".into(),
+            upstream: None,
+            quic: "0.0.0.0:7443".into(),
         }
     }
 }
@@ -75,6 +84,27 @@ pub struct Settings {
     pub cache_bytes: usize,
     pub quick_repair: bool,
     pub body_max_bytes: usize,
+    pub role: Role,
+    pub upstream: Option<SocketAddr>,
+    pub quic: SocketAddr,
+}
+
+/// What a node is in the replication topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Station,
+    HeadOffice,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "station" => Ok(Role::Station),
+            "head-office" => Ok(Role::HeadOffice),
+            other => Err(format!("role must be station or head-office, got {other:?}")),
+        }
+    }
 }
 
 impl RawConfig {
@@ -106,6 +136,13 @@ impl RawConfig {
         if !(16..=65536).contains(&self.body_max_kib) {
             bail!("config `body_max_kib` must be 16..=65536");
         }
+        let role: Role = self.role.parse().map_err(anyhow::Error::msg).context("config `role`")?;
+        let upstream = match &self.upstream {
+            Some(u) => Some(u.parse().with_context(|| format!("config `upstream`: {u:?} is not ip:port"))?),
+            None => None,
+        };
+        let quic: SocketAddr =
+            self.quic.parse().with_context(|| format!("config `quic`: {:?} is not ip:port", self.quic))?;
         if self.station_name.trim().is_empty() {
             bail!("config `station_name` must not be empty");
         }
@@ -122,6 +159,9 @@ impl RawConfig {
             cache_bytes: self.cache_mib << 20,
             quick_repair: self.quick_repair,
             body_max_bytes: self.body_max_kib << 10,
+            role,
+            upstream,
+            quic,
         })
     }
 }

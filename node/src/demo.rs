@@ -14,7 +14,7 @@
 //! | 0101000006 | past its design service life (GB 5842-2006, made 2013) |
 //! | 0101000007 | tare weight unknown |
 //! | 0101000008 | failed its pre-fill check, waiting for inspection |
-//! | 0201000001 | a good oxygen cylinder (fill it with `lpg` to see the medium rule) |
+//! | 0102000001 | a good oxygen cylinder (fill it with `lpg` to see the medium rule) |
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -14,8 +14,10 @@ pub mod config;
 pub mod convert;
 pub mod demo;
 pub mod discovery;
+pub mod enrolment;
 pub mod import;
 pub mod metrics;
+pub mod replication;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -162,6 +162,8 @@ fn finish<T: 'static>(result: JobResult) -> Result<T, StoreError> {
 pub struct Store {
     db: Arc<Database>,
     enterprise: String,
+    /// Bumped after every commit; replication sessions wait on it.
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
     jobs: mpsc::SyncSender<Job>,
     node: NodeId,
     token_key: [u8; 32],
@@ -211,7 +213,9 @@ impl Store {
         let stats = Arc::new(WriterStats::default());
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
         let enterprise = scope.clone();
+        let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
         let writer = Writer {
+            commits: commits.clone(),
             db: db.clone(),
             scope,
             quick_repair,
@@ -228,12 +232,24 @@ impl Store {
         Ok(Store {
             db,
             enterprise,
+            commits,
             jobs: tx,
             node,
             token_key,
             stats,
             writer: Arc::new(std::sync::Mutex::new(Some(writer))),
         })
+    }
+
+    /// Wakes up after every commit (replication's live mode).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// The node's Ed25519 secret seed (its TLS key too). Never logged.
+    pub fn node_seed(&self) -> Result<[u8; 32], StoreError> {
+        let bytes = self.meta("node_key")?.ok_or_else(|| StoreError::Corrupt("node key missing".into()))?;
+        bytes.as_slice().try_into().map_err(|_| StoreError::Corrupt("node key length".into()))
     }
 
     /// The enterprise whose scopes this node writes.
@@ -592,6 +608,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
 
 /// The writer thread's state: the only holder of the write side of the database.
 struct Writer {
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
     db: Arc<Database>,
     scope: String,
     quick_repair: bool,
@@ -618,6 +635,7 @@ impl Writer {
             let n_jobs = batch.len() as u64;
             match self.batch(batch) {
                 Ok(()) => {
+                    self.commits.send_modify(|n| *n += 1);
                     self.stats.commits.fetch_add(1, Ordering::Relaxed);
                     self.stats.jobs.fetch_add(n_jobs, Ordering::Relaxed);
                     self.stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -786,6 +804,12 @@ impl WriteCtx<'_> {
         let mut t = self.tx.open_table(META_TABLE)?;
         t.insert(name, value)?;
         Ok(())
+    }
+
+    /// Removes a metadata entry and returns what it held.
+    pub fn take_meta(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut t = self.tx.open_table(META_TABLE)?;
+        Ok(t.remove(name)?.map(|v| v.value().to_vec()))
     }
 
     /// Makes, signs and stores a new event from this node, and updates the derived row.

@@ -80,6 +80,34 @@ pub(super) async fn not_found() -> ApiError {
     ApiError::not_found("no_route", "没有这个接口", "no such route")
 }
 
+/// A node enrolling with this head office (no login: the one-time code is the proof).
+pub(super) async fn enrol(
+    State(app): State<AppState>,
+    body: Result<Json<crate::enrolment::EnrolRequest>, JsonRejection>,
+) -> Result<Json<crate::enrolment::EnrolResponse>, ApiError> {
+    use crate::enrolment::RedeemError;
+    let Json(req) = body.map_err(json_error)?;
+    crate::enrolment::redeem(&app.store, req).await.map(Json).map_err(|e| match e {
+        RedeemError::NotHeadOffice => {
+            ApiError::not_found("not_head_office", "本节点不是总部节点，不能签发证书", "this node is not a head office")
+        }
+        RedeemError::BadCode => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_enrolment_code",
+            "注册码无效或已使用",
+            "unknown or already used enrolment code",
+        ),
+        RedeemError::BadKey => {
+            ApiError::bad_request("invalid_node_key", "节点公钥应为64位十六进制", "node key must be 64 hex digits")
+        }
+        RedeemError::Store(e) => ApiError::from(e),
+        RedeemError::Certificate(e) => {
+            tracing::error!(error = %e, "issuing a certificate failed");
+            ApiError::internal()
+        }
+    })
+}
+
 /// The handheld page, compiled into the binary.
 pub(super) async fn handheld_page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("handheld.html")).into_response()

@@ -4,5 +4,6 @@
 
 mod acceptance;
 mod crash;
+mod replication;
 mod tidy;
 mod web;
