@@ -95,6 +95,9 @@ enum EnrolmentWhat {
         /// Name the node's certificate will carry, e.g. station-1.
         #[arg(long)]
         name: String,
+        /// station, or regulator (a laptop that may write only findings).
+        #[arg(long, default_value = "station")]
+        role: String,
         #[command(flatten)]
         common: Common,
     },
@@ -236,10 +239,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Enrolment { what: EnrolmentWhat::Create { name, common } } => {
+        Command::Enrolment { what: EnrolmentWhat::Create { name, role, common } } => {
             let s = settings(&common)?;
             let store = open_store(&s, Arc::new(SystemClock))?;
-            let code = crate::enrolment::create_code(&store, &name);
+            let code = crate::enrolment::create_code(&store, &name, &role);
             store.shutdown();
             println!("一次性注册码 / one-time enrolment code for {name}:");
             println!("{}", code?);

@@ -9,6 +9,9 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use schema::archive::DocId;
+use schema::records::NodeRecord;
+
 use crate::auth::{hex, unhex};
 use crate::replication::tls;
 use crate::store::{Store, StoreError};
@@ -57,16 +60,22 @@ pub fn ensure_head_office(store: &Store) -> anyhow::Result<Vec<u8>> {
     let own = ed25519_dalek::SigningKey::from_bytes(&store.node_seed()?).verifying_key().to_bytes();
     let cert = tls::issue(&seed, &enterprise, &own, tls::HEAD_OFFICE_NAME).map_err(anyhow::Error::msg)?;
     let ca_out = ca.clone();
+    let record =
+        NodeRecord { key: hex(&own), name: tls::HEAD_OFFICE_NAME.into(), role: "head-office".into(), enterprise };
     store.write_blocking(move |ctx| {
         ctx.set_meta(CA_SEED, &seed)?;
         ctx.set_meta(CA_CERT, &ca)?;
-        ctx.set_meta(CERT, &cert)
+        ctx.set_meta(CERT, &cert)?;
+        ctx.put_record(&DocId::record("node", &record.key), &record)
     })?;
     Ok(ca_out)
 }
 
-/// A new one-time code for a node called `name`.
-pub fn create_code(store: &Store, name: &str) -> anyhow::Result<String> {
+/// A new one-time code for a node called `name` with `role` (`station` or `regulator`).
+pub fn create_code(store: &Store, name: &str, role: &str) -> anyhow::Result<String> {
+    if !matches!(role, "station" | "regulator") {
+        bail!("the role must be station or regulator");
+    }
     if name.trim().is_empty()
         || name.len() > 64
         || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -78,8 +87,8 @@ pub fn create_code(store: &Store, name: &str) -> anyhow::Result<String> {
     rand::rng().fill_bytes(&mut secret);
     let secret = hex(&secret);
     let key = format!("enrol:{secret}");
-    let name = name.to_owned();
-    store.write_blocking(move |ctx| ctx.set_meta(&key, name.as_bytes()))?;
+    let value = format!("{role}:{name}");
+    store.write_blocking(move |ctx| ctx.set_meta(&key, value.as_bytes()))?;
     Ok(format!("{secret}-{}", ca_fingerprint(&ca)))
 }
 
@@ -110,9 +119,27 @@ pub async fn redeem(store: &Store, req: EnrolRequest) -> Result<EnrolResponse, R
         return Err(RedeemError::BadCode);
     }
     let key = format!("enrol:{secret}");
-    let name = store.write(move |ctx| ctx.take_meta(&key)).await?.ok_or(RedeemError::BadCode)?;
-    let name = String::from_utf8_lossy(&name).into_owned();
     let enterprise = store.enterprise().to_owned();
+    // Consume the code and register the node in one transaction: the registry record
+    // replicates, so every node can check who signed what.
+    let (enterprise_for_job, node_hex) = (enterprise.clone(), req.node_key.to_ascii_lowercase());
+    let entry = store
+        .write(move |ctx| {
+            let Some(entry) = ctx.take_meta(&key)? else { return Ok(None) };
+            let entry = String::from_utf8_lossy(&entry).into_owned();
+            let (role, name) = entry.split_once(':').unwrap_or(("station", entry.as_str()));
+            let record = NodeRecord {
+                key: node_hex.clone(),
+                name: name.to_owned(),
+                role: role.to_owned(),
+                enterprise: enterprise_for_job,
+            };
+            ctx.put_record(&DocId::record("node", &node_hex), &record)?;
+            Ok(Some(record))
+        })
+        .await?
+        .ok_or(RedeemError::BadCode)?;
+    let name = entry.name;
     let cert = tls::issue(&ca_seed, &enterprise, &node_key, &name).map_err(RedeemError::Certificate)?;
     tracing::info!(name = %name, node = %req.node_key, "node enrolled");
     Ok(EnrolResponse { name, enterprise, certificate: hex(&cert), ca_certificate: hex(&ca_cert) })

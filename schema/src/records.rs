@@ -79,3 +79,29 @@ pub struct FillBatch {
     pub opened: String,
     pub note: String,
 }
+
+/// An enrolled node (节点): who may write what. Issued by the head office at enrolment and
+/// replicated, so every node can check the signer of an event it receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Hydrate, Reconcile)]
+pub struct NodeRecord {
+    /// Hex Ed25519 public key: the node id that signs its events.
+    pub key: String,
+    pub name: String,
+    /// `station`, `head-office` or `regulator`.
+    pub role: String,
+    pub enterprise: String,
+}
+
+impl NodeRecord {
+    /// Whether a node of this role may write an event of this kind. A regulator's laptop
+    /// writes only findings. Stations and head offices write every kind, findings
+    /// included: a regulator on site records through the station's node with a
+    /// regulator staff account, which the node's API gates by role.
+    pub fn may_write(&self, kind: &str) -> bool {
+        match self.role.as_str() {
+            "regulator" => kind == "regulator_finding",
+            "station" | "head-office" => true,
+            _ => false,
+        }
+    }
+}

@@ -133,6 +133,10 @@ impl WriteCtx<'_> {
                     continue;
                 }
             };
+            if let Err(reason) = self.may_have_written(&event)? {
+                out.push(Received::Refused(reason));
+                continue;
+            }
             if self.event_exists(&event.id)? {
                 out.push(Received::Duplicate);
                 continue;
@@ -149,6 +153,39 @@ impl WriteCtx<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the signer of a received event may write it. Enforced once this node is
+    /// enrolled (it holds its enterprise's CA certificate): the signer must be a node
+    /// enrolled in this enterprise, and a regulator's laptop may write only findings.
+    fn may_have_written(&self, event: &SignedEvent) -> Result<Result<(), String>, StoreError> {
+        if self.meta(crate::enrolment::CA_CERT)?.is_none() {
+            return Ok(Ok(()));
+        }
+        let records = self.tx.open_table(RECORDS_TABLE)?;
+        let id = DocId::record("node", &event.event.node.to_string());
+        let Some(json) = records.get(id.0.as_str())? else {
+            return Ok(Err(format!(
+                "event {} refused: signer {:?} is not an enrolled node",
+                event.id, event.event.node
+            )));
+        };
+        let node: schema::records::NodeRecord =
+            serde_json::from_slice(json.value()).map_err(|e| StoreError::Corrupt(format!("node record: {e}")))?;
+        if node.enterprise != self.scope {
+            return Ok(Err(format!(
+                "event {} refused: signer {} belongs to enterprise {}",
+                event.id, node.name, node.enterprise
+            )));
+        }
+        let kind = event.event.body.kind();
+        if !node.may_write(kind) {
+            return Ok(Err(format!(
+                "event {} refused: a {} node ({}) may not write {kind}",
+                event.id, node.role, node.name
+            )));
+        }
+        Ok(Ok(()))
     }
 
     /// A document from a peer: merged into ours (or taken as it is), then the derived

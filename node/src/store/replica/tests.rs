@@ -178,3 +178,59 @@ fn a_tampered_event_is_refused_and_not_stored() {
     let out = rb.put(docs_scope(ENT).as_bytes(), vec![vec![0, 3, b'x', b':', b'y', 1, 2, 3]]).unwrap();
     assert_eq!(out.refused.len(), 1, "{out:?}");
 }
+
+#[test]
+fn an_enrolled_node_takes_events_only_from_enrolled_signers_within_their_rights() {
+    use schema::records::NodeRecord;
+    let station = store(1_795_579_200_000);
+    let (fill, _) = station
+        .write_blocking(|ctx| {
+            ctx.register(archive(1), "k", "W")?;
+            let wall = ctx.wall_ms;
+            ctx.record(
+                code(1),
+                "f",
+                "W",
+                EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None },
+                wall,
+            )
+        })
+        .unwrap();
+    let register = station.events_of(&code(1), usize::MAX).unwrap();
+    let office = store(1_795_579_300_000);
+    office.write_blocking(|ctx| ctx.set_meta(crate::enrolment::CA_CERT, b"enrolled")).unwrap();
+    let mut ro = Replica { store: office.clone() };
+    let scope = events_scope(ENT);
+    let all: Vec<Vec<u8>> = register.iter().map(SignedEvent::to_stored).collect();
+
+    // Unknown signer: refused, nothing stored.
+    let out = ro.put(scope.as_bytes(), all.clone()).unwrap();
+    assert!(out.stored.is_empty() && out.refused.len() == all.len(), "{out:?}");
+    assert!(out.refused[0].contains("not an enrolled node"), "{out:?}");
+
+    // Enrolled as a regulator: only findings would pass.
+    let key = station.node_id().to_string();
+    let as_role = |role: &str, enterprise: &str| NodeRecord {
+        key: key.clone(),
+        name: "s1".into(),
+        role: role.into(),
+        enterprise: enterprise.into(),
+    };
+    let regulator = as_role("regulator", ENT);
+    office.write_blocking(move |ctx| ctx.put_record(&DocId::record("node", &regulator.key), &regulator)).unwrap();
+    let out = ro.put(scope.as_bytes(), vec![fill.to_stored()]).unwrap();
+    assert!(out.refused[0].contains("may not write fill"), "{out:?}");
+
+    // Of another enterprise: refused.
+    let foreign = as_role("station", "3701260001");
+    office.write_blocking(move |ctx| ctx.put_record(&DocId::record("node", &foreign.key), &foreign)).unwrap();
+    let out = ro.put(scope.as_bytes(), vec![fill.to_stored()]).unwrap();
+    assert!(out.refused[0].contains("belongs to enterprise 3701260001"), "{out:?}");
+
+    // Enrolled as a station of this enterprise: accepted.
+    let ours = as_role("station", ENT);
+    office.write_blocking(move |ctx| ctx.put_record(&DocId::record("node", &ours.key), &ours)).unwrap();
+    let out = ro.put(scope.as_bytes(), all).unwrap();
+    assert_eq!(out.stored.len(), register.len(), "{out:?}");
+    assert!(out.refused.is_empty());
+}
