@@ -92,7 +92,9 @@ impl Node {
         for _ in 0..500 {
             match Arc::try_unwrap(app) {
                 Ok(app) => {
-                    app.store.shutdown();
+                    // Waiting for the writer blocks: not on an async thread.
+                    let store = app.store;
+                    tokio::task::spawn_blocking(move || store.shutdown()).await.context("store shutdown")?;
                     return Ok(());
                 }
                 Err(shared) => {

@@ -83,12 +83,16 @@ async fn run_session(
     }
 }
 
-/// The head office side: accepts enrolled nodes and answers their sessions.
+/// The head office side: accepts enrolled nodes and answers their sessions. Aborting
+/// the returned task ends every connection with it (they live in its `JoinSet`), so the
+/// store can close cleanly.
 pub fn serve(store: Store, endpoint: quinn::Endpoint) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
         while let Some(incoming) = endpoint.accept().await {
+            while connections.try_join_next().is_some() {}
             let store = store.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let remote = incoming.remote_address();
                 let conn = match incoming.await {
                     Ok(c) => c,

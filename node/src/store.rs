@@ -302,16 +302,21 @@ impl Store {
         Ok(rx)
     }
 
-    /// Stops the writer after the jobs already queued and, when this is the last handle,
-    /// closes the database cleanly.
+    /// Stops the writer after the jobs already queued and closes the database cleanly.
+    /// Other handles still held (a replication task finishing) get up to five seconds to
+    /// go; a file left open is repaired on the next start instead.
     pub fn shutdown(self) {
         let Store { jobs, writer, db, .. } = self;
         drop(jobs);
-        // Other clones keep the channel open; the last one to shut down joins the writer.
-        if Arc::strong_count(&writer) == 1
-            && let Some(h) = writer.lock().ok().and_then(|mut w| w.take())
-        {
-            let _ = h.join();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&writer) > 1 && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        match writer.lock().ok().and_then(|mut w| w.take()) {
+            Some(h) if Arc::strong_count(&writer) == 1 => {
+                let _ = h.join();
+            }
+            _ => tracing::warn!("the store is still in use at shutdown; it will be repaired on the next start"),
         }
         drop(db);
     }
