@@ -517,6 +517,23 @@ fn code_of(bytes: &[u8; 16]) -> Result<FullCode, StoreError> {
     FullCode::try_from(&bytes[..]).map_err(|e| StoreError::Corrupt(format!("code: {e}")))
 }
 
+/// A document's stored bytes: its snapshot followed by its chunks (Automerge loads the
+/// concatenation). Works in read and write transactions alike.
+pub(crate) fn doc_bytes(
+    docs: &impl ReadableTable<&'static str, &'static [u8]>,
+    chunks: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    doc_id: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(snapshot) = docs.get(doc_id)? else {
+        return Ok(None);
+    };
+    let mut bytes = snapshot.value().to_vec();
+    for item in chunks.range((doc_id, 0)..=(doc_id, u64::MAX))? {
+        bytes.extend_from_slice(item?.1.value());
+    }
+    Ok(Some(bytes))
+}
+
 fn decode_event(stored: &[u8]) -> Result<SignedEvent, StoreError> {
     SignedEvent::from_stored_trusted(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -1063,9 +1080,23 @@ impl WriteCtx<'_> {
     }
 
     fn save_doc(&mut self, doc_id: &DocId, mut doc: AutoCommit) -> Result<(), StoreError> {
+        self.write_snapshot(doc_id, &mut doc)
+    }
+
+    /// Stores a document as one compacted snapshot, drops its incremental chunks and
+    /// moves its replication item to the new heads.
+    pub(crate) fn write_snapshot(&mut self, doc_id: &DocId, doc: &mut AutoCommit) -> Result<(), StoreError> {
         {
             let mut docs = self.tx.open_table(DOCS_TABLE)?;
             docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
+            let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
+            let stale: Vec<u64> = chunks
+                .range((doc_id.0.as_str(), 0)..=(doc_id.0.as_str(), u64::MAX))?
+                .map(|r| r.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for seq in stale {
+                chunks.remove((doc_id.0.as_str(), seq))?;
+            }
         }
         self.doc_item_changed(doc_id, &doc.get_heads())
     }
@@ -1073,14 +1104,10 @@ impl WriteCtx<'_> {
     /// Loads a document: snapshot plus its incremental chunks.
     pub(crate) fn load_doc(&self, doc_id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
         let docs = self.tx.open_table(DOCS_TABLE)?;
-        let Some(snapshot) = docs.get(doc_id.0.as_str())? else {
+        let chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
+        let Some(bytes) = doc_bytes(&docs, &chunks, &doc_id.0)? else {
             return Ok(None);
         };
-        let mut bytes = snapshot.value().to_vec();
-        let chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
-        for item in chunks.range((doc_id.0.as_str(), 0)..=(doc_id.0.as_str(), u64::MAX))? {
-            bytes.extend_from_slice(item?.1.value());
-        }
         let doc = AutoCommit::load(&bytes).map_err(|e| StoreError::Corrupt(format!("{doc_id}: {e}")))?;
         Ok(Some(doc.with_actor(self.actor())))
     }
@@ -1106,20 +1133,16 @@ impl WriteCtx<'_> {
             (snapshot_len, len, next)
         };
         if chunks_len + chunk.len() > snapshot_len {
-            let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
-            for seq in 0..next_seq {
-                chunks.remove((doc_id.0.as_str(), seq))?;
-            }
-            let mut docs = self.tx.open_table(DOCS_TABLE)?;
-            docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
-        } else {
+            return self.write_snapshot(doc_id, doc);
+        }
+        {
             let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
             chunks.insert((doc_id.0.as_str(), next_seq), chunk.as_slice())?;
         }
         self.doc_item_changed(doc_id, &doc.get_heads())
     }
 
-    /// The events of one cylinder in this transaction (for checks inside a job).
+    /// Whether an event is stored (as of this transaction).
     pub fn event_exists(&self, id: &EventId) -> Result<bool, StoreError> {
         let ids = self.tx.open_table(EVENT_IDS_TABLE)?;
         Ok(ids.get(&id.0)?.is_some())

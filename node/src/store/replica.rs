@@ -229,20 +229,8 @@ impl WriteCtx<'_> {
         };
         let json =
             serde_json::to_vec(&automerge::AutoSerde::from(&doc)).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        {
-            let mut docs = self.tx.open_table(DOCS_TABLE)?;
-            docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
-            let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
-            let stale: Vec<u64> = chunks
-                .range((doc_id.0.as_str(), 0)..=(doc_id.0.as_str(), u64::MAX))?
-                .map(|r| r.map(|(k, _)| k.value().1))
-                .collect::<Result<_, _>>()?;
-            for seq in stale {
-                chunks.remove((doc_id.0.as_str(), seq))?;
-            }
-        }
+        self.write_snapshot(&doc_id, &mut doc)?;
         let heads = doc.get_heads();
-        self.doc_item_changed(&doc_id, &heads)?;
         match archive {
             Some(archive) => {
                 let code = archive.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -346,14 +334,8 @@ impl Store {
         let Some(doc_id) = items.get((scope, id))?.map(|v| String::from_utf8_lossy(v.value()).into_owned()) else {
             return Ok(None);
         };
-        let docs = r.open_table(DOCS_TABLE)?;
-        let Some(snapshot) = docs.get(doc_id.as_str())? else { return Ok(None) };
-        let mut bytes = snapshot.value().to_vec();
-        let chunks = r.open_table(DOC_CHUNKS_TABLE)?;
-        for c in chunks.range((doc_id.as_str(), 0)..=(doc_id.as_str(), u64::MAX))? {
-            bytes.extend_from_slice(c?.1.value());
-        }
-        Ok(Some(encode_doc(&doc_id, &bytes)))
+        let (docs, chunks) = (r.open_table(DOCS_TABLE)?, r.open_table(DOC_CHUNKS_TABLE)?);
+        Ok(super::doc_bytes(&docs, &chunks, &doc_id)?.map(|bytes| encode_doc(&doc_id, &bytes)))
     }
 }
 
