@@ -653,15 +653,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let started = Instant::now();
             let n_jobs = batch.len() as u64;
             match self.batch(batch) {
-                Ok(()) => {
-                    self.commits.send_modify(|n| *n += 1);
-                    self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                    self.stats.jobs.fetch_add(n_jobs, Ordering::Relaxed);
-                    self.stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                }
+                Ok(()) => self.commits.send_modify(|n| *n += 1),
                 Err(e) => {
                     self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, n_jobs, "write batch failed, nothing of it was stored");
@@ -672,6 +666,8 @@ impl Writer {
 
     /// Applies a batch of jobs in one transaction and answers each after the commit.
     fn batch(&mut self, batch: Vec<Job>) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let n_jobs = batch.len() as u64;
         let fail_all = |batch_replies: Replies, e: &StoreError| {
             for (reply, _) in batch_replies {
                 let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
@@ -731,6 +727,11 @@ impl Writer {
         })();
         match committed {
             Ok(()) => {
+                // Counted before anyone is answered, so what a client reads after its
+                // acknowledgement includes its own write.
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.stats.jobs.fetch_add(n_jobs, Ordering::Relaxed);
+                self.stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
