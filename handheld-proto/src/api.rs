@@ -312,6 +312,62 @@ pub struct RegisterResponse {
     pub event: EventView,
 }
 
+/// Query of `GET /api/v1/anomalies`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AnomalyQuery {
+    /// `fill_after_scrap`, `fill_during_hold`, `refused_fill`, `two_places` or
+    /// `tag_on_two_cylinders`.
+    pub kind: Option<String>,
+    /// A cylinder code (10 or 16 digits).
+    pub cylinder: Option<String>,
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+}
+
+/// Something that happened concurrently on nodes that could not see each other and that
+/// the rules forbid, with the events that prove it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyView {
+    /// Hex id, the same on every node that found it.
+    pub id: String,
+    pub kind: String,
+    pub kind_zh: String,
+    pub cylinders: Vec<String>,
+    /// RFC 3339 UTC wall time of the offending event.
+    pub at: String,
+    /// Codes of the safety rules a refused fill breaks.
+    pub rules: Vec<String>,
+    pub message_zh: String,
+    pub message_en: String,
+    /// The proving events, the offending one last.
+    pub events: Vec<EventView>,
+}
+
+/// A replication peer as this node sees it (`GET /api/v1/peers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Hex Ed25519 key of the peer node.
+    pub node: String,
+    /// Enrolled name and role (`station`, `regulator`, `head-office`), when known here.
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub address: Option<String>,
+    pub connected: bool,
+    /// RFC 3339 UTC; `None` if not heard from since this node started.
+    pub last_contact: Option<String>,
+    /// When a round last ended with nothing left to exchange.
+    pub last_in_sync: Option<String>,
+    /// Age of the oldest data here the peer has not confirmed, ms (0 when in sync).
+    pub lag_ms: i64,
+    /// Events held here that the peer had not confirmed at its last sync.
+    pub pending_events: u64,
+    pub items_sent: u64,
+    pub items_received: u64,
+    pub items_refused: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
@@ -321,6 +377,13 @@ pub struct Health {
     pub node: String,
     pub cylinders: u64,
     pub events: u64,
+    /// Fingerprint (hex) of the set of events this node holds: two nodes with the same
+    /// value hold the same events.
+    #[serde(default)]
+    pub events_fingerprint: String,
+    /// Fingerprint (hex) of the documents and their heads this node holds.
+    #[serde(default)]
+    pub documents_fingerprint: String,
 }
 
 #[cfg(test)]

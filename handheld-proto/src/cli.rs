@@ -7,7 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use handheld_proto::client::{Client, ClientError, new_op_id};
 use handheld_proto::discovery::{MdnsInterfaces, discover};
-use handheld_proto::{CylinderDetail, EventView, FillCheckResponse, Operation, OperationRequest, Reason, State};
+use handheld_proto::{
+    AnomalyQuery, CylinderDetail, EventView, FillCheckResponse, Operation, OperationRequest, Reason, State,
+};
 use serde::{Deserialize, Serialize};
 
 /// Exit code of a fill (or fill check) refused by the safety rules.
@@ -51,6 +53,15 @@ enum Command {
     },
     /// Show a cylinder: archive, state and recent events (气瓶查询).
     Show { code: String },
+    /// List anomalies found after merges, with their proving events (异常).
+    Anomalies {
+        /// fill_after_scrap, fill_during_hold, refused_fill, two_places, tag_on_two_cylinders.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this cylinder (10 or 16 digits).
+        #[arg(long)]
+        cylinder: Option<String>,
+    },
     /// Ask whether a fill is allowed (充装前校验).
     Check {
         code: String,
@@ -314,6 +325,24 @@ pub(crate) fn run() -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::Anomalies { kind, cylinder } => {
+            let q = AnomalyQuery { kind: kind.clone(), cylinder: cylinder.clone(), page: None, page_size: Some(500) };
+            let page = client(&cli)?.anomalies(&q).map_err(api_error)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                println!("异常 / anomalies: {}", page.total);
+                for a in &page.items {
+                    println!("  {}  {} ({})  {}", a.at, a.kind_zh, a.kind, a.cylinders.join(", "));
+                    println!("    {}", a.message_zh);
+                    println!("    {}", a.message_en);
+                    for e in &a.events {
+                        print_event(e);
+                    }
+                }
+            }
+            Ok(0)
+        }
         Command::Check { code, medium, mass } => {
             let r = client(&cli)?.fill_check(code, medium.as_deref(), *mass).map_err(api_error)?;
             if cli.json {
@@ -417,7 +446,11 @@ fn operation(c: &Command) -> anyhow::Result<(&str, Operation, &OpArgs)> {
         Command::Correct { code, target, reason, note, op } => {
             (code, Operation::Correction { target: target.clone(), reason: reason.clone(), note: note.clone() }, op)
         }
-        Command::Discover { .. } | Command::Login { .. } | Command::Show { .. } | Command::Check { .. } => {
+        Command::Discover { .. }
+        | Command::Login { .. }
+        | Command::Show { .. }
+        | Command::Check { .. }
+        | Command::Anomalies { .. } => {
             bail!("not an operation")
         }
     })

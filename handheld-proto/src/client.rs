@@ -141,6 +141,25 @@ impl Client {
         self.get("/cylinders", &query)
     }
 
+    pub fn anomalies(&self, q: &AnomalyQuery) -> Result<Page<AnomalyView>, ClientError> {
+        let mut query = Vec::new();
+        for (k, v) in [("kind", &q.kind), ("cylinder", &q.cylinder)] {
+            if let Some(v) = v {
+                query.push((k, v.clone()));
+            }
+        }
+        for (k, v) in [("page", q.page), ("page_size", q.page_size)] {
+            if let Some(v) = v {
+                query.push((k, v.to_string()));
+            }
+        }
+        self.get("/anomalies", &query)
+    }
+
+    pub fn peers(&self) -> Result<Vec<PeerView>, ClientError> {
+        self.get("/peers", &[])
+    }
+
     pub fn events(&self, code: &str) -> Result<Vec<EventView>, ClientError> {
         self.get(&format!("/cylinders/{}/events", encode(code)), &[])
     }

@@ -30,6 +30,7 @@ pub struct App {
     pub store: Store,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
+    pub peers: Arc<crate::replication::peers::Peers>,
 }
 
 pub type AppState = Arc<App>;
@@ -80,6 +81,8 @@ pub fn router(app: AppState) -> Router {
         .route("/cylinders/{code}/fill-check", post(handlers::fill_check))
         .route("/operations", post(handlers::operation))
         .route("/trace", get(handlers::trace))
+        .route("/anomalies", get(handlers::anomalies))
+        .route("/peers", get(handlers::peers))
         .route("/enrol", post(handlers::enrol))
         .route("/openapi.json", get(handlers::openapi));
     Router::new()

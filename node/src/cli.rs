@@ -151,6 +151,11 @@ fn open_store(s: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
             enterprise: s.enterprise.to_string(),
             cache_bytes: s.cache_bytes,
             quick_repair: s.quick_repair,
+            judge: schema::anomaly::Judge {
+                table: s.rules.clone(),
+                enterprise: s.enterprise.to_string(),
+                utc_offset: s.utc_offset,
+            },
         },
         clock,
     )
@@ -225,8 +230,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(async move {
                 let listener =
                     tokio::net::TcpListener::bind(s.http).await.with_context(|| format!("binding {}", s.http))?;
-                let replication = start_replication(&s, &store)?;
-                let node = Node::start(s, Deps { listener, store, clock })?;
+                let peers = Arc::new(crate::replication::peers::Peers::default());
+                let tracking = crate::replication::Tracking { peers: peers.clone(), clock: clock.clone() };
+                let replication = start_replication(&s, &store, tracking)?;
+                let node = Node::start(s, Deps { listener, store, clock, peers })?;
                 eprintln!("节点已启动 / node listening on http://{}", node.addr);
                 shutdown_signal().await;
                 tracing::info!("shutting down");
@@ -301,22 +308,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Starts replication for the node's role: a head office accepts enrolled nodes on its
 /// QUIC address; a station with an upstream keeps a session with it.
-fn start_replication(s: &Settings, store: &Store) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+fn start_replication(
+    s: &Settings,
+    store: &Store,
+    tracking: crate::replication::Tracking,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     use crate::config::Role;
     use crate::enrolment::{CA_CERT, CERT};
-    use crate::replication::{connect, serve, tls};
+    use crate::replication::{connect, serve, tls, track_commits};
     let seed = store.node_seed()?;
+    let tracker = track_commits(store, tracking.clone());
+    let mut tasks = vec![tracker];
     match (s.role, s.upstream) {
         (Role::HeadOffice, _) => {
             let ca = crate::enrolment::ensure_head_office(store)?;
             let cert = store.meta(CERT)?.context("head office certificate missing")?;
             let config = tls::server_config(&ca, &cert, &seed).map_err(anyhow::Error::msg)?;
             let endpoint =
-                quinn::Endpoint::server(config, s.quic).with_context(|| format!("binding QUIC on {}", s.quic))?;
+                tls::server_endpoint(config, s.quic, &seed).with_context(|| format!("binding QUIC on {}", s.quic))?;
             tracing::info!(quic = %s.quic, "head office accepting replication");
-            Ok(vec![serve(store.clone(), endpoint)])
+            tasks.push(serve(store.clone(), endpoint, tracking));
         }
-        (Role::Station, Some(upstream)) => {
+        (Role::Station | Role::Regulator, Some(upstream)) => {
             let (Some(ca), Some(cert)) = (store.meta(CA_CERT)?, store.meta(CERT)?) else {
                 anyhow::bail!(
                     "this node is not enrolled: run `node enrol --head-office URL --code CODE` first (尚未注册)"
@@ -325,10 +338,11 @@ fn start_replication(s: &Settings, store: &Store) -> anyhow::Result<Vec<tokio::t
             let config = tls::client_config(&ca, &cert, &seed).map_err(anyhow::Error::msg)?;
             let endpoint =
                 quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into()).context("QUIC client endpoint")?;
-            Ok(vec![connect(store.clone(), endpoint, upstream, config)])
+            tasks.push(connect(store.clone(), endpoint, upstream, config, tracking));
         }
-        (Role::Station, None) => Ok(Vec::new()),
+        (Role::Station | Role::Regulator, None) => {}
     }
+    Ok(tasks)
 }
 
 async fn shutdown_signal() {

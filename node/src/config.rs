@@ -94,6 +94,8 @@ pub struct Settings {
 pub enum Role {
     Station,
     HeadOffice,
+    /// A regulator's laptop: pulls the data, records findings only.
+    Regulator,
 }
 
 impl std::str::FromStr for Role {
@@ -102,7 +104,8 @@ impl std::str::FromStr for Role {
         match s {
             "station" => Ok(Role::Station),
             "head-office" => Ok(Role::HeadOffice),
-            other => Err(format!("role must be station or head-office, got {other:?}")),
+            "regulator" => Ok(Role::Regulator),
+            other => Err(format!("role must be station, head-office or regulator, got {other:?}")),
         }
     }
 }

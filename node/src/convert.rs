@@ -1,7 +1,8 @@
 //! Conversion between `schema` domain types and the `handheld-proto` wire types. This is
 //! the one place where the handheld JSON meets the domain.
 
-use handheld_proto::{Archive, CylinderSummary, EventView, Reason, State};
+use handheld_proto::{AnomalyView, Archive, CylinderSummary, EventView, Reason, State};
+use schema::anomaly::Anomaly;
 use schema::archive::{CylinderArchive, Day, LAYOUT_VERSION};
 use schema::event::{EventBody, SignedEvent};
 use schema::rules::{Refusal, RuleTable};
@@ -128,6 +129,21 @@ pub fn summary(row: &CylinderRow, rules: &RuleTable) -> CylinderSummary {
         next_inspection: rules.next_inspection_due(a, s).to_string(),
         scrapped: s.scrapped.is_some(),
         held: s.inspection_hold.is_some() || !s.regulator_holds.is_empty(),
+    }
+}
+
+/// An anomaly with its proving events (those this node holds).
+pub fn anomaly_view(a: &Anomaly, events: &[SignedEvent]) -> AnomalyView {
+    AnomalyView {
+        id: crate::auth::hex(&a.id()),
+        kind: a.kind.code().to_owned(),
+        kind_zh: a.kind.zh().to_owned(),
+        cylinders: a.cylinders.iter().map(|c| c.to_string()).collect(),
+        at: rfc3339(a.at_ms),
+        rules: a.rules.clone(),
+        message_zh: a.detail_zh.clone(),
+        message_en: a.detail_en.clone(),
+        events: events.iter().map(event_view).collect(),
     }
 }
 

@@ -358,6 +358,11 @@ fn write_cylinder(ctx: &mut WriteCtx<'_>, s: Spec) -> Result<(), StoreError> {
         step(ctx, &mut t, "demo-keeper", empty, EventBody::ReceiveEmpty { warehouse: empty.into() })?;
         step(ctx, &mut t, "demo-filler", "历下充装站", EventBody::PreFillCheck { passed: true, failed_items: vec![] })?;
         let g = if medium.is_liquefied() { mass_g(&mut ChaCha8Rng::seed_from_u64(t as u64)) } else { compressed_g };
+        // The demo station obeys the rules: a cylinder the rules refuse waits in the empty
+        // store (a refused fill would rightly be listed as an anomaly).
+        if !ctx.fill_refusals(&code, medium, g, t)?.is_empty() {
+            break;
+        }
         step(
             ctx,
             &mut t,

@@ -39,6 +39,8 @@ pub struct Deps {
     pub listener: TcpListener,
     pub store: Store,
     pub clock: Arc<dyn Clock>,
+    /// Replication peers, shared with the replication tasks.
+    pub peers: Arc<replication::peers::Peers>,
 }
 
 /// A running node.
@@ -54,7 +56,13 @@ pub struct Node {
 impl Node {
     pub fn start(settings: Settings, deps: Deps) -> anyhow::Result<Node> {
         let addr = deps.listener.local_addr().context("listener address")?;
-        let app = Arc::new(App { settings, store: deps.store, clock: deps.clock, metrics: Default::default() });
+        let app = Arc::new(App {
+            settings,
+            store: deps.store,
+            clock: deps.clock,
+            metrics: Default::default(),
+            peers: deps.peers,
+        });
         let router = api::router(app.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -114,3 +114,40 @@ impl Metrics {
         out
     }
 }
+
+/// Per-peer replication gauges and anomaly counts, appended to the exposition.
+pub fn render_replication(
+    out: &mut String,
+    peers: &[handheld_proto::PeerView],
+    anomalies: &[schema::anomaly::Anomaly],
+) {
+    let label = |p: &handheld_proto::PeerView| {
+        let name = p.name.clone().unwrap_or_default().replace(['"', '\\', '\n'], "_");
+        format!("peer=\"{}\",name=\"{name}\"", &p.node[..16.min(p.node.len())])
+    };
+    type Gauge = (&'static str, &'static str, fn(&handheld_proto::PeerView) -> f64);
+    let gauges: [Gauge; 4] = [
+        ("node_peer_connected", "1 while a replication connection to the peer is up.", |p| p.connected as u8 as f64),
+        ("node_peer_lag_seconds", "Age of the oldest data the peer has not confirmed.", |p| p.lag_ms as f64 / 1000.0),
+        ("node_peer_pending_events", "Events the peer had not confirmed at its last sync.", |p| {
+            p.pending_events as f64
+        }),
+        ("node_peer_last_contact_timestamp_seconds", "Unix time of the last frame from the peer (0: none).", |p| {
+            p.last_contact
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0)
+        }),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for p in peers {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(p), value(p));
+        }
+    }
+    let _ = writeln!(out, "# HELP node_anomalies Anomalies listed, by kind.\n# TYPE node_anomalies gauge");
+    for kind in schema::anomaly::AnomalyKind::ALL {
+        let n = anomalies.iter().filter(|a| a.kind == kind).count();
+        let _ = writeln!(out, "node_anomalies{{kind=\"{}\"}} {n}", kind.code());
+    }
+}

@@ -4,11 +4,13 @@
 //! A station connects to its head office, reconciles, then stays connected: it starts a
 //! new round as soon as one of its own commits lands and at least every second, so data
 //! committed on either side reaches the other within about a second. It reconnects with
-//! backoff capped at 30 s; the station never waits on the link.
+//! backoff capped at 2 s; the station never waits on the link.
 
+pub mod peers;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,12 +18,19 @@ use sync::frame::Decoder;
 use sync::session::{Session, SessionOptions};
 use tokio::sync::watch;
 
+use crate::clock::Clock;
+use crate::replication::peers::{Peers, peer_of};
 use crate::store::Store;
 use crate::store::replica::{Replica, docs_scope, events_scope};
 
 /// How often an idle station starts a round anyway (to learn the head office's news).
 const ROUND_EVERY: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Reconnect attempts cost one QUIC handshake; a short cap means a healed link is used
+/// within seconds.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A head office that does not answer a handshake within this is taken as down (an
+/// unanswered handshake would otherwise wait for the 5 s idle timeout).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn options(store: &Store, initiator: bool) -> SessionOptions {
     let e = store.enterprise();
@@ -32,14 +41,40 @@ fn options(store: &Store, initiator: bool) -> SessionOptions {
     }
 }
 
+/// What a session reports its progress to.
+#[derive(Clone)]
+pub struct Tracking {
+    pub peers: Arc<Peers>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Tracking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracking").finish_non_exhaustive()
+    }
+}
+
+/// Marks every peer as lagging from the first commit after its last sync.
+pub fn track_commits(store: &Store, tracking: Tracking) -> tokio::task::JoinHandle<()> {
+    let mut commits = store.subscribe();
+    tokio::spawn(async move {
+        while commits.changed().await.is_ok() {
+            tracking.peers.committed(tracking.clock.now_ms());
+        }
+    })
+}
+
 /// Runs one session over a stream until the peer closes it or an error occurs.
 async fn run_session(
     store: Store,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    (mut send, mut recv): (quinn::SendStream, quinn::RecvStream),
     initiator: bool,
     mut commits: watch::Receiver<u64>,
+    (tracking, peer): (&Tracking, schema::event::NodeId),
 ) -> anyhow::Result<()> {
+    let peers = &tracking.peers;
+    let base = peers.item_base(peer);
+    let mut was_in_sync = false;
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
     let mut replica = Replica { store: store.clone() };
@@ -52,14 +87,25 @@ async fn run_session(
     let mut last_round = Instant::now();
     loop {
         while let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))? {
-            send.write_all(&frame.encode()).await.context("sending")?;
+            let bytes = frame.encode();
+            send.write_all(&bytes).await.context("sending")?;
+            peers.sent(peer, bytes.len() as u64);
         }
+        let st = &session.stats;
+        peers.items(peer, base, st.items_sent, st.items_stored, st.items_refused);
+        let in_sync = session.is_in_sync();
+        if in_sync && !was_in_sync {
+            let events = store.counts().map(|c| c.1).unwrap_or_default();
+            peers.in_sync(peer, events, tracking.clock.now_ms());
+        }
+        was_in_sync = in_sync;
         for reason in session.take_refusals() {
             tracing::warn!(reason = %reason, "refused an item from the peer");
         }
         tokio::select! {
             read = recv.read(&mut buf) => {
                 let Some(n) = read.context("receiving")? else { return Ok(()) };
+                peers.received(peer, n as u64, tracking.clock.now_ms());
                 decoder.push(&buf[..n]);
                 while let Some(frame) = decoder.next_frame()? {
                     tokio::task::block_in_place(|| session.handle(frame, &mut replica, now()))?;
@@ -86,12 +132,13 @@ async fn run_session(
 /// The head office side: accepts enrolled nodes and answers their sessions. Aborting
 /// the returned task ends every connection with it (they live in its `JoinSet`), so the
 /// store can close cleanly.
-pub fn serve(store: Store, endpoint: quinn::Endpoint) -> tokio::task::JoinHandle<()> {
+pub fn serve(store: Store, endpoint: quinn::Endpoint, tracking: Tracking) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         while let Some(incoming) = endpoint.accept().await {
             while connections.try_join_next().is_some() {}
             let store = store.clone();
+            let tracking = tracking.clone();
             connections.spawn(async move {
                 let remote = incoming.remote_address();
                 let conn = match incoming.await {
@@ -101,17 +148,24 @@ pub fn serve(store: Store, endpoint: quinn::Endpoint) -> tokio::task::JoinHandle
                         return;
                     }
                 };
-                tracing::info!(%remote, "peer connected");
+                let Some(peer) = peer_of(&conn) else {
+                    tracing::warn!(%remote, "peer certificate carries no node key; closing");
+                    conn.close(1u32.into(), b"no node key");
+                    return;
+                };
+                tracing::info!(%remote, %peer, "peer connected");
+                tracking.peers.connected(peer, remote.to_string(), tracking.clock.now_ms());
                 loop {
-                    let (send, recv) = match conn.accept_bi().await {
+                    let stream = match conn.accept_bi().await {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::info!(%remote, reason = %e, "peer gone");
+                            tracking.peers.disconnected(peer);
                             return;
                         }
                     };
                     let commits = store.subscribe();
-                    if let Err(e) = run_session(store.clone(), send, recv, false, commits).await {
+                    if let Err(e) = run_session(store.clone(), stream, false, commits, (&tracking, peer)).await {
                         tracing::warn!(%remote, error = %e, "replication session ended");
                     }
                 }
@@ -126,15 +180,23 @@ pub fn connect(
     endpoint: quinn::Endpoint,
     upstream: SocketAddr,
     config: quinn::ClientConfig,
+    tracking: Tracking,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(200);
         loop {
             let attempt = async {
-                let conn = endpoint.connect_with(config.clone(), upstream, tls::HEAD_OFFICE_NAME)?.await?;
+                let connecting = endpoint.connect_with(config.clone(), upstream, tls::HEAD_OFFICE_NAME)?;
+                let conn = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no answer within {HANDSHAKE_TIMEOUT:?}"))??;
+                let peer = peer_of(&conn).context("the head office's certificate carries no node key")?;
                 tracing::info!(%upstream, "connected to the head office");
-                let (send, recv) = conn.open_bi().await?;
-                run_session(store.clone(), send, recv, true, store.subscribe()).await
+                tracking.peers.connected(peer, upstream.to_string(), tracking.clock.now_ms());
+                let stream = conn.open_bi().await?;
+                let result = run_session(store.clone(), stream, true, store.subscribe(), (&tracking, peer)).await;
+                tracking.peers.disconnected(peer);
+                result
             };
             match attempt.await {
                 Ok(()) => backoff = Duration::from_millis(200),

@@ -9,6 +9,7 @@
 //!
 //! Reads use their own read transactions (MVCC): they never wait for the writer.
 
+pub mod anomalies;
 pub mod replica;
 pub(crate) mod tables;
 
@@ -27,6 +28,7 @@ use ed25519_dalek::SigningKey;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
 };
+use schema::anomaly::Judge;
 use schema::archive::{CylinderArchive, DocId, new_document, read_document, update_document};
 use schema::codes::FullCode;
 use schema::event::{Event, EventBody, EventId, NodeId, SignedEvent};
@@ -121,6 +123,8 @@ pub struct StoreOptions {
     /// Save the allocator state with every commit so that recovery after a crash is
     /// almost instant instead of a walk over the whole file.
     pub quick_repair: bool,
+    /// Rule table, enterprise and time zone that anomaly detection judges past fills by.
+    pub judge: Judge,
 }
 
 /// Filters of a cylinder list.
@@ -181,7 +185,7 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, options: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
-        Store::start(db, options.enterprise, options.quick_repair, clock)
+        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock)
     }
 
     /// Compacts a stopped node's file in place: frees the pages left over by
@@ -203,10 +207,16 @@ impl Store {
     /// A store in memory for `enterprise`, for tests and simulations.
     pub fn in_memory_for(enterprise: &str, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Store::start(db, enterprise.to_owned(), false, clock)
+        Store::start(db, enterprise.to_owned(), false, Judge::embedded(enterprise), clock)
     }
 
-    fn start(db: Database, scope: String, quick_repair: bool, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+    fn start(
+        db: Database,
+        scope: String,
+        quick_repair: bool,
+        judge: Judge,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, StoreError> {
         let (key, last_hlc, token_key) = init(&db, quick_repair, clock.as_ref())?;
         let node = NodeId(key.verifying_key().to_bytes());
         let db = Arc::new(db);
@@ -219,6 +229,7 @@ impl Store {
             db: db.clone(),
             scope,
             quick_repair,
+            judge,
             key,
             node,
             hlc: HlcClock::new(last_hlc),
@@ -505,6 +516,23 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Events by id, in the order asked; ids not held here are left out.
+    pub fn events_by_id(&self, wanted: &[EventId]) -> Result<Vec<SignedEvent>, StoreError> {
+        let r = self.read()?;
+        let ids = r.open_table(EVENT_IDS_TABLE)?;
+        let events = r.open_table(EVENTS_TABLE)?;
+        let mut out = Vec::with_capacity(wanted.len());
+        for id in wanted {
+            let Some(key) = ids.get(&id.0)? else { continue };
+            if let Some(v) = events.get(key.value())? {
+                out.push(decode_event(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn split_op(v: &[u8]) -> Result<([u8; 32], [u8; 32], CylinderState), StoreError> {
     let bad = || StoreError::Corrupt("operation result".into());
     let hash = v.get(..32).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
@@ -585,6 +613,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
         tx.open_table(SUMMARY_L0_TABLE)?;
         tx.open_table(SUMMARY_L1_TABLE)?;
         tx.open_table(SUMMARY_L2_TABLE)?;
+        tx.open_table(ANOMALIES_TABLE)?;
         let layout = meta.get("layout")?.map(|v| v.value().to_vec());
         match layout {
             None => {
@@ -634,6 +663,7 @@ struct Writer {
     db: Arc<Database>,
     scope: String,
     quick_repair: bool,
+    judge: Judge,
     key: SigningKey,
     node: NodeId,
     hlc: HlcClock,
@@ -695,6 +725,7 @@ impl Writer {
                 tx: &mut tx,
                 summaries: &mut summaries,
                 scope: &self.scope,
+                judge: &self.judge,
                 key: &self.key,
                 node: self.node,
                 hlc: &mut self.hlc,
@@ -771,6 +802,7 @@ pub struct WriteCtx<'a> {
     summaries: &'a mut replica::SummaryDeltas,
     /// The enterprise whose replication scopes local writes go to.
     scope: &'a str,
+    judge: &'a Judge,
     key: &'a SigningKey,
     node: NodeId,
     hlc: &'a mut HlcClock,
@@ -886,6 +918,10 @@ impl WriteCtx<'_> {
         }
         .sign(self.key);
         let row = self.insert_event(&event, Some(row.clone()))?.unwrap_or(row);
+        if anomalies::may_change_anomalies(&event.event.body) {
+            let history = self.history(&code)?;
+            self.refresh_anomalies(&code, &row, &history)?;
+        }
         Ok((event, row))
     }
 
@@ -1049,6 +1085,7 @@ impl WriteCtx<'_> {
         let history = self.history(code)?;
         let row = CylinderRow { state: derive(&archive, &history), archive };
         self.put_row(code, Some(&old), &row)?;
+        self.refresh_anomalies(code, &row, &history)?;
         Ok(row)
     }
 

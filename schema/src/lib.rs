@@ -12,6 +12,7 @@
 //! - [`event`]: immutable, signed events (the facts) and their canonical encoding.
 //! - [`state`]: a cylinder's derived state, a pure function of archive and events.
 //! - [`rules`]: the safety rules and their versioned threshold table.
+//! - [`anomaly`]: forbidden concurrent histories, found after a merge, with their proof.
 //!
 //! ```
 //! use schema::codes::FullCode;
@@ -19,6 +20,7 @@
 //! assert_eq!(code.region().as_str(), "370102");
 //! ```
 
+pub mod anomaly;
 pub mod archive;
 pub mod codes;
 pub mod event;

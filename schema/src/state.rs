@@ -178,7 +178,7 @@ pub fn apply(state: &CylinderState, event: &SignedEvent) -> Option<CylinderState
     Some(s)
 }
 
-fn initial(archive: &CylinderArchive) -> CylinderState {
+pub(crate) fn initial(archive: &CylinderArchive) -> CylinderState {
     CylinderState {
         location: Location::Unknown,
         full: None,
@@ -200,7 +200,7 @@ fn initial(archive: &CylinderArchive) -> CylinderState {
 }
 
 /// Applies one event, in (HLC, node, id) order, to the state of the events before it.
-fn apply_one(s: &mut CylinderState, signed: &SignedEvent) {
+pub(crate) fn apply_one(s: &mut CylinderState, signed: &SignedEvent) {
     let e = &signed.event;
     s.n_events += 1;
     s.last_applied = Some(signed.order_key());

@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use handheld_proto::*;
+use schema::anomaly::AnomalyKind;
 use schema::archive::{Day, DocId};
 use schema::codes::FullCode;
 use schema::event::{CorrectionReason, EventBody, EventId, FindingAction, SignedEvent, parse_hex};
@@ -21,7 +22,8 @@ use sha2::{Digest, Sha256};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::auth;
-use crate::convert::{archive_from, archive_view, event_view, reason, rfc3339, state_view, summary};
+use crate::convert::{anomaly_view, archive_from, archive_view, event_view, reason, rfc3339, state_view, summary};
+use crate::store::anomalies::AnomalyFilter;
 use crate::store::{CylinderFilter, CylinderRow, StoreError, StoredResult};
 
 /// Runs a blocking store read off the async threads.
@@ -119,7 +121,8 @@ pub(super) async fn openapi() -> Response {
 
 pub(super) async fn health(State(app): State<AppState>) -> Result<Json<Health>, ApiError> {
     let store = app.store.clone();
-    let (cylinders, events) = blocking(move || store.counts()).await?;
+    let ((cylinders, events), (events_fingerprint, documents_fingerprint)) =
+        blocking(move || Ok((store.counts()?, store.fingerprints()?))).await?;
     Ok(Json(Health {
         status: "ok".into(),
         api_version: API_VERSION.into(),
@@ -128,14 +131,73 @@ pub(super) async fn health(State(app): State<AppState>) -> Result<Json<Health>, 
         node: app.store.node_id().to_string(),
         cylinders,
         events,
+        events_fingerprint,
+        documents_fingerprint,
     }))
 }
 
 pub(super) async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let store = app.store.clone();
-    let (cylinders, events) = blocking(move || store.counts()).await?;
-    let text = app.metrics.render(app.store.stats(), cylinders, events);
+    let (cylinders, events, nodes, anomalies) = blocking(move || {
+        let (cylinders, events) = store.counts()?;
+        Ok((cylinders, events, store.records("node")?, store.anomalies(&AnomalyFilter::default())?))
+    })
+    .await?;
+    let mut text = app.metrics.render(app.store.stats(), cylinders, events);
+    let peers = peer_views(&app, &nodes, events);
+    crate::metrics::render_replication(&mut text, &peers, &anomalies);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Every enrolled node but this one, and every node heard from, with what replication
+/// knows of it.
+fn peer_views(app: &AppState, nodes: &[serde_json::Value], events_now: u64) -> Vec<PeerView> {
+    let now = app.clock.now_ms();
+    let me = app.store.node_id().to_string();
+    let mut known: std::collections::BTreeMap<String, (Option<String>, Option<String>)> = nodes
+        .iter()
+        .filter_map(|n| {
+            let key = n.get("key")?.as_str()?.to_owned();
+            let field = |f: &str| n.get(f).and_then(|v| v.as_str()).map(str::to_owned);
+            Some((key, (field("name"), field("role"))))
+        })
+        .filter(|(k, _)| *k != me)
+        .collect();
+    let seen = app.peers.snapshot();
+    for id in seen.keys() {
+        known.entry(id.to_string()).or_default();
+    }
+    known
+        .into_iter()
+        .map(|(key, (name, role))| {
+            let state =
+                parse_hex::<32>(&key).and_then(|k| seen.get(&schema::event::NodeId(k)).cloned()).unwrap_or_default();
+            PeerView {
+                node: key,
+                name,
+                role,
+                address: state.address.clone(),
+                connected: state.connected,
+                last_contact: state.last_contact_ms.map(rfc3339),
+                last_in_sync: state.last_in_sync_ms.map(rfc3339),
+                lag_ms: if state.last_contact_ms.is_some() { state.lag_ms(now) } else { 0 },
+                pending_events: if state.last_contact_ms.is_some() { state.pending_events(events_now) } else { 0 },
+                items_sent: state.items_sent,
+                items_received: state.items_received,
+                items_refused: state.items_refused,
+                bytes_in: state.bytes_in,
+                bytes_out: state.bytes_out,
+            }
+        })
+        .collect()
+}
+
+/// Replication peers: last contact, lag and pending counts.
+pub(super) async fn peers(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<PeerView>>, ApiError> {
+    app.authorize(&headers, &[])?;
+    let store = app.store.clone();
+    let (events, nodes) = blocking(move || Ok((store.counts()?.1, store.records("node")?))).await?;
+    Ok(Json(peer_views(&app, &nodes, events)))
 }
 
 pub(super) async fn login(
@@ -274,6 +336,52 @@ pub(super) async fn list(
     let store = app.store.clone();
     let (total, rows) = blocking(move || store.list(&filter, page, page_size)).await?;
     Ok(Json(Page { total, page, page_size, items: rows.iter().map(|r| summary(r, &app.settings.rules)).collect() }))
+}
+
+/// Anomalies found in this node's data, newest first, each with its proving events.
+pub(super) async fn anomalies(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<AnomalyQuery>, QueryRejection>,
+) -> Result<Json<Page<AnomalyView>>, ApiError> {
+    app.authorize(&headers, &[])?;
+    let Query(q) = query.map_err(query_error)?;
+    let page = q.page.unwrap_or(1).max(1);
+    let page_size = q.page_size.unwrap_or(50);
+    if !(1..=500).contains(&page_size) {
+        return Err(ApiError::bad_request("invalid_query", "每页条数须为 1–500", "page_size must be 1..=500"));
+    }
+    let kind = match q.kind.as_deref() {
+        None | Some("") => None,
+        Some(k) => Some(AnomalyKind::from_code(k).ok_or_else(|| {
+            let known: Vec<&str> = AnomalyKind::ALL.iter().map(|k| k.code()).collect();
+            ApiError::bad_request(
+                "invalid_query",
+                format!("未知异常类型：{k}"),
+                format!("unknown anomaly kind {k:?}; known: {}", known.join(", ")),
+            )
+        })?),
+    };
+    let cylinder = match q.cylinder.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(FullCode::from_scan(c, app.settings.region).map_err(|_| bad_code(c))?),
+    };
+    let store = app.store.clone();
+    let filter = AnomalyFilter { kind, cylinder };
+    let (total, found) = blocking(move || {
+        let all = store.anomalies(&filter)?;
+        let total = all.len() as u64;
+        let start = (page as usize - 1).saturating_mul(page_size as usize);
+        let mut out = Vec::new();
+        for a in all.into_iter().skip(start).take(page_size as usize) {
+            let events = store.events_by_id(&a.events)?;
+            out.push((a, events));
+        }
+        Ok((total, out))
+    })
+    .await?;
+    let items = found.iter().map(|(a, events)| anomaly_view(a, events)).collect();
+    Ok(Json(Page { total, page, page_size, items }))
 }
 
 /// Traceability search across cylinders: by operator, kind or place within a time range.
@@ -552,6 +660,9 @@ pub(super) async fn operation(
     let Json(req) = body.map_err(json_error)?;
     let kind = req.op.kind();
     let claims = app.authorize(&headers, auth::allowed_roles(kind))?;
+    if app.settings.role == crate::config::Role::Regulator && kind != "regulator_finding" {
+        return Err(regulator_node_only());
+    }
     let op_id = req.op_id.trim().to_owned();
     if op_id.is_empty() || op_id.len() > 64 || !op_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
@@ -665,6 +776,16 @@ pub(super) async fn operation(
     }
 }
 
+/// A regulator's laptop records findings only; its other data comes from the stations.
+fn regulator_node_only() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "regulator_node",
+        "监管终端只能记录监管查封/解封",
+        "a regulator's node records regulator findings only",
+    )
+}
+
 fn op_id_reused() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
@@ -695,6 +816,9 @@ pub(super) async fn register(
     body: Result<Json<Archive>, JsonRejection>,
 ) -> Result<(StatusCode, Json<RegisterResponse>), ApiError> {
     let claims = app.authorize(&headers, auth::allowed_roles("register"))?;
+    if app.settings.role == crate::config::Role::Regulator {
+        return Err(regulator_node_only());
+    }
     let Json(a) = body.map_err(json_error)?;
     let mut a = a;
     if a.code.trim().len() == 10 {

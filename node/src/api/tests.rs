@@ -76,7 +76,7 @@ impl T {
             })
             .await
             .unwrap();
-        let app = Arc::new(App { settings, store, clock, metrics: Default::default() });
+        let app = Arc::new(App { settings, store, clock, metrics: Default::default(), peers: Default::default() });
         T { app }
     }
 

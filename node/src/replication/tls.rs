@@ -91,7 +91,60 @@ pub fn server_config(ca_der: &[u8], cert_der: &[u8], node_seed: &[u8; 32]) -> Re
         .map_err(|e| format!("server certificate: {e}"))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+/// The head office's QUIC endpoint. Its stateless-reset key is derived from the node key,
+/// so after a restart it can tell stations that their old connection is gone (a reset
+/// they can verify) instead of leaving them to wait for the idle timeout. The key derives
+/// from the node key (which never leaves the node), so no one else can forge a reset.
+pub fn server_endpoint(
+    config: quinn::ServerConfig,
+    addr: std::net::SocketAddr,
+    node_seed: &[u8; 32],
+) -> std::io::Result<quinn::Endpoint> {
+    use sha2::Digest;
+    let secret =
+        sha2::Sha256::new().chain_update(b"cylinder-sync stateless reset v1").chain_update(node_seed).finalize();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(key));
+    endpoint_config.cid_generator(|| Box::new(RandomCids));
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
+}
+
+/// Random 8-byte connection ids. quinn's default generator checks ids against a key made
+/// at start-up, so a restarted head office would drop the packets of its old connections
+/// as invalid instead of answering them with a stateless reset; these ids are not checked.
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut cid = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut cid);
+        quinn::ConnectionId::new(&cid)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// A peer that stays silent for 5 s is gone (keep-alives every second keep a quiet link
+/// open), so a station notices a dead head office, and a healed link is used, within
+/// seconds instead of quinn's default 30 s.
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000))));
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+    Arc::new(t)
 }
 
 /// The QUIC client side of a station: trusts only its CA, presents its own certificate.
@@ -104,7 +157,9 @@ pub fn client_config(ca_der: &[u8], cert_der: &[u8], node_seed: &[u8; 32]) -> Re
         .map_err(|e| format!("client certificate: {e}"))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport());
+    Ok(config)
 }
 
 #[cfg(test)]

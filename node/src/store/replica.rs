@@ -147,9 +147,10 @@ impl WriteCtx<'_> {
         }
         for code in touched {
             if let Some(old) = self.row(&code)? {
-                let row =
-                    CylinderRow { state: derive(&old.archive, &self.history(&code)?), archive: old.archive.clone() };
+                let history = self.history(&code)?;
+                let row = CylinderRow { state: derive(&old.archive, &history), archive: old.archive.clone() };
                 self.put_row(&code, Some(&old), &row)?;
+                self.refresh_anomalies(&code, &row, &history)?;
             }
         }
         Ok(out)
@@ -238,8 +239,10 @@ impl WriteCtx<'_> {
                 if old.is_none() {
                     self.bump("cylinders", 1)?;
                 }
-                let row = CylinderRow { state: derive(&archive, &self.history(&code)?), archive };
+                let history = self.history(&code)?;
+                let row = CylinderRow { state: derive(&archive, &history), archive };
                 self.put_row(&code, old.as_ref(), &row)?;
+                self.refresh_anomalies(&code, &row, &history)?;
             }
             None => {
                 let mut t = self.tx.open_table(RECORDS_TABLE)?;
@@ -287,6 +290,18 @@ pub(crate) fn apply_summaries(tx: &redb::WriteTransaction, deltas: &mut SummaryD
 }
 
 impl Store {
+    /// Hex fingerprints of this node's event set and document set.
+    pub fn fingerprints(&self) -> Result<(String, String), StoreError> {
+        let hex = |s: Summary| {
+            let fp = s.fingerprint();
+            format!("{}-{}", fp.count, crate::auth::hex(&fp.hash))
+        };
+        Ok((
+            hex(self.summary_of(&events_scope(&self.enterprise), &[])?),
+            hex(self.summary_of(&docs_scope(&self.enterprise), &[])?),
+        ))
+    }
+
     fn summary_of(&self, scope: &str, prefix: &[u8]) -> Result<Summary, StoreError> {
         let r = self.db.begin_read()?;
         let read =

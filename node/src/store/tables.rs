@@ -66,3 +66,7 @@ pub(crate) const DOC_ITEMS_TABLE: TableDefinition<&str, &[u8; 32]> = TableDefini
 pub(crate) const SUMMARY_L0_TABLE: TableDefinition<&str, &[u8; 40]> = TableDefinition::new("sync-summary-0-1");
 pub(crate) const SUMMARY_L1_TABLE: TableDefinition<(&str, u8), &[u8; 40]> = TableDefinition::new("sync-summary-1-1");
 pub(crate) const SUMMARY_L2_TABLE: TableDefinition<(&str, u16), &[u8; 40]> = TableDefinition::new("sync-summary-2-1");
+
+/// Anomalies found in the data (`schema::anomaly`). Key: 16-byte cylinder code ++ 32-byte
+/// anomaly id. Value: postcard of `Anomaly`. Rewritten per cylinder when its data changes.
+pub(crate) const ANOMALIES_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("anomalies-1");

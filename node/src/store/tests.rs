@@ -23,7 +23,12 @@ async fn concurrent_writes_share_commits_and_survive_reopen() {
     let path = dir.path().join("node.redb");
     let store = Store::open(
         &path,
-        StoreOptions { enterprise: "3701020001".into(), cache_bytes: 8 << 20, quick_repair: true },
+        StoreOptions {
+            enterprise: "3701020001".into(),
+            cache_bytes: 8 << 20,
+            quick_repair: true,
+            judge: schema::anomaly::Judge::embedded("3701020001"),
+        },
         clock(),
     )
     .unwrap();
@@ -56,7 +61,12 @@ async fn concurrent_writes_share_commits_and_survive_reopen() {
     // Everything acknowledged is there after reopening, with the same identity.
     let store = Store::open(
         &path,
-        StoreOptions { enterprise: "3701020001".into(), cache_bytes: 8 << 20, quick_repair: true },
+        StoreOptions {
+            enterprise: "3701020001".into(),
+            cache_bytes: 8 << 20,
+            quick_repair: true,
+            judge: schema::anomaly::Judge::embedded("3701020001"),
+        },
         clock(),
     )
     .unwrap();

@@ -95,7 +95,12 @@ fn main() -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let opts = || StoreOptions { enterprise: ENT.into(), cache_bytes: 64 << 20, quick_repair: false };
+    let opts = || StoreOptions {
+        enterprise: ENT.into(),
+        cache_bytes: 64 << 20,
+        quick_repair: false,
+        judge: schema::anomaly::Judge::embedded(ENT),
+    };
     let station = Store::open(&dir.path().join("station.redb"), opts(), clock.clone())?;
     let office = Store::open(&dir.path().join("office.redb"), opts(), clock.clone())?;
 

@@ -2,6 +2,11 @@
 //! with a one-time code, a station's demo data reaching an empty head office, live
 //! pushes both ways (a station's fill; the head office's scrap refusing the station's
 //! next fill), and a station enrolled with another enterprise's CA refused.
+//!
+//! The second test is the acceptance walk: head office, two stations and a regulator
+//! laptop; the head office goes down and comes back cut off; everyone works offline
+//! (including a fill after the head office's scrap); after the heal all converge with
+//! the anomaly listed everywhere and the regulator's hold refusing fills.
 
 use std::path::Path;
 use std::process::Command;
@@ -138,4 +143,197 @@ fn a_station_replicates_to_its_head_office_and_back() {
     assert_eq!(after.events, before.events, "nothing from the intruder reached the head office");
     drop(st);
     drop(ho);
+}
+
+fn enrolment_code_for(head_office: &Path, name: &str, role: &str) -> String {
+    let mut c = Command::new(node_bin());
+    c.args(["enrolment", "create", "--name", name, "--role", role, "--data"]).arg(head_office);
+    let (code, out, err) = run(c).unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    out.lines().last().unwrap().trim().to_owned()
+}
+
+/// `node run` of the node called `name` under `dir` with `args`.
+fn node(dir: &Path, name: &str, args: &[&str]) -> NodeProcess {
+    let data = dir.join(name);
+    let http = free_port();
+    let mut c = Command::new(node_bin());
+    c.args(["run", "--mdns", "off", "--http", &format!("127.0.0.1:{http}")]).args(args).arg("--data").arg(&data);
+    let log = dir.join(format!("{name}.log"));
+    // Keep earlier runs' logs: a restart appends.
+    let earlier = std::fs::read_to_string(&log).unwrap_or_default();
+    let node = NodeProcess::start(c, format!("http://127.0.0.1:{http}"), data, &dir.join(format!("{name}.run.log")));
+    let now = std::fs::read_to_string(dir.join(format!("{name}.run.log"))).unwrap_or_default();
+    std::fs::write(&log, format!("{earlier}{now}")).unwrap();
+    node.unwrap()
+}
+
+fn login(url: &str, account: &str) -> Client {
+    let mut c = Client::new(url);
+    c.login(account, "demo-pass").unwrap();
+    c
+}
+
+fn op(c: &Client, id: &str, code: &str, op: Operation) -> Result<handheld_proto::OperationResponse, String> {
+    c.operation(&OperationRequest { op_id: id.into(), code: code.into(), op }).map_err(|e| format!("{e:?}"))
+}
+
+fn fingerprints(c: &Client) -> Option<(String, String)> {
+    c.health().ok().map(|h| (h.events_fingerprint, h.documents_fingerprint))
+}
+
+/// Every cylinder's derived state as each node lists it.
+fn states(c: &Client) -> Vec<serde_json::Value> {
+    let page = c.cylinders(&handheld_proto::ListQuery { page_size: Some(500), ..Default::default() }).unwrap();
+    page.items.iter().map(|s| serde_json::to_value(s).unwrap()).collect()
+}
+
+#[test]
+fn head_office_two_stations_and_a_regulator_converge_after_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ho_data = d.join("head-office");
+    let codes: Vec<String> = [("station-1", "station"), ("station-2", "station"), ("regulator", "regulator")]
+        .iter()
+        .map(|(n, r)| enrolment_code_for(&ho_data, n, r))
+        .collect();
+    let (ho_quic, isolated_quic) = (free_port().to_string(), free_port().to_string());
+    let ho_args =
+        |quic: &str| vec!["--role".to_owned(), "head-office".into(), "--quic".into(), format!("127.0.0.1:{quic}")];
+    let ho_run = |quic: &str| {
+        let args = ho_args(quic);
+        node(d, "head-office", &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let mut ho = ho_run(&ho_quic);
+    for (name, code) in ["station-1", "station-2", "regulator"].iter().zip(&codes) {
+        let (rc, out) = enrol(&d.join(name), &ho.url, code);
+        assert_eq!(rc, 0, "{out}");
+    }
+    let upstream = format!("127.0.0.1:{ho_quic}");
+    let st1 = node(d, "station-1", &["--upstream", &upstream, "--demo", "--demo-cylinders", "60"]);
+    let st2 = node(d, "station-2", &["--upstream", &upstream]);
+    let mut reg = node(d, "regulator", &["--role", "regulator", "--upstream", &upstream]);
+    let all = |ho: &NodeProcess, reg: &NodeProcess| -> Vec<Client> {
+        [&ho.url, &st1.url, &st2.url, &reg.url].iter().map(|u| Client::new(u)).collect()
+    };
+    let converged = |clients: &[Client]| {
+        let fps: Vec<Option<(String, String)>> = clients.iter().map(fingerprints).collect();
+        fps[0].is_some() && fps.iter().all(|f| *f == fps[0])
+    };
+    eventually(Duration::from_secs(60), "the station's demo data everywhere", || converged(&all(&ho, &reg)));
+
+    // Ordinary LPG cylinders of the demo (beyond the eight well-known ones), by 10-digit code.
+    // Those the rules let fill, so that only what happens here can refuse them.
+    let plain: Vec<String> = {
+        let manager = login(&st1.url, "demo-manager");
+        let q = handheld_proto::ListQuery { page_size: Some(500), medium: Some("lpg".into()), ..Default::default() };
+        let page = manager.cylinders(&q).unwrap();
+        page.items
+            .iter()
+            .filter(|c| c.code10.as_str() > "0101000008")
+            .filter(|c| manager.fill_check(&c.code10, Some("lpg"), None).unwrap().allowed)
+            .map(|c| c.code10.clone())
+            .collect()
+    };
+    assert!(plain.len() >= 6, "{plain:?}");
+    let pick = |i: usize| plain[i].as_str();
+
+    // The head office goes down; it comes back cut off from the stations (another QUIC
+    // port) and scraps 0101000001. Then every node works offline.
+    ho.kill();
+    ho = ho_run(&isolated_quic);
+    let office = login(&ho.url, "demo-inspector");
+    op(&office, "ho-scrap", "0101000001", Operation::Scrap { reason: "瓶体裂纹".into() }).unwrap();
+
+    let (filler1, driver1) = (login(&st1.url, "demo-filler"), login(&st1.url, "demo-driver"));
+    let lpg = |kg| Operation::Fill { medium: "lpg".into(), filled_mass_kg: kg, batch: None };
+    op(&filler1, "s1-fill", "0101000001", lpg(14.2)).expect("the station does not know of the scrap yet");
+    op(&driver1, "s1-dispatch", pick(0), Operation::Dispatch { order: None }).unwrap();
+    let deliver = |c: &str| Operation::Deliver {
+        customer: c.into(),
+        order: None,
+        customer_name: None,
+        customer_phone: None,
+        customer_address: None,
+    };
+    op(&driver1, "s1-deliver", pick(0), deliver("C0001")).unwrap();
+    op(&driver1, "s1-return", pick(1), Operation::Return { customer: "C0002".into(), slip: None }).unwrap();
+
+    // Station 2 has no demo data of its own: its staff accounts and cylinders came from
+    // station 1 through the head office.
+    let (filler2, driver2) = (login(&st2.url, "demo-filler"), login(&st2.url, "demo-driver"));
+    op(
+        &filler2,
+        "s2-fill",
+        "0102000001",
+        Operation::Fill { medium: "oxygen".into(), filled_mass_kg: 8.0, batch: None },
+    )
+    .unwrap();
+    op(&driver2, "s2-deliver", pick(2), deliver("C0003")).unwrap();
+    op(&driver2, "s2-return", pick(3), Operation::Return { customer: "C0004".into(), slip: None }).unwrap();
+
+    // The regulator's laptop records a hold offline; it records nothing else.
+    let regulator = login(&reg.url, "demo-regulator");
+    let hold =
+        Operation::RegulatorFinding { action: "hold".into(), finding: "JC-E2E-1".into(), note: "钢印模糊".into() };
+    op(&regulator, "reg-hold", pick(4), hold).unwrap();
+    let manager_at_reg = login(&reg.url, "demo-manager");
+    let refused = op(&manager_at_reg, "reg-fill", pick(5), lpg(14.0)).unwrap_err();
+    assert!(refused.contains("regulator_node"), "{refused}");
+    assert!(filler1.fill_check(pick(4), Some("lpg"), None).unwrap().allowed, "the hold has not arrived yet");
+
+    // The head office comes back where the others expect it: all converge.
+    ho.kill();
+    ho = ho_run(&ho_quic);
+    let healed = Instant::now();
+    eventually(Duration::from_secs(10), "identical event and document sets everywhere", || converged(&all(&ho, &reg)));
+    eprintln!("converged {:?} after the head office was back", healed.elapsed());
+    let clients = all(&ho, &reg);
+    let mut logged_in: Vec<Client> = clients.iter().map(|c| login(c.base(), "demo-manager")).collect();
+    let reference = states(&logged_in[0]);
+    assert_eq!(reference.len(), 60);
+    for c in &logged_in[1..] {
+        assert_eq!(states(c), reference, "derived states at {}", c.base());
+    }
+
+    // The fill after the scrap is listed everywhere, with both events as proof.
+    for c in &logged_in {
+        let q = handheld_proto::AnomalyQuery { kind: Some("fill_after_scrap".into()), ..Default::default() };
+        let found = c.anomalies(&q).unwrap();
+        assert_eq!(found.total, 1, "at {}: {found:?}", c.base());
+        let a = &found.items[0];
+        assert_eq!(a.cylinders, ["3701020101000001"]);
+        let kinds: Vec<&str> = a.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["scrap", "fill"]);
+    }
+
+    // The regulator's hold blocks the next fill at both stations.
+    for (filler, id) in [(&filler1, "s1-held"), (&filler2, "s2-held")] {
+        let check = filler.fill_check(pick(4), Some("lpg"), None).unwrap();
+        assert!(check.reasons.iter().any(|r| r.rule == "regulator_hold"), "{check:?}");
+        let err = op(filler, id, pick(4), lpg(14.0)).unwrap_err();
+        assert!(err.contains("fill_refused"), "{err}");
+    }
+
+    // The head office knows its peers: all three connected, in sync.
+    let office = logged_in.remove(0);
+    eventually(Duration::from_secs(5), "three peers in sync at the head office", || {
+        office
+            .peers()
+            .is_ok_and(|p| p.len() == 3 && p.iter().all(|p| p.connected && p.lag_ms == 0 && p.last_contact.is_some()))
+    });
+
+    // A regulator laptop that wrote a fill anyway (its data directory run once as a
+    // station) gets it refused and logged by the head office; nothing of it is stored.
+    reg.kill();
+    let mut rogue = node(d, "regulator", &[]);
+    let rogue_fill = op(&login(&rogue.url, "demo-filler"), "rogue-fill", pick(5), lpg(14.0)).unwrap();
+    rogue.kill();
+    let _reg = node(d, "regulator", &["--role", "regulator", "--upstream", &upstream]);
+    let log = d.join("head-office.run.log");
+    eventually(Duration::from_secs(10), "the head office logs the refused fill", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("may not write fill"))
+    });
+    let events = office.events(pick(5)).unwrap();
+    assert!(events.iter().all(|e| e.id != rogue_fill.event.id), "the rogue fill is not stored");
 }

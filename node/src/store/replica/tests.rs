@@ -234,3 +234,65 @@ fn an_enrolled_node_takes_events_only_from_enrolled_signers_within_their_rights(
     assert_eq!(out.stored.len(), register.len(), "{out:?}");
     assert!(out.refused.is_empty());
 }
+
+#[test]
+fn concurrent_forbidden_histories_are_flagged_identically_on_both_sides() {
+    use crate::store::anomalies::AnomalyFilter;
+    use schema::anomaly::AnomalyKind;
+    let office = store(1_795_579_200_000);
+    let station = store(1_795_579_260_000);
+    station
+        .write_blocking(|ctx| {
+            for i in 1..=3 {
+                ctx.register(archive(i), "k", "W")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    replicate(&station, &office);
+    assert!(office.anomalies(&AnomalyFilter::default()).unwrap().is_empty());
+
+    // Link down. The office scraps 1; a minute later the station fills it. Both receive
+    // cylinder 2 into their own stores, and both bind tag X, to 2 and to 3.
+    office
+        .write_blocking(|ctx| {
+            let wall = ctx.wall_ms;
+            ctx.record(code(1), "i", "HQ", EventBody::Scrap { reason: "裂纹".into() }, wall)?;
+            ctx.record(code(2), "k", "W-HQ", EventBody::ReceiveEmpty { warehouse: "W-HQ".into() }, wall)?;
+            ctx.record(code(2), "k", "HQ", EventBody::BindTag { tag: "X".into() }, wall)
+        })
+        .unwrap();
+    station
+        .write_blocking(|ctx| {
+            let wall = ctx.wall_ms;
+            let fill = EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None };
+            ctx.record(code(1), "f", "S1", fill, wall)?;
+            ctx.record(code(2), "k", "W-S1", EventBody::ReceiveEmpty { warehouse: "W-S1".into() }, wall)?;
+            ctx.record(code(3), "k", "S1", EventBody::BindTag { tag: "X".into() }, wall)
+        })
+        .unwrap();
+    assert!(station.anomalies(&AnomalyFilter::default()).unwrap().is_empty(), "nothing to see offline");
+
+    replicate(&station, &office);
+    assert_same(&station, &office, 3);
+    let listed = |s: &Store| {
+        let mut found: Vec<(AnomalyKind, Vec<FullCode>, [u8; 32])> = s
+            .anomalies(&AnomalyFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.kind, a.cylinders.clone(), a.id()))
+            .collect();
+        found.sort();
+        found
+    };
+    let at_office = listed(&office);
+    assert_eq!(at_office, listed(&station), "the same anomalies on both sides");
+    let kinds: Vec<AnomalyKind> = at_office.iter().map(|a| a.0).collect();
+    assert_eq!(kinds, [AnomalyKind::FillAfterScrap, AnomalyKind::TwoPlaces, AnomalyKind::TagOnTwoCylinders]);
+    assert_eq!(at_office[2].1, [code(2), code(3)]);
+    let after_scrap =
+        office.anomalies(&AnomalyFilter { kind: Some(AnomalyKind::FillAfterScrap), cylinder: Some(code(1)) }).unwrap();
+    let proof = office.events_by_id(&after_scrap[0].events).unwrap();
+    let proof: Vec<&str> = proof.iter().map(|e| e.event.body.kind()).collect();
+    assert_eq!(proof, ["scrap", "fill"]);
+}
