@@ -32,12 +32,44 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// unanswered handshake would otherwise wait for the 5 s idle timeout).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn options(store: &Store, initiator: bool) -> SessionOptions {
+/// Checkpoints are saved at most this often while a session moves data (and when it
+/// ends); a lost checkpoint costs one fingerprint walk, never data.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+type Checkpoints = std::collections::BTreeMap<Vec<u8>, u64>;
+
+fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> SessionOptions {
     let e = store.enterprise();
     SessionOptions {
         initiator,
         scopes: vec![docs_scope(e).into_bytes(), events_scope(e).into_bytes()],
+        checkpoints,
+        // About 0.5 MB of events per frame: one commit (one fsync) each at the receiver.
+        items_per_frame: 2048,
         ..SessionOptions::default()
+    }
+}
+
+fn checkpoint_key(peer: schema::event::NodeId) -> String {
+    format!("sync_checkpoint:{peer}")
+}
+
+/// The checkpoints of `peer`: the newest in memory, else those saved in the store.
+fn load_checkpoints(store: &Store, peers: &Peers, peer: schema::event::NodeId) -> Checkpoints {
+    if let Some(c) = peers.checkpoints(peer) {
+        return c;
+    }
+    match store.meta(&checkpoint_key(peer)) {
+        Ok(Some(bytes)) => postcard::from_bytes(&bytes).unwrap_or_default(),
+        _ => Checkpoints::new(),
+    }
+}
+
+fn save_checkpoints(store: &Store, peer: schema::event::NodeId, c: &Checkpoints) {
+    let Ok(bytes) = postcard::to_allocvec(c) else { return };
+    let key = checkpoint_key(peer);
+    if let Err(e) = tokio::task::block_in_place(|| store.write_blocking(move |ctx| ctx.set_meta(&key, &bytes))) {
+        tracing::warn!(error = %e, "could not save replication checkpoints");
     }
 }
 
@@ -78,55 +110,72 @@ async fn run_session(
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
     let mut replica = Replica { store: store.clone() };
-    let mut session = Session::new(options(&store, initiator));
-    // Storage calls block (redb, the writer's commit): keep them off the async threads.
-    tokio::task::block_in_place(|| session.start(&replica, now()))?;
-    let mut decoder = Decoder::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut tick = tokio::time::interval(ROUND_EVERY.min(Duration::from_millis(250)));
-    let mut last_round = Instant::now();
-    loop {
-        while let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))? {
-            let bytes = frame.encode();
-            send.write_all(&bytes).await.context("sending")?;
-            peers.sent(peer, bytes.len() as u64);
-        }
-        let st = &session.stats;
-        peers.items(peer, base, st.items_sent, st.items_stored, st.items_refused);
-        let in_sync = session.is_in_sync();
-        if in_sync && !was_in_sync {
-            let events = store.counts().map(|c| c.1).unwrap_or_default();
-            peers.in_sync(peer, events, tracking.clock.now_ms());
-        }
-        was_in_sync = in_sync;
-        for reason in session.take_refusals() {
-            tracing::warn!(reason = %reason, "refused an item from the peer");
-        }
-        tokio::select! {
-            read = recv.read(&mut buf) => {
-                let Some(n) = read.context("receiving")? else { return Ok(()) };
-                peers.received(peer, n as u64, tracking.clock.now_ms());
-                decoder.push(&buf[..n]);
-                while let Some(frame) = decoder.next_frame()? {
-                    tokio::task::block_in_place(|| session.handle(frame, &mut replica, now()))?;
+    let mut saved = load_checkpoints(&store, peers, peer);
+    let mut saved_at = Instant::now();
+    let mut session = Session::new(options(&store, initiator, saved.clone()));
+    let result = async {
+        // Storage calls block (redb, the writer's commit): keep them off the async threads.
+        tokio::task::block_in_place(|| session.start(&replica, now()))?;
+        let mut decoder = Decoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut tick = tokio::time::interval(ROUND_EVERY.min(Duration::from_millis(250)));
+        let mut last_round = Instant::now();
+        loop {
+            while let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))? {
+                let bytes = frame.encode();
+                send.write_all(&bytes).await.context("sending")?;
+                peers.sent(peer, bytes.len() as u64);
+            }
+            let st = &session.stats;
+            peers.items(peer, base, st.items_sent, st.items_stored, st.items_refused);
+            let in_sync = session.is_in_sync();
+            if in_sync && !was_in_sync {
+                let events = store.counts().map(|c| c.1).unwrap_or_default();
+                peers.in_sync(peer, events, tracking.clock.now_ms());
+            }
+            was_in_sync = in_sync;
+            if *session.checkpoints() != saved {
+                peers.set_checkpoints(peer, session.checkpoints().clone());
+                if saved_at.elapsed() >= CHECKPOINT_EVERY {
+                    saved = session.checkpoints().clone();
+                    save_checkpoints(&store, peer, &saved);
+                    saved_at = Instant::now();
                 }
             }
-            changed = commits.changed(), if initiator => {
-                changed.context("store closed")?;
-                if session.is_in_sync() {
-                    tokio::task::block_in_place(|| session.start(&replica, now()))?;
-                    last_round = Instant::now();
-                }
+            for reason in session.take_refusals() {
+                tracing::warn!(reason = %reason, "refused an item from the peer");
             }
-            _ = tick.tick() => {
-                tokio::task::block_in_place(|| session.handle_timeout(&replica, now()))?;
-                if initiator && session.is_in_sync() && last_round.elapsed() >= ROUND_EVERY {
-                    tokio::task::block_in_place(|| session.start(&replica, now()))?;
-                    last_round = Instant::now();
+            tokio::select! {
+                read = recv.read(&mut buf) => {
+                    let Some(n) = read.context("receiving")? else { return Ok(()) };
+                    peers.received(peer, n as u64, tracking.clock.now_ms());
+                    decoder.push(&buf[..n]);
+                    while let Some(frame) = decoder.next_frame()? {
+                        tokio::task::block_in_place(|| session.handle(frame, &mut replica, now()))?;
+                    }
+                }
+                changed = commits.changed(), if initiator => {
+                    changed.context("store closed")?;
+                    if session.is_in_sync() {
+                        tokio::task::block_in_place(|| session.start(&replica, now()))?;
+                        last_round = Instant::now();
+                    }
+                }
+                _ = tick.tick() => {
+                    tokio::task::block_in_place(|| session.handle_timeout(&replica, now()))?;
+                    if initiator && session.is_in_sync() && last_round.elapsed() >= ROUND_EVERY {
+                        tokio::task::block_in_place(|| session.start(&replica, now()))?;
+                        last_round = Instant::now();
+                    }
                 }
             }
         }
     }
+    .await;
+    if *session.checkpoints() != saved {
+        save_checkpoints(&store, peer, session.checkpoints());
+    }
+    result
 }
 
 /// The head office side: accepts enrolled nodes and answers their sessions. Aborting

@@ -614,6 +614,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
         tx.open_table(SUMMARY_L1_TABLE)?;
         tx.open_table(SUMMARY_L2_TABLE)?;
         tx.open_table(ANOMALIES_TABLE)?;
+        tx.open_table(ITEM_SEQ_TABLE)?;
         let layout = meta.get("layout")?.map(|v| v.value().to_vec());
         match layout {
             None => {

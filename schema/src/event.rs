@@ -267,6 +267,22 @@ impl SignedEvent {
         key.verify(&self.id.0, &Signature::from_bytes(&self.signature)).map_err(|_| EventError::Signature(self.id))
     }
 
+    /// Checks many signatures at once (Ed25519 batch verification, about twice as fast
+    /// per signature). On failure it says only that some signature is bad: check them
+    /// one by one with [`SignedEvent::verify`] to find which.
+    pub fn verify_batch(events: &[SignedEvent]) -> bool {
+        let mut keys = Vec::with_capacity(events.len());
+        for e in events {
+            match VerifyingKey::from_bytes(&e.event.node.0) {
+                Ok(k) => keys.push(k),
+                Err(_) => return false,
+            }
+        }
+        let messages: Vec<&[u8]> = events.iter().map(|e| &e.id.0[..]).collect();
+        let signatures: Vec<Signature> = events.iter().map(|e| Signature::from_bytes(&e.signature)).collect();
+        ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+    }
+
     /// The order in which derivation applies events: (HLC, node, id).
     pub fn order_key(&self) -> (Hlc, NodeId, EventId) {
         (self.event.hlc, self.event.node, self.id)

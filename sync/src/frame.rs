@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::fingerprint::{Fingerprint, Id};
 
 /// Protocol version written into every frame.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest frame accepted, in bytes (after the length prefix).
 pub const FRAME_LEN_MAX: usize = 8 << 20;
 /// Longest scope and prefix accepted from a peer.
@@ -31,6 +31,9 @@ pub enum Frame {
     Want { scope: Vec<u8>, ids: Vec<Id> },
     /// Items (stored form; the receiver derives ids and checks them).
     Items { scope: Vec<u8>, items: Vec<Vec<u8>> },
+    /// Everything I added to `scope` since our last sync has been sent (possibly nothing:
+    /// too many changes, or no checkpoint); the round's fingerprints may follow.
+    Pushed { scope: Vec<u8> },
 }
 
 /// Why bytes from a peer are not a frame.
@@ -80,7 +83,10 @@ impl Frame {
             Frame::Fingerprint { scope, prefix, .. }
             | Frame::Split { scope, prefix, .. }
             | Frame::IdList { scope, prefix, .. } => (scope, prefix.len()),
-            Frame::InSync { scope, .. } | Frame::Want { scope, .. } | Frame::Items { scope, .. } => (scope, 0),
+            Frame::InSync { scope, .. }
+            | Frame::Want { scope, .. }
+            | Frame::Items { scope, .. }
+            | Frame::Pushed { scope } => (scope, 0),
         };
         if scope.len() > SCOPE_LEN_MAX {
             return Err(FrameError::Bounds("scope longer than 64 bytes"));
@@ -162,7 +168,7 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors() {
-        assert_eq!(Frame::decode(&[2, 0]), Err(FrameError::Version(2)));
+        assert_eq!(Frame::decode(&[1, 0]), Err(FrameError::Version(1)));
         assert!(matches!(Frame::decode(&[]), Err(FrameError::Decode(_))));
         let mut d = Decoder::default();
         d.push(&u32::MAX.to_be_bytes());

@@ -11,6 +11,15 @@
 //! Every message is a comparison against current state, so a lost, duplicated or late
 //! frame costs at most a repeated comparison; a round that stalls because frames were
 //! lost is restarted from the root after `retry_ms` without progress.
+//!
+//! Checkpoints make the common rounds cheap (CouchDB's `since`, without trusting it):
+//! each side remembers, per peer and scope, its own change sequence at the last moment
+//! the two were found equal. A round first *pushes* what each side added since then
+//! (initiator, then responder, each ending with `Pushed`), and only then compares root
+//! fingerprints. After a live change or a reconnect the pushed items are usually the
+//! whole difference, so the fingerprints agree at once: two round trips and the new
+//! data. When they do not agree (a lost checkpoint, a restored backup) the walk below
+//! finds the rest, so a wrong checkpoint costs bytes, never data.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -34,6 +43,10 @@ pub struct SessionOptions {
     pub ids_per_frame: usize,
     /// Restart from the root after this long without progress, in milliseconds.
     pub retry_ms: u64,
+    /// Per scope, this side's change sequence when it was last in sync with this peer.
+    pub checkpoints: BTreeMap<Vec<u8>, u64>,
+    /// Push at most this many changes; with more, the fingerprint walk is cheaper.
+    pub push_max: usize,
 }
 
 impl Default for SessionOptions {
@@ -45,6 +58,8 @@ impl Default for SessionOptions {
             items_per_frame: 256,
             ids_per_frame: 4096,
             retry_ms: 1_000,
+            checkpoints: BTreeMap::new(),
+            push_max: 20_000,
         }
     }
 }
@@ -74,7 +89,18 @@ pub struct Session {
     out: VecDeque<Frame>,
     /// Items to send, per scope, read from the store when frames go out.
     to_send: BTreeMap<Vec<u8>, BTreeSet<Id>>,
+    /// The items of one scope being sent now, in the store's preferred order.
+    sending: Option<(Vec<u8>, VecDeque<Id>)>,
     in_sync: BTreeSet<Vec<u8>>,
+    /// Frames that must follow every queued item (`Pushed`).
+    tail: VecDeque<Frame>,
+    /// Scopes whose root fingerprint the initiator sends once the peer has pushed.
+    awaiting_push: BTreeSet<Vec<u8>>,
+    /// Items stored from this peer since the scope was last in sync: not pushed back.
+    /// Beyond `push_max` of them the scope is not pushed at all (the walk is cheaper),
+    /// so this never holds more than `push_max` ids per scope.
+    received: BTreeMap<Vec<u8>, BTreeSet<Id>>,
+    overflowed: BTreeSet<Vec<u8>>,
     last_progress_ms: u64,
     refusals: Vec<String>,
     pub stats: SessionStats,
@@ -90,14 +116,20 @@ impl Session {
             opts,
             out: VecDeque::new(),
             to_send: BTreeMap::new(),
+            sending: None,
             in_sync: BTreeSet::new(),
+            tail: VecDeque::new(),
+            awaiting_push: BTreeSet::new(),
+            received: BTreeMap::new(),
+            overflowed: BTreeSet::new(),
             last_progress_ms: 0,
             refusals: Vec::new(),
             stats: SessionStats::default(),
         }
     }
 
-    /// Starts a round: the root fingerprint of every scope (initiator only).
+    /// Starts a round (initiator only): pushes this side's changes since the checkpoint
+    /// of every scope; the root fingerprints follow once the peer has pushed its own.
     pub fn start<S: ItemStore>(&mut self, store: &S, now_ms: u64) -> Result<(), SessionError> {
         self.last_progress_ms = now_ms;
         if !self.opts.initiator {
@@ -106,15 +138,49 @@ impl Session {
         self.in_sync.clear();
         self.stats.rounds += 1;
         for scope in self.opts.scopes.clone() {
-            let fp = store.summary(&scope, &[]).map_err(store_err)?.fingerprint();
-            self.out.push_back(Frame::Fingerprint { scope, prefix: Vec::new(), fp });
+            self.push(store, &scope)?;
+            self.awaiting_push.insert(scope);
         }
         Ok(())
     }
 
+    /// Queues what this side added to `scope` since its checkpoint, then `Pushed`.
+    fn push<S: ItemStore>(&mut self, store: &S, scope: &[u8]) -> Result<(), SessionError> {
+        let since = self.opts.checkpoints.get(scope).copied().unwrap_or(0);
+        if since > 0
+            && !self.overflowed.contains(scope)
+            && let Some(ids) = store.changes_since(scope, since, self.opts.push_max).map_err(store_err)?
+            && !ids.is_empty()
+        {
+            let theirs = self.received.get(scope);
+            let mine = ids.into_iter().filter(|id| theirs.is_none_or(|t| !t.contains(id)));
+            self.to_send.entry(scope.to_vec()).or_default().extend(mine);
+        }
+        self.tail.push_back(Frame::Pushed { scope: scope.to_vec() });
+        Ok(())
+    }
+
+    /// Checkpoints reached in this session (or given at its start), for the caller to keep.
+    pub fn checkpoints(&self) -> &BTreeMap<Vec<u8>, u64> {
+        &self.opts.checkpoints
+    }
+
+    /// `scope` was found equal on both sides while this side's sequence was `seq`.
+    fn reached(&mut self, scope: Vec<u8>, seq: u64) {
+        let ckpt = self.opts.checkpoints.entry(scope.clone()).or_default();
+        *ckpt = (*ckpt).max(seq);
+        self.received.remove(&scope);
+        self.overflowed.remove(&scope);
+        self.in_sync.insert(scope);
+    }
+
     /// True when every scope's root fingerprints were found equal and nothing is queued.
     pub fn is_in_sync(&self) -> bool {
-        self.opts.scopes.iter().all(|s| self.in_sync.contains(s)) && self.out.is_empty() && self.to_send.is_empty()
+        self.opts.scopes.iter().all(|s| self.in_sync.contains(s))
+            && self.out.is_empty()
+            && self.to_send.is_empty()
+            && !self.is_sending()
+            && self.tail.is_empty()
     }
 
     /// Refusals of received items since the last call (for the log).
@@ -125,7 +191,7 @@ impl Session {
     /// Restarts a round that stalled. Sending counts as progress: a round is stalled only
     /// when nothing is queued and nothing arrived for `retry_ms`.
     pub fn handle_timeout<S: ItemStore>(&mut self, store: &S, now_ms: u64) -> Result<(), SessionError> {
-        if !self.out.is_empty() || !self.to_send.is_empty() {
+        if !self.out.is_empty() || !self.to_send.is_empty() || self.is_sending() || !self.tail.is_empty() {
             self.last_progress_ms = now_ms;
             return Ok(());
         }
@@ -143,26 +209,39 @@ impl Session {
         (self.opts.initiator && !self.is_in_sync()).then_some(self.last_progress_ms + self.opts.retry_ms)
     }
 
+    fn is_sending(&self) -> bool {
+        self.sending.as_ref().is_some_and(|(_, ids)| !ids.is_empty())
+    }
+
     /// The next frame to send, if any.
     pub fn poll_transmit<S: ItemStore>(&mut self, store: &S) -> Result<Option<Frame>, SessionError> {
         if let Some(f) = self.out.pop_front() {
             self.stats.frames_out += 1;
             return Ok(Some(f));
         }
-        // Items go out last, in bounded frames, read from the store only now.
-        let Some((scope, ids)) = self.to_send.iter_mut().next() else {
-            return Ok(None);
-        };
+        // Items go out after the comparisons, in bounded frames, read from the store only
+        // now, in the order the store prefers (the node sends a cylinder's events
+        // together); `Pushed` markers go out after every item queued before them.
+        if !self.is_sending() {
+            let Some((scope, ids)) = self.to_send.pop_first() else {
+                let tail = self.tail.pop_front();
+                if tail.is_some() {
+                    self.stats.frames_out += 1;
+                }
+                return Ok(tail);
+            };
+            let mut ids: Vec<Id> = ids.into_iter().collect();
+            store.send_order(&scope, &mut ids).map_err(store_err)?;
+            self.sending = Some((scope, ids.into()));
+        }
+        let Some((scope, ids)) = self.sending.as_mut() else { return Ok(None) };
         let scope = scope.clone();
         let mut items = Vec::new();
         while items.len() < self.opts.items_per_frame {
-            let Some(id) = ids.pop_first() else { break };
+            let Some(id) = ids.pop_front() else { break };
             if let Some(bytes) = store.get(&scope, &id).map_err(store_err)? {
                 items.push(bytes);
             }
-        }
-        if ids.is_empty() {
-            self.to_send.remove(&scope);
         }
         if items.is_empty() {
             return self.poll_transmit(store);
@@ -189,7 +268,8 @@ impl Session {
             | Frame::Split { scope, .. }
             | Frame::IdList { scope, .. }
             | Frame::Want { scope, .. }
-            | Frame::Items { scope, .. } => scope.clone(),
+            | Frame::Items { scope, .. }
+            | Frame::Pushed { scope } => scope.clone(),
         };
         if !self.opts.scopes.contains(&scope) {
             tracing::debug!(target: "station::events::frame_out_of_scope", scope_len = scope.len());
@@ -197,10 +277,12 @@ impl Session {
         }
         match frame {
             Frame::Fingerprint { scope, prefix, fp } => {
+                // Read before the summary: every change up to `seq` is in what is compared.
+                let seq = store.seq(&scope).map_err(store_err)?;
                 let mine = store.summary(&scope, &prefix).map_err(store_err)?.fingerprint();
                 if mine == fp {
                     if prefix.is_empty() {
-                        self.in_sync.insert(scope.clone());
+                        self.reached(scope.clone(), seq);
                         self.out.push_back(Frame::InSync { scope, fp });
                     }
                 } else {
@@ -209,8 +291,20 @@ impl Session {
                 }
             }
             Frame::InSync { scope, fp } => {
+                let seq = store.seq(&scope).map_err(store_err)?;
                 if store.summary(&scope, &[]).map_err(store_err)?.fingerprint() == fp {
-                    self.in_sync.insert(scope);
+                    self.reached(scope, seq);
+                }
+            }
+            Frame::Pushed { scope } => {
+                self.last_progress_ms = now_ms;
+                if !self.opts.initiator {
+                    // The initiator's changes are in: push mine back.
+                    self.in_sync.remove(&scope);
+                    self.push(store, &scope)?;
+                } else if self.awaiting_push.remove(&scope) {
+                    let fp = store.summary(&scope, &[]).map_err(store_err)?.fingerprint();
+                    self.out.push_back(Frame::Fingerprint { scope, prefix: Vec::new(), fp });
                 }
             }
             Frame::Split { scope, prefix, children } => {
@@ -257,6 +351,14 @@ impl Session {
                 self.stats.items_refused += outcome.refused.len() as u64;
                 if !outcome.stored.is_empty() {
                     self.in_sync.remove(&scope);
+                    if !self.overflowed.contains(&scope) {
+                        let got = self.received.entry(scope.clone()).or_default();
+                        got.extend(outcome.stored.iter().copied());
+                        if got.len() > self.opts.push_max {
+                            self.received.remove(&scope);
+                            self.overflowed.insert(scope.clone());
+                        }
+                    }
                 }
                 for reason in &outcome.refused {
                     tracing::warn!(target: "station::events::item_refused", reason = %reason);

@@ -48,6 +48,20 @@ pub trait ItemStore {
     /// Checks and stores items from a peer; refuses what does not verify or what the
     /// peer may not write.
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, Self::Error>;
+
+    /// The change sequence of `scope`: every item added gets the next number (0: none).
+    fn seq(&self, scope: &[u8]) -> Result<u64, Self::Error>;
+
+    /// Reorders ids about to be sent (the receiver may take some orders faster). The
+    /// default keeps id order.
+    fn send_order(&self, _scope: &[u8], _ids: &mut Vec<Id>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// Ids added to `scope` after sequence `since`, oldest first, or `None` if there are
+    /// more than `limit` (the fingerprint walk is then cheaper than a list). An id may
+    /// no longer be held (a document item replaced since); `get` then skips it.
+    fn changes_since(&self, scope: &[u8], since: u64, limit: usize) -> Result<Option<Vec<Id>>, Self::Error>;
 }
 
 /// Never fails.
@@ -59,17 +73,21 @@ pub struct Infallible;
 #[derive(Debug, Clone)]
 pub struct MemStore {
     pub items: BTreeMap<Vec<u8>, BTreeMap<Id, Vec<u8>>>,
+    /// Per scope, ids in the order they were added (sequence = index + 1).
+    pub log: BTreeMap<Vec<u8>, Vec<Id>>,
     /// Derives an item's id from its bytes, or refuses it.
     pub check: fn(&[u8], &[u8]) -> Result<Id, String>,
 }
 
 impl MemStore {
     pub fn new(check: fn(&[u8], &[u8]) -> Result<Id, String>) -> MemStore {
-        MemStore { items: BTreeMap::new(), check }
+        MemStore { items: BTreeMap::new(), log: BTreeMap::new(), check }
     }
 
     pub fn insert(&mut self, scope: &[u8], id: Id, bytes: Vec<u8>) {
-        self.items.entry(scope.to_vec()).or_default().insert(id, bytes);
+        if self.items.entry(scope.to_vec()).or_default().insert(id, bytes).is_none() {
+            self.log.entry(scope.to_vec()).or_default().push(id);
+        }
     }
 
     fn under<'a>(&'a self, scope: &[u8], prefix: &'a [u8]) -> impl Iterator<Item = (&'a Id, &'a Vec<u8>)> + 'a {
@@ -116,6 +134,7 @@ impl ItemStore for MemStore {
                 Ok(id) => {
                     let m = self.items.entry(scope.to_vec()).or_default();
                     if m.insert(id, bytes).is_none() {
+                        self.log.entry(scope.to_vec()).or_default().push(id);
                         out.stored.push(id);
                     }
                 }
@@ -123,5 +142,15 @@ impl ItemStore for MemStore {
             }
         }
         Ok(out)
+    }
+
+    fn seq(&self, scope: &[u8]) -> Result<u64, Infallible> {
+        Ok(self.log.get(scope).map_or(0, |l| l.len() as u64))
+    }
+
+    fn changes_since(&self, scope: &[u8], since: u64, limit: usize) -> Result<Option<Vec<Id>>, Infallible> {
+        let log = self.log.get(scope).map_or(&[][..], Vec::as_slice);
+        let new = log.get(since as usize..).unwrap_or_default();
+        Ok((new.len() <= limit).then(|| new.to_vec()))
     }
 }

@@ -32,6 +32,8 @@ pub struct PeerState {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub sessions: u64,
+    /// The newest sync checkpoints with this peer (`sync::session`).
+    pub checkpoints: Option<BTreeMap<Vec<u8>, u64>>,
 }
 
 impl PeerState {
@@ -118,6 +120,14 @@ impl Peers {
         for p in map.values_mut() {
             p.unsynced_since_ms.get_or_insert(now_ms);
         }
+    }
+
+    pub fn set_checkpoints(&self, peer: NodeId, c: BTreeMap<Vec<u8>, u64>) {
+        self.with(peer, |p| p.checkpoints = Some(c));
+    }
+
+    pub fn checkpoints(&self, peer: NodeId) -> Option<BTreeMap<Vec<u8>, u64>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&peer).and_then(|p| p.checkpoints.clone())
     }
 
     pub fn snapshot(&self) -> BTreeMap<NodeId, PeerState> {

@@ -46,6 +46,38 @@ fn doc_item_id(doc_id: &DocId, heads: &[ChangeHash]) -> Id {
     h.finalize().into()
 }
 
+/// Decodes received events and checks their signatures: in batches, on every core (a
+/// batch that fails is checked event by event to name the bad ones). This is most of the
+/// cost of taking in a peer's events, and it runs before the writer's transaction.
+pub fn verify_items(items: &[Vec<u8>]) -> Vec<Result<SignedEvent, String>> {
+    let check = |chunk: &[Vec<u8>]| -> Vec<Result<SignedEvent, String>> {
+        let decoded: Vec<Result<SignedEvent, String>> = chunk
+            .iter()
+            .map(|b| SignedEvent::from_stored_trusted(b).map_err(|e| format!("event refused: {e}")))
+            .collect();
+        let good: Vec<SignedEvent> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+        if SignedEvent::verify_batch(&good) {
+            return decoded;
+        }
+        decoded
+            .into_iter()
+            .map(|d| d.and_then(|e| e.verify().map(|()| e).map_err(|err| format!("event refused: {err}"))))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if items.len() < 64 || threads == 1 {
+        return check(items);
+    }
+    let per = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.chunks(per).map(|c| s.spawn(move || check(c))).collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err("event check panicked".to_owned())]))
+            .collect()
+    })
+}
+
 /// A document item on the wire: u16 length of the id, the id, the Automerge bytes.
 fn encode_doc(doc_id: &str, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + doc_id.len() + bytes.len());
@@ -93,6 +125,12 @@ impl WriteCtx<'_> {
     /// Records an item's effect on its scope's summaries. The changes of a whole batch
     /// are folded into the summary tables once, before its commit (`apply_summaries`).
     pub(crate) fn update_summaries(&mut self, scope: &str, id: &Id, add: bool) -> Result<(), StoreError> {
+        if add {
+            let mut log = self.tx.open_table(ITEM_SEQ_TABLE)?;
+            let last =
+                log.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
+            log.insert((scope, last + 1), id)?;
+        }
         let prefixes = [(0u8, 0u16), (1, id[0] as u16), (2, u16::from_be_bytes([id[0], id[1]]))];
         for (level, prefix) in prefixes {
             let (added, removed) = self.summaries.entry((scope.to_owned(), level, prefix)).or_default();
@@ -123,13 +161,18 @@ impl WriteCtx<'_> {
     /// re-derived once from its whole history (they arrive in id order, not time order,
     /// so folding them in one by one would replay the history for nearly every event).
     pub fn receive_events(&mut self, items: &[Vec<u8>]) -> Result<Vec<Received>, StoreError> {
-        let mut out = Vec::with_capacity(items.len());
+        self.receive_checked(verify_items(items))
+    }
+
+    /// [`WriteCtx::receive_events`] for items whose signatures [`verify_items`] checked.
+    pub fn receive_checked(&mut self, checked: Vec<Result<SignedEvent, String>>) -> Result<Vec<Received>, StoreError> {
+        let mut out = Vec::with_capacity(checked.len());
         let mut touched = std::collections::BTreeSet::new();
-        for item in items {
-            let event = match SignedEvent::from_stored(item) {
+        for event in checked {
+            let event = match event {
                 Ok(e) => e,
-                Err(e) => {
-                    out.push(Received::Refused(format!("event refused: {e}")));
+                Err(reason) => {
+                    out.push(Received::Refused(reason));
                     continue;
                 }
             };
@@ -367,6 +410,46 @@ fn scope_str(scope: &[u8]) -> Result<&str, StoreError> {
 impl ItemStore for Replica {
     type Error = StoreError;
 
+    fn seq(&self, scope: &[u8]) -> Result<u64, StoreError> {
+        let scope = scope_str(scope)?;
+        let r = self.store.db.begin_read()?;
+        let log = r.open_table(ITEM_SEQ_TABLE)?;
+        let last = log.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?;
+        Ok(last.map_or(0, |(k, _)| k.value().1))
+    }
+
+    /// Events go out in event-key order (cylinder, then time), so a frame carries whole
+    /// histories and the receiver derives each cylinder once per frame, in order.
+    fn send_order(&self, scope: &[u8], ids: &mut Vec<Id>) -> Result<(), StoreError> {
+        if !scope.starts_with(b"E:") || ids.len() < 2 {
+            return Ok(());
+        }
+        let r = self.store.db.begin_read()?;
+        let keys = r.open_table(EVENT_IDS_TABLE)?;
+        let mut keyed = Vec::with_capacity(ids.len());
+        for id in ids.iter() {
+            let key = keys.get(id)?.map(|k| k.value().to_vec()).unwrap_or_default();
+            keyed.push((key, *id));
+        }
+        keyed.sort_unstable();
+        *ids = keyed.into_iter().map(|(_, id)| id).collect();
+        Ok(())
+    }
+
+    fn changes_since(&self, scope: &[u8], since: u64, limit: usize) -> Result<Option<Vec<Id>>, StoreError> {
+        let scope = scope_str(scope)?;
+        let r = self.store.db.begin_read()?;
+        let log = r.open_table(ITEM_SEQ_TABLE)?;
+        let mut out = Vec::new();
+        for item in log.range((scope, since.saturating_add(1))..=(scope, u64::MAX))? {
+            if out.len() == limit {
+                return Ok(None);
+            }
+            out.push(*item?.1.value());
+        }
+        Ok(Some(out))
+    }
+
     fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, StoreError> {
         self.store.summary_of(scope_str(scope)?, prefix)
     }
@@ -420,9 +503,11 @@ impl ItemStore for Replica {
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, StoreError> {
         let scope = scope_str(scope)?.to_owned();
         let events = scope.starts_with("E:");
+        // Signatures are checked here, on every core, not in the writer's transaction.
+        let checked = if events { verify_items(&items) } else { Vec::new() };
         let results = self.store.write_blocking(move |ctx| {
             if events {
-                ctx.receive_events(&items)
+                ctx.receive_checked(checked)
             } else {
                 items.iter().map(|item| ctx.receive_doc(item)).collect::<Result<Vec<_>, _>>()
             }

@@ -70,3 +70,8 @@ pub(crate) const SUMMARY_L2_TABLE: TableDefinition<(&str, u16), &[u8; 40]> = Tab
 /// Anomalies found in the data (`schema::anomaly`). Key: 16-byte cylinder code ++ 32-byte
 /// anomaly id. Value: postcard of `Anomaly`. Rewritten per cylinder when its data changes.
 pub(crate) const ANOMALIES_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("anomalies-1");
+
+/// Change sequence of each replication scope: (scope, sequence) → item id, one row per
+/// item added (events and document items alike). Sessions push "what I added since we
+/// last agreed" from it (`sync::session`). Ids of replaced document items stay listed.
+pub(crate) const ITEM_SEQ_TABLE: TableDefinition<(&str, u64), &[u8; 32]> = TableDefinition::new("item-seq-1");

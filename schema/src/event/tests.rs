@@ -59,3 +59,19 @@ fn hex_parses_exact_lengths() {
     assert_eq!(parse_hex::<2>("0aF"), None);
     assert_eq!(parse_hex::<2>("zz00"), None);
 }
+
+#[test]
+fn batch_verification_accepts_good_signatures_and_rejects_one_bad() {
+    let (a, b) = (key(1), key(2));
+    let mut events: Vec<SignedEvent> = (0..40)
+        .map(|i| {
+            let k = if i % 2 == 0 { &a } else { &b };
+            event(k, 1_700_000_000_000 + i, EventBody::Repair { description: format!("阀 {i}") }).sign(k)
+        })
+        .collect();
+    assert!(SignedEvent::verify_batch(&events));
+    assert!(SignedEvent::verify_batch(&[]));
+    events[17].signature[3] ^= 1;
+    assert!(!SignedEvent::verify_batch(&events));
+    assert_eq!(events.iter().filter(|e| e.verify().is_err()).count(), 1);
+}

@@ -58,12 +58,28 @@ fn flight(
     Ok(any)
 }
 
-/// Runs one reconciliation, `a` initiating, until both sides are in sync.
-fn reconcile(a: &Store, b: &Store) -> anyhow::Result<Traffic> {
+type Checkpoints = std::collections::BTreeMap<Vec<u8>, u64>;
+
+/// Runs one reconciliation, `a` initiating, until both sides are in sync. Each side
+/// starts from its checkpoints of the other and leaves its new ones there (as the node
+/// keeps them per peer).
+fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> anyhow::Result<Traffic> {
     let scopes = vec![docs_scope(ENT).into_bytes(), events_scope(ENT).into_bytes()];
     let (mut ra, mut rb) = (Replica { store: a.clone() }, Replica { store: b.clone() });
-    let mut sa = Session::new(SessionOptions { initiator: true, scopes: scopes.clone(), ..SessionOptions::default() });
-    let mut sb = Session::new(SessionOptions { initiator: false, scopes, ..SessionOptions::default() });
+    let mut sa = Session::new(SessionOptions {
+        initiator: true,
+        scopes: scopes.clone(),
+        checkpoints: ckpt.0.clone(),
+        items_per_frame: 2048,
+        ..SessionOptions::default()
+    });
+    let mut sb = Session::new(SessionOptions {
+        initiator: false,
+        scopes,
+        checkpoints: ckpt.1.clone(),
+        items_per_frame: 2048,
+        ..SessionOptions::default()
+    });
     let mut t = Traffic { bytes: 0, frames: 0, flights: 0 };
     sa.start(&ra, 0)?;
     let mut now = 0;
@@ -73,6 +89,7 @@ fn reconcile(a: &Store, b: &Store) -> anyhow::Result<Traffic> {
         let b_sent = flight(&mut sb, &rb, &mut sa, &mut ra, now, &mut t)?;
         let moved = a_sent || b_sent;
         if sa.is_in_sync() && sb.is_in_sync() {
+            *ckpt = (sa.checkpoints().clone(), sb.checkpoints().clone());
             return Ok(t);
         }
         if !moved {
@@ -130,12 +147,13 @@ fn main() -> anyhow::Result<()> {
     eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
 
     let t = Instant::now();
-    let first = reconcile(&station, &office)?;
+    let mut ckpt = (Checkpoints::new(), Checkpoints::new());
+    let first = reconcile(&station, &office, &mut ckpt)?;
     let first_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(station.counts()? == office.counts()?, "counts differ after the first sync");
 
     let t = Instant::now();
-    let idle = reconcile(&station, &office)?;
+    let idle = reconcile(&station, &office, &mut ckpt)?;
     let idle_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     // 100 cylinders change offline at the station: one fill each.
@@ -157,7 +175,7 @@ fn main() -> anyhow::Result<()> {
         Ok(bytes)
     })?;
     let t = Instant::now();
-    let delta = reconcile(&station, &office)?;
+    let delta = reconcile(&station, &office, &mut ckpt)?;
     let delta_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     let (cylinders, events) = office.counts()?;

@@ -2,7 +2,7 @@
 //! their symmetric difference; a link that drops, duplicates and reorders frames still
 //! converges; refused items are not stored.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -39,6 +39,8 @@ fn opts(initiator: bool) -> SessionOptions {
         items_per_frame: 32,
         ids_per_frame: 64,
         retry_ms: 1_000,
+        checkpoints: BTreeMap::new(),
+        push_max: 20_000,
     }
 }
 
@@ -49,11 +51,13 @@ struct Link {
     dup_pct: u64,
     reorder_pct: u64,
     rng: u64,
+    /// Kinds of the frames sent, in order.
+    kinds: Vec<&'static str>,
 }
 
 impl Link {
     fn new(seed: u64, drop_pct: u64, dup_pct: u64, reorder_pct: u64) -> Link {
-        Link { queue: VecDeque::new(), drop_pct, dup_pct, reorder_pct, rng: seed | 1 }
+        Link { queue: VecDeque::new(), drop_pct, dup_pct, reorder_pct, rng: seed | 1, kinds: Vec::new() }
     }
 
     fn roll(&mut self) -> u64 {
@@ -67,6 +71,15 @@ impl Link {
         // Every frame goes through its encoding, as on the wire.
         let bytes = f.encode();
         let f = Frame::decode(&bytes[4..]).expect("our own frames decode");
+        self.kinds.push(match &f {
+            Frame::Fingerprint { .. } => "fingerprint",
+            Frame::InSync { .. } => "in_sync",
+            Frame::Split { .. } => "split",
+            Frame::IdList { .. } => "id_list",
+            Frame::Want { .. } => "want",
+            Frame::Items { .. } => "items",
+            Frame::Pushed { .. } => "pushed",
+        });
         if self.roll() < self.drop_pct {
             return;
         }
@@ -87,13 +100,26 @@ struct Run {
     sa: Session,
     sb: Session,
     steps: u64,
+    /// Frame kinds sent by a and by b.
+    kinds: (Vec<&'static str>, Vec<&'static str>),
 }
 
 /// Runs both sessions (`a` initiates) until both are in sync and the links are empty, or
 /// `max_steps`.
-fn run(a: MemStore, b: MemStore, mut ab: Link, mut ba: Link, max_steps: u64) -> Run {
+fn run(a: MemStore, b: MemStore, ab: Link, ba: Link, max_steps: u64) -> Run {
+    run_with(a, b, (opts(true), opts(false)), ab, ba, max_steps)
+}
+
+fn run_with(
+    a: MemStore,
+    b: MemStore,
+    (oa, ob): (SessionOptions, SessionOptions),
+    mut ab: Link,
+    mut ba: Link,
+    max_steps: u64,
+) -> Run {
     let (mut a, mut b) = (a, b);
-    let (mut sa, mut sb) = (Session::new(opts(true)), Session::new(opts(false)));
+    let (mut sa, mut sb) = (Session::new(oa), Session::new(ob));
     let mut now = 0u64;
     sa.start(&a, now).unwrap();
     sb.start(&b, now).unwrap();
@@ -119,7 +145,7 @@ fn run(a: MemStore, b: MemStore, mut ab: Link, mut ba: Link, max_steps: u64) -> 
             break;
         }
     }
-    Run { a, b, sa, sb, steps }
+    Run { a, b, sa, sb, steps, kinds: (ab.kinds, ba.kinds) }
 }
 
 fn sets() -> impl Strategy<Value = (BTreeSet<u32>, BTreeSet<u32>)> {
@@ -165,8 +191,8 @@ fn an_empty_peer_gets_everything_without_splitting() {
     let x: BTreeSet<u32> = (0..3000).collect();
     let r = run(store_of(&x), store_of(&BTreeSet::new()), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
     assert_eq!(r.b.items.get(SCOPE).map_or(0, |m| m.len()), 3000);
-    // Root fingerprint, the items in bounded frames, and the closing InSync frames.
-    assert!(r.sb.stats.frames_out <= 3, "{:?}", r.sb.stats);
+    // `Pushed`, the root fingerprint's answer and the closing frames.
+    assert!(r.sb.stats.frames_out <= 4, "{:?}", r.sb.stats);
 }
 
 #[test]
@@ -190,4 +216,50 @@ fn frames_for_other_scopes_are_ignored() {
     let mut s = Session::new(opts(false));
     s.handle(Frame::Items { scope: b"9999999999".to_vec(), items: vec![vec![1, 2, 3]] }, &mut b, 0).unwrap();
     assert!(b.items.is_empty());
+}
+
+#[test]
+fn after_a_sync_the_changes_since_the_checkpoints_are_the_whole_round() {
+    let common: BTreeSet<u32> = (0..10_000).collect();
+    let first = run(store_of(&common), store_of(&common), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
+    let (ckpt_a, ckpt_b) = (first.sa.checkpoints().clone(), first.sb.checkpoints().clone());
+    assert_eq!(ckpt_a.get(SCOPE), Some(&10_000));
+    assert_eq!(ckpt_b.get(SCOPE), Some(&10_000));
+
+    // Offline, a adds 100 items and b adds 50.
+    let (mut a, mut b) = (first.a, first.b);
+    for i in 20_000..20_100u32 {
+        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
+        a.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
+    }
+    for i in 30_000..30_050u32 {
+        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
+        b.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
+    }
+    let (mut oa, mut ob) = (opts(true), opts(false));
+    oa.checkpoints = ckpt_a;
+    ob.checkpoints = ckpt_b;
+    let r = run_with(a, b, (oa, ob), Link::new(3, 0, 0, 0), Link::new(4, 0, 0, 0), 10_000);
+    assert!(r.sa.is_in_sync() && r.sb.is_in_sync());
+    assert_eq!((r.sa.stats.items_sent, r.sb.stats.items_sent), (100, 50));
+    assert_eq!(r.a.items, r.b.items);
+    // Pushes, then one fingerprint answered by InSync: no walk at all.
+    let walk = |k: &[&str]| k.iter().filter(|k| matches!(**k, "split" | "id_list" | "want")).count();
+    assert_eq!(walk(&r.kinds.0) + walk(&r.kinds.1), 0, "{:?}", r.kinds);
+    assert_eq!(r.kinds.0.iter().filter(|k| **k == "fingerprint").count(), 1, "{:?}", r.kinds.0);
+    assert_eq!(r.sa.checkpoints().get(SCOPE), Some(&10_150));
+    assert_eq!(r.sb.checkpoints().get(SCOPE), Some(&10_150));
+
+    // A wrong checkpoint (b lost data it had confirmed) costs a walk, not data.
+    let mut lost = r.b.clone();
+    let gone: Vec<Id> = lost.items[SCOPE].keys().take(7).copied().collect();
+    for id in &gone {
+        lost.items.get_mut(SCOPE).unwrap().remove(id);
+    }
+    let (mut oa, mut ob) = (opts(true), opts(false));
+    oa.checkpoints = r.sa.checkpoints().clone();
+    ob.checkpoints = r.sb.checkpoints().clone();
+    let again = run_with(r.a, lost, (oa, ob), Link::new(5, 0, 0, 0), Link::new(6, 0, 0, 0), 10_000);
+    assert_eq!(again.a.items, again.b.items);
+    assert_eq!(again.sa.stats.items_sent, 7);
 }
