@@ -366,6 +366,16 @@ pub struct PeerView {
     pub items_refused: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The latest session's first round until in sync: ms, bytes both ways, flights of
+    /// frames this node sent (round trips), bytes of the items it sent.
+    #[serde(default)]
+    pub first_round_ms: Option<i64>,
+    #[serde(default)]
+    pub first_round_bytes: Option<u64>,
+    #[serde(default)]
+    pub first_round_flights: Option<u64>,
+    #[serde(default)]
+    pub first_round_item_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use sync::session::{Session, SessionOptions};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::replication::peers::{Peers, peer_of};
+use crate::replication::peers::{FirstRound, Peers, peer_of};
 use crate::store::Store;
 use crate::store::replica::{Replica, docs_scope, events_scope};
 
@@ -113,6 +113,8 @@ async fn run_session(
     let mut saved = load_checkpoints(&store, peers, peer);
     let mut saved_at = Instant::now();
     let mut session = Session::new(options(&store, initiator, saved.clone()));
+    // The first round's price: bytes both ways and flights sent until in sync.
+    let (mut round_bytes, mut flights, mut first_done) = (0u64, 0u64, false);
     let result = async {
         // Storage calls block (redb, the writer's commit): keep them off the async threads.
         tokio::task::block_in_place(|| session.start(&replica, now()))?;
@@ -121,17 +123,31 @@ async fn run_session(
         let mut tick = tokio::time::interval(ROUND_EVERY.min(Duration::from_millis(250)));
         let mut last_round = Instant::now();
         loop {
+            let mut sent_any = false;
             while let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))? {
                 let bytes = frame.encode();
                 send.write_all(&bytes).await.context("sending")?;
                 peers.sent(peer, bytes.len() as u64);
+                round_bytes += bytes.len() as u64;
+                sent_any = true;
             }
+            flights += sent_any as u64;
             let st = &session.stats;
             peers.items(peer, base, st.items_sent, st.items_stored, st.items_refused);
             let in_sync = session.is_in_sync();
             if in_sync && !was_in_sync {
                 let events = store.counts().map(|c| c.1).unwrap_or_default();
                 peers.in_sync(peer, events, tracking.clock.now_ms());
+                if !first_done {
+                    first_done = true;
+                    let round = FirstRound {
+                        ms: started.elapsed().as_millis() as i64,
+                        bytes: round_bytes,
+                        flights,
+                        item_bytes: session.stats.item_bytes_sent,
+                    };
+                    peers.first_round(peer, round);
+                }
             }
             was_in_sync = in_sync;
             if *session.checkpoints() != saved {
@@ -149,6 +165,7 @@ async fn run_session(
                 read = recv.read(&mut buf) => {
                     let Some(n) = read.context("receiving")? else { return Ok(()) };
                     peers.received(peer, n as u64, tracking.clock.now_ms());
+                    round_bytes += n as u64;
                     decoder.push(&buf[..n]);
                     while let Some(frame) = decoder.next_frame()? {
                         tokio::task::block_in_place(|| session.handle(frame, &mut replica, now()))?;

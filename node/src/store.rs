@@ -818,6 +818,11 @@ impl std::fmt::Debug for WriteCtx<'_> {
 }
 
 impl WriteCtx<'_> {
+    /// Moves this node's hybrid logical clock past a timestamp seen in a peer's event.
+    pub(crate) fn observe_hlc(&mut self, seen: Hlc) {
+        self.hlc.observe(seen, self.wall_ms);
+    }
+
     pub fn row(&self, code: &FullCode) -> Result<Option<CylinderRow>, StoreError> {
         let t = self.tx.open_table(CYLINDERS_TABLE)?;
         t.get(code.as_bytes())?.map(|v| CylinderRow::decode(v.value())).transpose()

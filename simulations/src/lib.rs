@@ -1,8 +1,9 @@
-//! Benchmark programs (and, with the partition-simulation issue, the deterministic
-//! simulator). Benchmarks drive real node processes over loopback and print figures;
-//! they assert nothing about speed.
+//! Benchmark programs and the deterministic partition simulator ([`sim`]). Benchmarks
+//! drive real node processes over loopback and print figures; they assert nothing about
+//! speed.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod proc;
+pub mod sim;
 pub mod stats;

@@ -77,6 +77,8 @@ pub struct SessionStats {
     pub frames_in: u64,
     pub frames_out: u64,
     pub items_sent: u64,
+    /// Bytes of the items sent (their stored form, without framing).
+    pub item_bytes_sent: u64,
     pub items_stored: u64,
     pub items_refused: u64,
     pub rounds: u64,
@@ -101,6 +103,9 @@ pub struct Session {
     /// so this never holds more than `push_max` ids per scope.
     received: BTreeMap<Vec<u8>, BTreeSet<Id>>,
     overflowed: BTreeSet<Vec<u8>>,
+    /// Per scope, the sequence up to which this session already pushed: a later round
+    /// pushes only what is newer (what a lost frame dropped, the walk finds).
+    pushed_upto: BTreeMap<Vec<u8>, u64>,
     last_progress_ms: u64,
     refusals: Vec<String>,
     pub stats: SessionStats,
@@ -122,6 +127,7 @@ impl Session {
             awaiting_push: BTreeSet::new(),
             received: BTreeMap::new(),
             overflowed: BTreeSet::new(),
+            pushed_upto: BTreeMap::new(),
             last_progress_ms: 0,
             refusals: Vec::new(),
             stats: SessionStats::default(),
@@ -146,8 +152,11 @@ impl Session {
 
     /// Queues what this side added to `scope` since its checkpoint, then `Pushed`.
     fn push<S: ItemStore>(&mut self, store: &S, scope: &[u8]) -> Result<(), SessionError> {
-        let since = self.opts.checkpoints.get(scope).copied().unwrap_or(0);
-        if since > 0
+        let ckpt = self.opts.checkpoints.get(scope).copied().unwrap_or(0);
+        let since = ckpt.max(self.pushed_upto.get(scope).copied().unwrap_or(0));
+        let now = store.seq(scope).map_err(store_err)?;
+        self.pushed_upto.insert(scope.to_vec(), now);
+        if ckpt > 0
             && !self.overflowed.contains(scope)
             && let Some(ids) = store.changes_since(scope, since, self.opts.push_max).map_err(store_err)?
             && !ids.is_empty()
@@ -247,6 +256,7 @@ impl Session {
             return self.poll_transmit(store);
         }
         self.stats.items_sent += items.len() as u64;
+        self.stats.item_bytes_sent += items.iter().map(|i| i.len() as u64).sum::<u64>();
         self.stats.frames_out += 1;
         Ok(Some(Frame::Items { scope, items }))
     }

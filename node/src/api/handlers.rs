@@ -187,6 +187,10 @@ fn peer_views(app: &AppState, nodes: &[serde_json::Value], events_now: u64) -> V
                 items_refused: state.items_refused,
                 bytes_in: state.bytes_in,
                 bytes_out: state.bytes_out,
+                first_round_ms: state.first_round.map(|r| r.ms),
+                first_round_bytes: state.first_round.map(|r| r.bytes),
+                first_round_flights: state.first_round.map(|r| r.flights),
+                first_round_item_bytes: state.first_round.map(|r| r.item_bytes),
             }
         })
         .collect()

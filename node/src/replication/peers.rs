@@ -32,8 +32,20 @@ pub struct PeerState {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub sessions: u64,
+    /// The latest session's first round, to in sync: duration (ms), bytes both ways,
+    /// flights of frames this side sent, and bytes of the items it sent.
+    pub first_round: Option<FirstRound>,
     /// The newest sync checkpoints with this peer (`sync::session`).
     pub checkpoints: Option<BTreeMap<Vec<u8>, u64>>,
+}
+
+/// What the first round of a session cost (a reconnect's price).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FirstRound {
+    pub ms: i64,
+    pub bytes: u64,
+    pub flights: u64,
+    pub item_bytes: u64,
 }
 
 impl PeerState {
@@ -120,6 +132,10 @@ impl Peers {
         for p in map.values_mut() {
             p.unsynced_since_ms.get_or_insert(now_ms);
         }
+    }
+
+    pub fn first_round(&self, peer: NodeId, round: FirstRound) {
+        self.with(peer, |p| p.first_round = Some(round));
     }
 
     pub fn set_checkpoints(&self, peer: NodeId, c: BTreeMap<Vec<u8>, u64>) {

@@ -17,20 +17,13 @@ use schema::vocab::Medium;
 use super::tables::{ANOMALIES_TABLE, CYLINDER_INDEX_TABLE};
 use super::{CylinderRow, Store, StoreError, WriteCtx, code_of};
 
-/// Whether a newly recorded local event can make or clear an anomaly. A local event is
-/// always the latest in HLC order, so only it can be the offending one: a fill or another
-/// handling event (two places), a tag binding, or a correction (which can clear one).
+/// Whether a newly recorded local event can make or clear an anomaly. A local event
+/// sorts after everything this node has seen (its clock observes received events), so
+/// usually only it can offend; but a scrap or hold can also turn a fill that arrived
+/// earlier with a later timestamp (a peer's clock ahead) into an anomaly, so every kind
+/// but the registration is checked.
 pub(crate) fn may_change_anomalies(body: &EventBody) -> bool {
-    !matches!(
-        body,
-        EventBody::Register { .. }
-            | EventBody::Dispatch { .. }
-            | EventBody::Repair { .. }
-            | EventBody::SendToInspection { .. }
-            | EventBody::InspectionResult { .. }
-            | EventBody::Scrap { .. }
-            | EventBody::RegulatorFinding { .. }
-    )
+    !matches!(body, EventBody::Register { .. })
 }
 
 /// Every key of one cylinder's anomalies lies in `lo..=hi`.

@@ -185,6 +185,9 @@ impl WriteCtx<'_> {
                 continue;
             }
             self.insert_event(&event, None)?;
+            // Our clock moves past what we have seen: a local event recorded after this
+            // one sorts after it (a later scrap must come after the fill it follows).
+            self.observe_hlc(event.event.hlc);
             touched.insert(event.event.cylinder);
             out.push(Received::Stored(event.id.0));
         }

@@ -1,0 +1,228 @@
+//! Replication benchmark with real node processes over real QUIC (mutual TLS) on
+//! loopback: a head office and one enrolled station holding demo data.
+//!
+//! 1. first sync of the station to the empty head office (time from the station's start
+//!    until both hold the same events and documents; bytes as the head office counted
+//!    them);
+//! 2. reconnect with nothing changed (station restarted): the first round's time, bytes
+//!    and flights, as the station counted them;
+//! 3. reconnect after 100 cylinders were filled at the station while the head office was
+//!    down: the same figures, and the round's bytes over the bytes of the items sent;
+//! 4. live: a handheld operation at the station until the head office lists the event
+//!    (polled every millisecond), over `--live` operations.
+//!
+//! ```text
+//! cargo build --release -p node -p simulations
+//! cargo run --release -p simulations --bin net_bench -- --cylinders 10000 --live 200
+//! ```
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use handheld_proto::client::Client;
+use handheld_proto::{ListQuery, Operation, OperationRequest, PeerView};
+use simulations::proc::{node_bin, rss_kib, spawn, terminate, wait_healthy};
+use simulations::stats::{ms, percentile};
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn node_cmd(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(node_bin()?).args(args).output()?;
+    if !out.status.success() {
+        bail!("node {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+struct Node {
+    child: Child,
+    url: String,
+}
+
+fn start(dir: &Path, name: &str, http: u16, extra: &[String]) -> anyhow::Result<Node> {
+    let mut args: Vec<String> =
+        ["run", "--mdns", "off", "--http", &format!("127.0.0.1:{http}"), "--data"].map(String::from).to_vec();
+    args.push(dir.join(name).display().to_string());
+    args.extend(extra.iter().cloned());
+    let mut child = spawn(&args, &dir.join(format!("{name}.log")))?;
+    let url = format!("http://127.0.0.1:{http}");
+    wait_healthy(&mut child, &url, Duration::from_secs(1800))?;
+    Ok(Node { child, url })
+}
+
+fn fingerprints(url: &str) -> Option<(String, String)> {
+    Client::new(url).health().ok().map(|h| (h.events_fingerprint, h.documents_fingerprint))
+}
+
+fn wait_equal(a: &str, b: &str, within: Duration) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        let (x, y) = (fingerprints(a), fingerprints(b));
+        if x.is_some() && x == y {
+            return Ok(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bail!("not in sync within {within:?}")
+}
+
+fn login(url: &str, account: &str) -> anyhow::Result<Client> {
+    let mut c = Client::new(url);
+    c.login(account, "demo-pass").map_err(|e| anyhow::anyhow!("login {account}: {e:?}"))?;
+    Ok(c)
+}
+
+/// The station's view of the head office once its latest session reached sync.
+fn upstream_round(station: &Client, within: Duration) -> anyhow::Result<PeerView> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        let peers = station.peers().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if let Some(p) = peers.into_iter().find(|p| p.connected && p.first_round_ms.is_some() && p.lag_ms == 0) {
+            return Ok(p);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bail!("the station did not reach sync within {within:?}")
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (mut cylinders, mut live) = (10_000usize, 200usize);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--cylinders" => cylinders = args.next().context("--cylinders N")?.parse()?,
+            "--live" => live = args.next().context("--live N")?.parse()?,
+            other => bail!("unknown flag {other}; flags: --cylinders N --live N"),
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let (ho_http, st_http, quic) = (free_port()?, free_port()?, free_port()?);
+    let ho_data = d.join("head-office").display().to_string();
+    let st_data = d.join("station").display().to_string();
+
+    eprintln!("generating demo data: {cylinders} cylinders at the station ...");
+    let mut st = start(d, "station", st_http, &["--demo".into(), "--demo-cylinders".into(), cylinders.to_string()])?;
+    let health = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    terminate(&mut st.child);
+    eprintln!("  {} cylinders, {} events", health.cylinders, health.events);
+
+    let code = node_cmd(&["enrolment", "create", "--name", "station-1", "--data", &ho_data])?;
+    let code = code.lines().last().context("no code printed")?.trim().to_owned();
+    let ho_args = ["--role".to_owned(), "head-office".into(), "--quic".into(), format!("127.0.0.1:{quic}")];
+    let mut ho = start(d, "head-office", ho_http, &ho_args)?;
+    node_cmd(&["enrol", "--head-office", &ho.url, "--code", &code, "--data", &st_data])?;
+    let st_args = ["--upstream".to_owned(), format!("127.0.0.1:{quic}")];
+
+    // 1. First sync.
+    let t = Instant::now();
+    st = start(d, "station", st_http, &st_args)?;
+    let started = t.elapsed();
+    wait_equal(&ho.url, &st.url, Duration::from_secs(3600))?;
+    let first = t.elapsed();
+    let office = login(&ho.url, "demo-manager")?;
+    let ho_view = office.peers().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let ho_peer = ho_view.iter().find(|p| p.connected).context("station not connected at the head office")?;
+    let first_bytes = ho_peer.bytes_in + ho_peer.bytes_out;
+    let (ho_rss, ho_peak) = rss_kib(ho.child.id());
+
+    // 2. Reconnect with nothing changed: restart the station.
+    terminate(&mut st.child);
+    st = start(d, "station", st_http, &st_args)?;
+    let manager = login(&st.url, "demo-manager")?;
+    let idle = upstream_round(&manager, Duration::from_secs(60))?;
+
+    // 3. The head office goes down; 100 cylinders are filled at the station; it comes back.
+    terminate(&mut ho.child);
+    let filler = login(&st.url, "demo-filler")?;
+    let list = manager
+        .cylinders(&ListQuery { medium: Some("lpg".into()), page_size: Some(500), ..Default::default() })
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut filled = 0;
+    for c in &list.items {
+        if filled == 100 {
+            break;
+        }
+        let op = Operation::Fill { medium: "lpg".into(), filled_mass_kg: 14.0, batch: None };
+        let req = OperationRequest { op_id: format!("bench-fill-{}", c.code), code: c.code.clone(), op };
+        if filler.operation(&req).is_ok() {
+            filled += 1;
+        }
+    }
+    ho = start(d, "head-office", ho_http, &ho_args)?;
+    std::thread::sleep(Duration::from_millis(100));
+    let changed = upstream_round(&manager, Duration::from_secs(60))?;
+    wait_equal(&ho.url, &st.url, Duration::from_secs(60))?;
+
+    // 4. Live: one operation at the station until the head office lists it.
+    let office = login(&ho.url, "demo-manager")?;
+    let keeper = login(&st.url, "demo-keeper")?;
+    let mut lat = Vec::with_capacity(live);
+    for i in 0..live {
+        let code = &list.items[i % list.items.len()].code;
+        let warehouse = if i % 2 == 0 { "空瓶左库" } else { "空瓶右库" };
+        let req = OperationRequest {
+            op_id: format!("bench-live-{i}"),
+            code: code.clone(),
+            op: Operation::ReceiveEmpty { warehouse: warehouse.into() },
+        };
+        let resp = keeper.operation(&req).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let acked = Instant::now();
+        loop {
+            let events = office.events(code).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            if events.iter().any(|e| e.id == resp.event.id) {
+                break;
+            }
+            if acked.elapsed() > Duration::from_secs(10) {
+                bail!("operation {i} not at the head office after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        lat.push(acked.elapsed());
+    }
+    lat.sort();
+
+    terminate(&mut st.child);
+    terminate(&mut ho.child);
+    println!(
+        "net_bench (node processes, QUIC + mutual TLS on loopback): {} cylinders, {} events",
+        health.cylinders, health.events
+    );
+    println!(
+        "  first sync to an empty head office  {:>8.2} s (station start {:.2} s)  {:>8.2} MB of frames",
+        first.as_secs_f64(),
+        started.as_secs_f64(),
+        first_bytes as f64 / 1e6
+    );
+    println!("    head office RSS {:.0} MiB, peak {:.0} MiB", ho_rss as f64 / 1024.0, ho_peak as f64 / 1024.0);
+    let round = |p: &PeerView| {
+        format!(
+            "{:>4} ms  {:>6} B  {} flights",
+            p.first_round_ms.unwrap_or(-1),
+            p.first_round_bytes.unwrap_or(0),
+            p.first_round_flights.unwrap_or(0)
+        )
+    };
+    println!("  reconnect, nothing changed          {}", round(&idle));
+    let items = changed.first_round_item_bytes.unwrap_or(0);
+    println!(
+        "  reconnect, {filled} cylinders filled      {}; items {} B ({:.2}×)",
+        round(&changed),
+        items,
+        changed.first_round_bytes.unwrap_or(0) as f64 / items.max(1) as f64
+    );
+    println!(
+        "  live, station operation → head office  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} operations)",
+        ms(percentile(&lat, 50.0)),
+        ms(percentile(&lat, 99.0)),
+        ms(*lat.last().unwrap_or(&Duration::ZERO)),
+        lat.len()
+    );
+    Ok(())
+}

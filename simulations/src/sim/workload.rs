@@ -1,0 +1,439 @@
+//! What the people at the nodes do, modelled on station work: each station's cylinders
+//! cycle receive empty → pre-fill check → fill → store full → dispatch → deliver →
+//! return (now and then to another station); failed checks go to inspection; the head
+//! office scraps cylinders and edits archives; regulators hold and release. Every
+//! operation goes through the node's own write path with an op id (as the API does:
+//! idempotency, the fill rules); handhelds sometimes retry, and a write is sometimes cut
+//! mid-commit and retried.
+
+use std::collections::BTreeMap;
+
+use node::store::replica::Replica;
+use node::store::{Store, StoreError};
+use rand::Rng;
+use schema::archive::{CylinderArchive, Day, DocId};
+use schema::codes::FullCode;
+use schema::event::{EventBody, EventId, FindingAction};
+use schema::records::NodeRecord;
+use schema::vocab::Medium;
+use sync::session::{Session, SessionOptions};
+
+use super::{Config, DAY, ENTERPRISE, Failure, Faults, HOUR, MINUTE, Role, What, World, sim_err, store_err};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Empty,
+    Checked,
+    Filled,
+    Stored,
+    Dispatched,
+    Delivered,
+    /// A failed check: waiting for inspection.
+    Held,
+    Inspecting,
+}
+
+#[derive(Debug)]
+pub struct Workload {
+    /// Per cylinder: the station node holding it and its phase there.
+    cylinders: Vec<(usize, Phase)>,
+    next_op: u64,
+    findings: BTreeMap<(usize, String), ()>,
+    pub scrapped: BTreeMap<FullCode, EventId>,
+    /// Holds acknowledged and not released: (code, finding).
+    pub holds: BTreeMap<(FullCode, String), EventId>,
+}
+
+pub fn code(i: usize) -> FullCode {
+    format!("37010201{i:08}").parse().expect("16 digits")
+}
+
+impl Workload {
+    pub fn new(cfg: &Config) -> Workload {
+        Workload {
+            cylinders: (0..cfg.cylinders).map(|i| (1 + i % cfg.stations.max(1), Phase::Empty)).collect(),
+            next_op: 0,
+            findings: BTreeMap::new(),
+            scrapped: BTreeMap::new(),
+            holds: BTreeMap::new(),
+        }
+    }
+}
+
+/// Registers the cylinders and enrols every node at the head office, then brings every
+/// node up to date over a clean link (the stations' first sync).
+pub fn set_up(w: &mut World) -> anyhow::Result<()> {
+    let records: Vec<NodeRecord> = w
+        .nodes
+        .iter()
+        .map(|n| NodeRecord {
+            key: n.store.node_id().to_string(),
+            name: n.name.clone(),
+            role: match n.role {
+                Role::HeadOffice => "head-office",
+                Role::Station => "station",
+                Role::Regulator => "regulator",
+            }
+            .into(),
+            enterprise: ENTERPRISE.into(),
+        })
+        .collect();
+    let mut archives = Vec::new();
+    for i in 0..w.cfg.cylinders {
+        let mut a = CylinderArchive::example(code(i).as_str());
+        a.serial = format!("SIM{i:06}");
+        // Some are due for inspection during the run: fills must stop then.
+        if w.rng.random_range(0..20) == 0 {
+            a.next_inspection = Day::ymd(2026, 6, 1 + w.rng.random_range(0..20));
+        }
+        archives.push(a);
+    }
+    let office = w.nodes[0].store.clone();
+    office
+        .write_blocking(move |ctx| {
+            for r in &records {
+                ctx.put_record(&DocId::record("node", &r.key), r)?;
+            }
+            for a in archives {
+                ctx.register(a, "sim-keeper", "head-office")?;
+            }
+            Ok(())
+        })
+        .map_err(store_err)?;
+    for n in &w.nodes {
+        n.store.write_blocking(|ctx| ctx.set_meta(node::enrolment::CA_CERT, b"simulated")).map_err(store_err)?;
+    }
+    for i in 0..w.cfg.cylinders {
+        for e in office.events_of(&code(i), usize::MAX).map_err(store_err)? {
+            w.acked.insert(e.id, w.now);
+        }
+    }
+    for n in 1..w.nodes.len() {
+        direct_sync(&w.nodes[n].store, &office)?;
+    }
+    Ok(())
+}
+
+/// Reconciles two stores over a perfect in-process link.
+fn direct_sync(a: &Store, b: &Store) -> anyhow::Result<()> {
+    let opts = |initiator| SessionOptions {
+        initiator,
+        scopes: World::scopes(),
+        items_per_frame: 2048,
+        ..SessionOptions::default()
+    };
+    let (mut ra, mut rb) = (Replica { store: a.clone() }, Replica { store: b.clone() });
+    let (mut sa, mut sb) = (Session::new(opts(true)), Session::new(opts(false)));
+    sa.start(&ra, 0).map_err(sim_err)?;
+    let mut now = 0;
+    for _ in 0..100_000 {
+        let mut moved = false;
+        while let Some(f) = sa.poll_transmit(&ra).map_err(sim_err)? {
+            sb.handle(f, &mut rb, now).map_err(sim_err)?;
+            moved = true;
+        }
+        while let Some(f) = sb.poll_transmit(&rb).map_err(sim_err)? {
+            sa.handle(f, &mut ra, now).map_err(sim_err)?;
+            moved = true;
+        }
+        if sa.is_in_sync() && sb.is_in_sync() {
+            return Ok(());
+        }
+        if !moved {
+            // The round ended with items moved: the retry timer starts the next one.
+            now += 10_000;
+            sa.handle_timeout(&ra, now).map_err(sim_err)?;
+        }
+    }
+    anyhow::bail!("set-up sync did not finish")
+}
+
+/// Crash times of the stations, drawn up front.
+pub fn schedule_crashes(w: &mut World) {
+    let per_station = match w.cfg.faults {
+        Faults::None => 0,
+        Faults::Light => 1,
+        Faults::Heavy => 3,
+    };
+    let span = w.cfg.days as i64 * DAY;
+    for node in 1..w.nodes.len() {
+        for _ in 0..per_station {
+            let at = w.now + w.rng.random_range(0..span.max(1));
+            w.schedule(at, What::Crash { node });
+        }
+    }
+}
+
+/// A node crashes: its connection and the checkpoints it had not saved are lost; it is
+/// back after a while (what it committed survives: commits are durable).
+pub fn crash(w: &mut World, node: usize) -> anyhow::Result<()> {
+    if node == 0 {
+        return Ok(());
+    }
+    let link = node - 1;
+    w.disconnect(link);
+    if w.rng.random_bool(0.5) {
+        w.checkpoints[link].0.clear();
+    }
+    w.nodes[node].down_until = w.now + w.rng.random_range(MINUTE..2 * HOUR);
+    w.stats.crashes += 1;
+    Ok(())
+}
+
+/// What one handheld operation came to.
+enum Done {
+    Acked(EventId),
+    Refused,
+}
+
+/// One operation as the node's API runs it: replay by op id, the fill rules, then the
+/// event and the stored answer in one job. With `cut`, the job dies after writing (a
+/// crash mid-commit): nothing of it may remain.
+fn operate(
+    store: &Store,
+    op_id: String,
+    code: FullCode,
+    operator: &'static str,
+    place: String,
+    body: EventBody,
+    cut: bool,
+) -> Result<Done, StoreError> {
+    store.write_blocking(move |ctx| {
+        if let Some(stored) = ctx.operation_result(&op_id)? {
+            return Ok(Done::Acked(stored.event.id));
+        }
+        if let EventBody::Fill { medium, filled_mass_g, .. } = &body {
+            let wall = ctx.wall_ms;
+            if !ctx.fill_refusals(&code, *medium, *filled_mass_g, wall)?.is_empty() {
+                return Ok(Done::Refused);
+            }
+        }
+        let wall = ctx.wall_ms;
+        let (event, row) = ctx.record(code, operator, &place, body, wall)?;
+        ctx.put_operation_result(&op_id, [0; 32], &event.id, &row.state)?;
+        if cut {
+            panic!("simulated crash mid-commit");
+        }
+        Ok(Done::Acked(event.id))
+    })
+}
+
+/// Runs an operation at `node` with retries and cuts; records what was acknowledged.
+fn op(
+    w: &mut World,
+    node: usize,
+    code: FullCode,
+    operator: &'static str,
+    place: String,
+    body: EventBody,
+) -> anyhow::Result<Result<Option<EventId>, Failure>> {
+    w.work.next_op += 1;
+    let op_id = format!("sim-{}-{}", node, w.work.next_op);
+    w.nodes[node].tick(w.now);
+    let store = w.nodes[node].store.clone();
+    let cut_pct = if w.cfg.faults == Faults::Heavy { 2 } else { 0 };
+    if w.rng.random_range(0..100) < cut_pct {
+        w.stats.cut_writes += 1;
+        let r = operate(&store, op_id.clone(), code, operator, place.clone(), body.clone(), true);
+        if matches!(r, Ok(Done::Acked(_))) {
+            return Ok(Err(Failure { invariant: "mid-commit crash", detail: format!("op {op_id} was acknowledged") }));
+        }
+    }
+    let first = operate(&store, op_id.clone(), code, operator, place.clone(), body.clone(), false);
+    let id = match first {
+        Ok(Done::Acked(id)) => id,
+        Ok(Done::Refused) => {
+            w.stats.ops_refused += 1;
+            return Ok(Ok(None));
+        }
+        Err(e) => return Err(store_err(e)),
+    };
+    if w.rng.random_range(0..100) < 10 {
+        // The handheld did not see the answer and retries with the same op id.
+        w.stats.retries += 1;
+        match operate(&store, op_id.clone(), code, operator, place, body, false) {
+            Ok(Done::Acked(again)) if again == id => {}
+            _ => {
+                return Ok(Err(Failure {
+                    invariant: "idempotent retry",
+                    detail: format!("retry of {op_id} did not return event {id}"),
+                }));
+            }
+        }
+    }
+    w.stats.ops_acked += 1;
+    w.acked.insert(id, w.now);
+    // Live mode: a commit starts a round on an idle link.
+    let link = node.checked_sub(1);
+    if let Some(link) = link
+        && let Some(mut s) = w.sessions[link].take()
+    {
+        if s.edge.is_in_sync() {
+            s.edge.start(&Replica { store: store.clone() }, w.now as u64).map_err(sim_err)?;
+        }
+        w.sessions[link] = Some(s);
+        w.flush(link)?;
+    }
+    Ok(Ok(Some(id)))
+}
+
+/// One simulated minute of work at every node that is up.
+pub fn work(w: &mut World) -> anyhow::Result<Result<(), Failure>> {
+    for node in 0..w.nodes.len() {
+        if w.nodes[node].down_until > w.now {
+            continue;
+        }
+        let r = match w.nodes[node].role {
+            Role::Station => station_minute(w, node)?,
+            Role::HeadOffice => office_minute(w)?,
+            Role::Regulator => regulator_minute(w, node)?,
+        };
+        if let Err(f) = r {
+            return Ok(Err(f));
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn station_minute(w: &mut World, node: usize) -> anyhow::Result<Result<(), Failure>> {
+    let p = w.cfg.ops_per_hour as f64 / 60.0;
+    let mut n = 0;
+    while n < 4 && w.rng.random_bool(p.min(1.0)) {
+        n += 1;
+        let held: Vec<usize> = (0..w.work.cylinders.len()).filter(|&i| w.work.cylinders[i].0 == node).collect();
+        if held.is_empty() {
+            return Ok(Ok(()));
+        }
+        let i = held[w.rng.random_range(0..held.len())];
+        let phase = w.work.cylinders[i].1;
+        let (store_w, station) = (format!("W-{node}"), w.nodes[node].name.clone());
+        let (operator, place, body, next) = match phase {
+            Phase::Empty => ("keeper", store_w.clone(), EventBody::ReceiveEmpty { warehouse: store_w }, Phase::Checked),
+            Phase::Checked => {
+                let passed = w.rng.random_range(0..30) != 0;
+                let failed_items = if passed { vec![] } else { vec!["瓶阀".into()] };
+                let next = if passed { Phase::Filled } else { Phase::Held };
+                ("filler", station, EventBody::PreFillCheck { passed, failed_items }, next)
+            }
+            Phase::Filled => {
+                let g = 14_000 + w.rng.random_range(0..800);
+                (
+                    "filler",
+                    station,
+                    EventBody::Fill { medium: Medium::Lpg, filled_mass_g: g, batch: None },
+                    Phase::Stored,
+                )
+            }
+            Phase::Stored => (
+                "filler",
+                format!("F-{node}"),
+                EventBody::StoreFull { warehouse: format!("F-{node}") },
+                Phase::Dispatched,
+            ),
+            Phase::Dispatched => {
+                ("driver", station, EventBody::Dispatch { order: None, driver: "driver".into() }, Phase::Delivered)
+            }
+            Phase::Delivered => {
+                let customer = format!("C{:04}", w.rng.random_range(0..500));
+                ("driver", customer.clone(), EventBody::Deliver { customer, order: None }, Phase::Empty)
+            }
+            Phase::Held => {
+                ("keeper", station, EventBody::SendToInspection { reason: "检查不合格".into() }, Phase::Inspecting)
+            }
+            Phase::Inspecting => {
+                let on = Day(chrono::DateTime::from_timestamp_millis(w.now).unwrap_or_default().date_naive());
+                let body = EventBody::InspectionResult {
+                    passed: true,
+                    report_no: format!("R{}", w.work.next_op),
+                    inspected_on: on,
+                    next_due: Some(on.plus_years(4)),
+                };
+                ("inspector", station, body, Phase::Empty)
+            }
+        };
+        let delivered = phase == Phase::Delivered;
+        let r = op(w, node, code(i), operator, place, body)?;
+        match r {
+            Err(f) => return Ok(Err(f)),
+            Ok(None) => w.work.cylinders[i].1 = Phase::Held,
+            Ok(Some(_)) => {
+                w.work.cylinders[i].1 = next;
+                if delivered {
+                    // The customer returns it, usually here, sometimes to another station.
+                    let back = if w.cfg.stations > 1 && w.rng.random_range(0..20) == 0 {
+                        1 + w.rng.random_range(0..w.cfg.stations)
+                    } else {
+                        node
+                    };
+                    w.work.cylinders[i].0 = back;
+                    let customer = format!("C{:04}", w.rng.random_range(0..500));
+                    let ret = EventBody::Return { customer: customer.clone(), slip: None };
+                    if let Err(f) = op(w, back, code(i), "driver", customer, ret)? {
+                        return Ok(Err(f));
+                    }
+                }
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn office_minute(w: &mut World) -> anyhow::Result<Result<(), Failure>> {
+    let n = w.work.cylinders.len();
+    if n == 0 {
+        return Ok(Ok(()));
+    }
+    if w.rng.random_range(0..480) == 0 {
+        let i = w.rng.random_range(0..n);
+        let body = EventBody::Scrap { reason: "瓶体腐蚀".into() };
+        match op(w, 0, code(i), "inspector", "head-office".into(), body)? {
+            Err(f) => return Ok(Err(f)),
+            Ok(Some(id)) => {
+                w.work.scrapped.entry(code(i)).or_insert(id);
+            }
+            Ok(None) => {}
+        }
+    }
+    if w.rng.random_range(0..240) == 0 {
+        let i = w.rng.random_range(0..n);
+        let tare = 14.0 + w.rng.random_range(0..20) as f64 / 10.0;
+        w.nodes[0].tick(w.now);
+        w.nodes[0]
+            .store
+            .write_blocking(move |ctx| ctx.edit_archive(&code(i), |a| a.tare_kg = Some(tare)).map(|_| ()))
+            .map_err(store_err)?;
+        w.stats.archive_edits += 1;
+    }
+    Ok(Ok(()))
+}
+
+fn regulator_minute(w: &mut World, node: usize) -> anyhow::Result<Result<(), Failure>> {
+    let n = w.work.cylinders.len();
+    if n == 0 || w.rng.random_range(0..360) != 0 {
+        return Ok(Ok(()));
+    }
+    let release = !w.work.findings.is_empty() && w.rng.random_bool(0.5);
+    let (i, finding, action) = if release {
+        let keys: Vec<(usize, String)> = w.work.findings.keys().cloned().collect();
+        let (i, f) = keys[w.rng.random_range(0..keys.len())].clone();
+        w.work.findings.remove(&(i, f.clone()));
+        (i, f, FindingAction::Release)
+    } else {
+        let i = w.rng.random_range(0..n);
+        let f = format!("JC-{node}-{}", w.work.next_op);
+        w.work.findings.insert((i, f.clone()), ());
+        (i, f, FindingAction::Hold)
+    };
+    let body = EventBody::RegulatorFinding { action, finding: finding.clone(), note: String::new() };
+    match op(w, node, code(i), "regulator", "inspection".into(), body)? {
+        Err(f) => Ok(Err(f)),
+        Ok(Some(id)) => {
+            match action {
+                FindingAction::Hold => w.work.holds.insert((code(i), finding), id),
+                FindingAction::Release => w.work.holds.remove(&(code(i), finding)),
+            };
+            Ok(Ok(()))
+        }
+        Ok(None) => Ok(Ok(())),
+    }
+}
