@@ -240,7 +240,9 @@ fn concurrent_forbidden_histories_are_flagged_identically_on_both_sides() {
     use crate::store::anomalies::AnomalyFilter;
     use schema::anomaly::AnomalyKind;
     let office = store(1_795_579_200_000);
-    let station = store(1_795_579_260_000);
+    // Another start time: another node identity (the manual clock's entropy).
+    let station_clock = Arc::new(ManualClock::at(1_795_579_200_001));
+    let station = Store::in_memory_for(ENT, station_clock.clone()).unwrap();
     station
         .write_blocking(|ctx| {
             for i in 1..=3 {
@@ -262,6 +264,7 @@ fn concurrent_forbidden_histories_are_flagged_identically_on_both_sides() {
             ctx.record(code(2), "k", "HQ", EventBody::BindTag { tag: "X".into() }, wall)
         })
         .unwrap();
+    station_clock.now_ms.store(1_795_579_260_000, std::sync::atomic::Ordering::Relaxed);
     station
         .write_blocking(|ctx| {
             let wall = ctx.wall_ms;
