@@ -90,6 +90,8 @@ fn real_main(args: &[String]) -> anyhow::Result<ExitCode> {
             })?;
             bar.finish_and_clear();
             print!("{}", r.text);
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
             if let Some(path) = report {
                 std::fs::write(&path, &r.html).with_context(|| format!("writing {path}"))?;
                 eprintln!("report: {path}");
@@ -102,17 +104,37 @@ fn real_main(args: &[String]) -> anyhow::Result<ExitCode> {
         }
         "sweep" => {
             let bar = indicatif::ProgressBar::new(seeds);
-            let mut failed = 0;
-            for seed in from..from + seeds {
-                let c = Config { seed, ..cfg.clone() };
-                let (_, failure) = run(c.clone(), &|_, _| {})?;
-                if let Some(f) = failure {
-                    failed += 1;
-                    bar.suspend(|| println!("seed {seed} FAILED {f}\n  replay: {}", replay(&c)));
+            let failed = std::sync::atomic::AtomicU64::new(0);
+            let next = std::sync::atomic::AtomicU64::new(from);
+            // Seeds are independent runs: one per core.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            std::thread::scope(|s| -> anyhow::Result<()> {
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| -> anyhow::Result<()> {
+                            loop {
+                                let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                if seed >= from + seeds {
+                                    return Ok(());
+                                }
+                                let c = Config { seed, ..cfg.clone() };
+                                let (_, failure) = run(c.clone(), &|_, _| {})?;
+                                if let Some(f) = failure {
+                                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    bar.suspend(|| println!("seed {seed} FAILED {f}\n  replay: {}", replay(&c)));
+                                }
+                                bar.inc(1);
+                            }
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    w.join().map_err(|_| anyhow::anyhow!("a sweep thread panicked"))??;
                 }
-                bar.inc(1);
-            }
+                Ok(())
+            })?;
             bar.finish_and_clear();
+            let failed = failed.into_inner();
             println!("{seeds} seeds from {from}: {failed} failed");
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

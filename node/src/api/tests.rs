@@ -500,3 +500,98 @@ async fn openapi_health_and_metrics_are_served() {
     assert!(text.contains("node_fill_refusals_total{rule=\"inspection_overdue\"} 1"), "{text}");
     assert!(text.contains("node_cylinders 4"));
 }
+
+/// Any JSON (well-formed or not, of any shape, often close to a real operation): a 4xx
+/// with a complete error body or a success, never a 5xx or a panic.
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,12}".prop_map(Value::String),
+            prop_oneof![Just("0101000001"), Just("lpg"), Just("fill"), Just("hold"), Just("2026-11-20")]
+                .prop_map(|s| json!(s)),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,12}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A real operation with some fields replaced or added.
+    fn near_operation() -> impl Strategy<Value = Value> {
+        let kinds = prop_oneof![
+            Just("fill"),
+            Just("receive_empty"),
+            Just("pre_fill_check"),
+            Just("deliver"),
+            Just("inspection_result"),
+            Just("regulator_finding"),
+            Just("correction"),
+            Just("teleport"),
+        ];
+        let fields = prop_oneof![
+            Just("op_id"),
+            Just("code"),
+            Just("medium"),
+            Just("filled_mass_kg"),
+            Just("warehouse"),
+            Just("passed"),
+            Just("failed_items"),
+            Just("inspected_on"),
+            Just("next_due"),
+            Just("target"),
+            Just("action"),
+            Just("customer"),
+        ];
+        (kinds, proptest::collection::vec((fields, value()), 0..5)).prop_map(|(kind, changes)| {
+            let mut op = json!({"op_id": "fz-1", "code": "0101000001", "kind": kind, "medium": "lpg",
+                "filled_mass_kg": 14.0, "warehouse": "W1", "passed": true});
+            for (field, v) in changes {
+                op[field] = v;
+            }
+            op
+        })
+    }
+
+    fn assert_clean(status: StatusCode, v: &Value, sent: &Value) {
+        assert!(!status.is_server_error(), "{status} for {sent}: {v}");
+        if status.is_client_error() {
+            assert!(v["code"].is_string() && v["message_zh"].is_string() && v["message_en"].is_string(), "{v}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+        #[test]
+        fn handheld_json_never_breaks_the_node(op in near_operation(), other in value()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let t = T::new().await;
+                let manager = t.token("manager", Role::Manager);
+                for (uri, body) in [
+                    ("/api/v1/operations", &op),
+                    ("/api/v1/operations", &other),
+                    ("/api/v1/cylinders", &other),
+                    ("/api/v1/session", &other),
+                    ("/api/v1/cylinders/0101000001/fill-check", &other),
+                ] {
+                    let (status, v) = t.call("POST", uri, Some(&manager), Some(body.clone())).await;
+                    assert_clean(status, &v, body);
+                }
+            });
+        }
+    }
+}

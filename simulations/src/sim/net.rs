@@ -88,7 +88,9 @@ pub fn change(w: &mut World, link: usize) -> anyhow::Result<()> {
     } else {
         let roll = w.rng.random_range(0..10);
         let down_for = match faults {
-            Faults::Heavy => w.rng.random_range(MINUTE..2 * DAY),
+            // Now and then a cut lasts a day or two (a station offline over a weekend).
+            Faults::Heavy if w.rng.random_range(0..10) == 0 => w.rng.random_range(12 * HOUR..2 * DAY),
+            Faults::Heavy => w.rng.random_range(MINUTE..6 * HOUR),
             _ => w.rng.random_range(MINUTE..2 * HOUR),
         };
         match roll {

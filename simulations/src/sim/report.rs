@@ -41,6 +41,10 @@ impl Series {
         let count = |i: usize| w.nodes[i].store.counts().map(|c| c.1).unwrap_or(0);
         let office = count(0);
         let divergence = (1..w.nodes.len()).map(|i| office.abs_diff(count(i))).sum();
+        if std::env::var_os("SIM_DEBUG_COUNTS").is_some() {
+            let all: Vec<u64> = (0..w.nodes.len()).map(count).collect();
+            eprintln!("h{} {all:?}", (w.now - T0_MS) / HOUR);
+        }
         let anomalies = w.nodes[0].store.anomalies(&AnomalyFilter::default()).map(|a| a.len() as u64).unwrap_or(0);
         self.hours.push((w.now - T0_MS) / HOUR);
         self.divergence.push(divergence);

@@ -37,6 +37,8 @@ enum Phase {
 pub struct Workload {
     /// Per cylinder: the station node holding it and its phase there.
     cylinders: Vec<(usize, Phase)>,
+    /// Per station node: the cylinders it holds.
+    held: BTreeMap<usize, Vec<usize>>,
     next_op: u64,
     findings: BTreeMap<(usize, String), ()>,
     pub scrapped: BTreeMap<FullCode, EventId>,
@@ -50,8 +52,15 @@ pub fn code(i: usize) -> FullCode {
 
 impl Workload {
     pub fn new(cfg: &Config) -> Workload {
+        let cylinders: Vec<(usize, Phase)> =
+            (0..cfg.cylinders).map(|i| (1 + i % cfg.stations.max(1), Phase::Empty)).collect();
+        let mut held: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, (node, _)) in cylinders.iter().enumerate() {
+            held.entry(*node).or_default().push(i);
+        }
         Workload {
-            cylinders: (0..cfg.cylinders).map(|i| (1 + i % cfg.stations.max(1), Phase::Empty)).collect(),
+            cylinders,
+            held,
             next_op: 0,
             findings: BTreeMap::new(),
             scrapped: BTreeMap::new(),
@@ -300,11 +309,11 @@ fn station_minute(w: &mut World, node: usize) -> anyhow::Result<Result<(), Failu
     let mut n = 0;
     while n < 4 && w.rng.random_bool(p.min(1.0)) {
         n += 1;
-        let held: Vec<usize> = (0..w.work.cylinders.len()).filter(|&i| w.work.cylinders[i].0 == node).collect();
-        if held.is_empty() {
+        let n_held = w.work.held.get(&node).map_or(0, Vec::len);
+        if n_held == 0 {
             return Ok(Ok(()));
         }
-        let i = held[w.rng.random_range(0..held.len())];
+        let i = w.work.held[&node][w.rng.random_range(0..n_held)];
         let phase = w.work.cylinders[i].1;
         let (store_w, station) = (format!("W-{node}"), w.nodes[node].name.clone());
         let (operator, place, body, next) = match phase {
@@ -366,6 +375,14 @@ fn station_minute(w: &mut World, node: usize) -> anyhow::Result<Result<(), Failu
                         node
                     };
                     w.work.cylinders[i].0 = back;
+                    if back != node {
+                        if let Some(v) = w.work.held.get_mut(&node)
+                            && let Some(pos) = v.iter().position(|&c| c == i)
+                        {
+                            v.swap_remove(pos);
+                        }
+                        w.work.held.entry(back).or_default().push(i);
+                    }
                     let customer = format!("C{:04}", w.rng.random_range(0..500));
                     let ret = EventBody::Return { customer: customer.clone(), slip: None };
                     if let Err(f) = op(w, back, code(i), "driver", customer, ret)? {
