@@ -45,7 +45,8 @@ pub struct SessionOptions {
     pub retry_ms: u64,
     /// Per scope, this side's change sequence when it was last in sync with this peer.
     pub checkpoints: BTreeMap<Vec<u8>, u64>,
-    /// Push at most this many changes; with more, the fingerprint walk is cheaper.
+    /// Push at most this many changes; with more, the fingerprint walk takes over (and the
+    /// ids remembered per scope to avoid echoing a peer's items stay bounded by this).
     pub push_max: usize,
 }
 
@@ -59,7 +60,7 @@ impl Default for SessionOptions {
             ids_per_frame: 4096,
             retry_ms: 1_000,
             checkpoints: BTreeMap::new(),
-            push_max: 20_000,
+            push_max: 200_000,
         }
     }
 }

@@ -11,6 +11,11 @@
 //! 4. live: a handheld operation at the station until the head office lists the event
 //!    (polled every millisecond), over `--live` operations.
 //!
+//! With `--stations K` (K > 1) it measures only the head office's cold ingest instead: K
+//! stations (regions 370102, 370103, ...), each with `--cylinders` demo cylinders, start
+//! together against an empty head office; the figure is events per second until the
+//! head office holds them all, and its peak memory.
+//!
 //! ```text
 //! cargo build --release -p node -p simulations
 //! cargo run --release -p simulations --bin net_bench -- --cylinders 10000 --live 200
@@ -93,16 +98,20 @@ fn upstream_round(station: &Client, within: Duration) -> anyhow::Result<PeerView
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut cylinders, mut live) = (10_000usize, 200usize);
+    let (mut cylinders, mut live, mut stations) = (10_000usize, 200usize, 1usize);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cylinders" => cylinders = args.next().context("--cylinders N")?.parse()?,
             "--live" => live = args.next().context("--live N")?.parse()?,
-            other => bail!("unknown flag {other}; flags: --cylinders N --live N"),
+            "--stations" => stations = args.next().context("--stations N")?.parse()?,
+            other => bail!("unknown flag {other}; flags: --cylinders N --live N --stations N"),
         }
     }
     let dir = tempfile::tempdir()?;
     let d = dir.path();
+    if stations > 1 {
+        return ingest(d, stations, cylinders);
+    }
     let (ho_http, st_http, quic) = (free_port()?, free_port()?, free_port()?);
     let ho_data = d.join("head-office").display().to_string();
     let st_data = d.join("station").display().to_string();
@@ -223,6 +232,71 @@ fn main() -> anyhow::Result<()> {
         ms(percentile(&lat, 99.0)),
         ms(*lat.last().unwrap_or(&Duration::ZERO)),
         lat.len()
+    );
+    Ok(())
+}
+
+/// K stations with distinct regions sync into an empty head office at once.
+fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
+    let mut total = 0u64;
+    let mut station_args = Vec::new();
+    for k in 0..stations {
+        let name = format!("station-{k}");
+        let config = d.join(format!("{name}.toml"));
+        std::fs::write(&config, format!("station_name = \"站{k}\"\nregion = \"3701{:02}\"\n", 2 + k))?;
+        let extra = ["--config".to_owned(), config.display().to_string()];
+        eprintln!("generating demo data: {cylinders} cylinders at {name} ...");
+        let mut args = extra.to_vec();
+        args.extend(["--demo".into(), "--demo-cylinders".into(), cylinders.to_string()]);
+        let mut st = start(d, &name, free_port()?, &args)?;
+        total += Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+        terminate(&mut st.child);
+        station_args.push((name, extra));
+    }
+    let (ho_http, quic) = (free_port()?, free_port()?);
+    let ho_data = d.join("head-office").display().to_string();
+    let mut codes = Vec::new();
+    for (name, _) in &station_args {
+        let out = node_cmd(&["enrolment", "create", "--name", name, "--data", &ho_data])?;
+        codes.push(out.lines().last().context("no code printed")?.trim().to_owned());
+    }
+    let ho_args = ["--role".to_owned(), "head-office".into(), "--quic".into(), format!("127.0.0.1:{quic}")];
+    let mut ho = start(d, "head-office", ho_http, &ho_args)?;
+    for ((name, _), code) in station_args.iter().zip(&codes) {
+        let data = d.join(name).display().to_string();
+        node_cmd(&["enrol", "--head-office", &ho.url, "--code", code, "--data", &data])?;
+    }
+    let t = Instant::now();
+    let mut running = Vec::new();
+    for (name, extra) in &station_args {
+        let mut args = extra.to_vec();
+        args.extend(["--upstream".into(), format!("127.0.0.1:{quic}")]);
+        running.push(start(d, name, free_port()?, &args)?);
+    }
+    let office = Client::new(&ho.url);
+    let mut peak = 0;
+    loop {
+        let held = office.health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+        peak = peak.max(rss_kib(ho.child.id()).1);
+        if held >= total {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(7200) {
+            bail!("the head office holds {held} of {total} events after two hours");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    for mut st in running {
+        terminate(&mut st.child);
+    }
+    terminate(&mut ho.child);
+    println!("net_bench ingest: {stations} stations × {cylinders} cylinders, {total} events into an empty head office");
+    println!(
+        "  {:.1} s, {:.0} events/s, head office peak RSS {:.0} MiB",
+        took.as_secs_f64(),
+        total as f64 / took.as_secs_f64(),
+        peak as f64 / 1024.0
     );
     Ok(())
 }

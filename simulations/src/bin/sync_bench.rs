@@ -102,14 +102,16 @@ fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> any
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut n, mut per) = (10_000usize, 20usize);
+    let (mut n, mut per, mut catch_up) = (10_000usize, 20usize, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cylinders" => n = args.next().context("--cylinders N")?.parse()?,
             "--events" => per = args.next().context("--events N")?.parse()?,
-            other => anyhow::bail!("unknown flag {other}; flags: --cylinders N --events N"),
+            "--catch-up" => catch_up = Some(args.next().context("--catch-up N")?.parse::<usize>()?),
+            other => anyhow::bail!("unknown flag {other}; flags: --cylinders N --events N --catch-up N"),
         }
     }
+    let catch_up = catch_up.unwrap_or(4 * n);
     let dir = tempfile::tempdir()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let opts = || StoreOptions {
@@ -178,6 +180,33 @@ fn main() -> anyhow::Result<()> {
     let delta = reconcile(&station, &office, &mut ckpt)?;
     let delta_ms = t.elapsed().as_secs_f64() * 1000.0;
 
+    // A week offline: `catch_up` more events over every cylinder (the 7 days at
+    // 100k cylinders is ~400k events: four per cylinder), in daily batches.
+    let t = Instant::now();
+    for day in 0..7 {
+        let per_day = catch_up / 7;
+        station.write_blocking(move |ctx| {
+            for k in 0..per_day {
+                let code: FullCode = archive((k * 7 + day) % n)
+                    .code
+                    .parse()
+                    .map_err(|e| node::store::StoreError::Invalid(format!("{e}")))?;
+                let wall = ctx.wall_ms;
+                let body = if k % 2 == 0 {
+                    EventBody::ReceiveEmpty { warehouse: "空瓶右库".into() }
+                } else {
+                    EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_100, batch: None }
+                };
+                ctx.record(code, "f", "W", body, wall)?;
+            }
+            Ok(())
+        })?;
+    }
+    eprintln!("  a week offline written in {:.1} s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let week = reconcile(&station, &office, &mut ckpt)?;
+    let week_s = t.elapsed().as_secs_f64();
+
     let (cylinders, events) = office.counts()?;
     println!("sync_bench (in process, real redb files, no network): {cylinders} cylinders, {events} events");
     println!(
@@ -199,6 +228,14 @@ fn main() -> anyhow::Result<()> {
         delta.flights,
         new_bytes,
         delta.bytes as f64 / new_bytes as f64
+    );
+    println!(
+        "  catch-up after a week offline ({} events) {:>6.2} s  {:>8.2} MB   {} frames, {} flights",
+        catch_up / 7 * 7,
+        week_s,
+        week.bytes as f64 / 1e6,
+        week.frames,
+        week.flights
     );
     Ok(())
 }
