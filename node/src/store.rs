@@ -210,6 +210,16 @@ impl Store {
         Store::start(db, enterprise.to_owned(), false, Judge::embedded(enterprise), clock)
     }
 
+    /// A store on any redb storage backend (the simulator's crash-consistent disk).
+    pub fn on_backend(
+        backend: impl redb::StorageBackend,
+        options: StoreOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder().set_cache_size(options.cache_bytes).create_with_backend(backend)?;
+        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock)
+    }
+
     fn start(
         db: Database,
         scope: String,

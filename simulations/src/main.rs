@@ -54,15 +54,6 @@ fn replay(cfg: &Config) -> String {
 }
 
 fn main() -> ExitCode {
-    // Writes cut mid-commit panic inside the store's writer on purpose (it catches them):
-    // keep their messages out of the output.
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let simulated = info.payload().downcast_ref::<&str>().is_some_and(|m| m.contains("simulated crash"));
-        if !simulated {
-            default(info);
-        }
-    }));
     let args: Vec<String> = std::env::args().skip(1).collect();
     match real_main(&args) {
         Ok(code) => code,

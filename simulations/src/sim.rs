@@ -11,6 +11,7 @@
 //! At the end every link heals and the run checks the invariants in [`oracle`] against
 //! the global history of acknowledged operations.
 
+pub mod disk;
 pub mod net;
 pub mod oracle;
 pub mod report;
@@ -150,6 +151,8 @@ pub struct SimNode {
     pub name: String,
     pub role: Role,
     pub store: Store,
+    /// The disk under its redb file: a crash keeps only what was synced.
+    pub disk: disk::Disk,
     pub clock: Arc<SimClock>,
     pub skew_ms: i64,
     /// Down after a crash until this time.
@@ -259,6 +262,7 @@ impl World {
                 (Faults::Light, _) => rng.random_range(-10 * MINUTE..=10 * MINUTE),
                 (Faults::Heavy, _) => rng.random_range(-2 * DAY..=2 * DAY),
             };
+            let disk = disk::Disk::default();
             let node = SimNode {
                 name: match role {
                     Role::HeadOffice => "head-office".to_owned(),
@@ -266,7 +270,8 @@ impl World {
                     Role::Regulator => format!("regulator-{}", i - cfg.stations),
                 },
                 role,
-                store: Store::in_memory_for(ENTERPRISE, clock.clone()).map_err(sim_err)?,
+                store: open_store(&disk, clock.clone())?,
+                disk,
                 clock,
                 skew_ms,
                 down_until: 0,
@@ -511,6 +516,31 @@ pub fn run(cfg: Config, progress: &dyn Fn(i64, i64)) -> anyhow::Result<(report::
         n.store.shutdown();
     }
     Ok((report, failure))
+}
+
+fn open_store(disk: &disk::Disk, clock: Arc<SimClock>) -> anyhow::Result<Store> {
+    let options = node::store::StoreOptions {
+        enterprise: ENTERPRISE.into(),
+        cache_bytes: 4 << 20,
+        quick_repair: false,
+        judge: schema::anomaly::Judge::embedded(ENTERPRISE),
+    };
+    Store::on_backend(disk.clone(), options, clock).map_err(sim_err)
+}
+
+impl World {
+    /// A power cut at `node`: the disk keeps what was synced (and the first `torn`
+    /// writes after it), the process restarts and opens its file again (redb repairs it).
+    pub fn restart(&mut self, node: usize, torn: usize) -> anyhow::Result<()> {
+        let survived = self.nodes[node].disk.crash(torn);
+        let store = open_store(&survived, self.nodes[node].clock.clone())?;
+        let old = std::mem::replace(&mut self.nodes[node].store, store);
+        self.nodes[node].disk = survived;
+        // The old process is gone: its writer stops, and its disk takes nothing more.
+        old.shutdown();
+        self.stats.restarts += 1;
+        Ok(())
+    }
 }
 
 /// A write job failed in the store.

@@ -14,6 +14,7 @@ pub struct Stats {
     pub retries: u64,
     pub cut_writes: u64,
     pub crashes: u64,
+    pub restarts: u64,
     pub archive_edits: u64,
     pub connections: u64,
     pub frames: u64,
@@ -87,8 +88,8 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "archive edits {}, station crashes {}, connections {}",
-            s.archive_edits, s.crashes, s.connections
+            "archive edits {}, crashes {} (restarts from the synced disk {}), connections {}",
+            s.archive_edits, s.crashes, s.restarts, s.connections
         );
         let cuts: u64 = w.links.iter().map(|l| l.cuts).sum();
         let _ = writeln!(t, "link cuts {cuts}, frames {}, {} bytes", s.frames, s.bytes);

@@ -23,14 +23,15 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
     assert_ne!(a.text, c.text, "another seed, another run");
 }
 
-/// Seeds 12, 17, 24 and 35 (3 stations, heavy faults) found that a node's clock did not
-/// observe the timestamps of received events: a scrap recorded at the head office after it
-/// had received a fill from a station whose clock ran two days ahead sorted before that
-/// fill, so the history showed a fill after a scrap that no node listed (local scraps did
-/// not refresh anomalies).
+/// The bug: a node's clock did not observe the timestamps of received events, so a scrap
+/// (or hold) recorded after a fill had arrived from a station whose clock ran ahead sorted
+/// before that fill; the history then showed a fill after a scrap that nodes listed
+/// differently (local scraps and findings did not refresh anomalies). Found by seeds 12,
+/// 17, 24 and 35 of an earlier version of this world; these four fail on the unfixed store
+/// in the current one (checked by reverting the fix).
 #[test]
-fn seed_12_a_local_scrap_after_a_fill_from_a_fast_clock() {
-    passes(Config::small(12));
+fn seed_13_a_local_scrap_after_a_fill_from_a_fast_clock() {
+    passes(Config::small(13));
 }
 
 #[test]
@@ -44,8 +45,8 @@ fn seed_24_a_local_scrap_after_a_fill_from_a_fast_clock() {
 }
 
 #[test]
-fn seed_35_a_local_scrap_after_a_fill_from_a_fast_clock() {
-    passes(Config::small(35));
+fn seed_30_stale_anomalies_after_a_local_finding() {
+    passes(Config::small(30));
 }
 
 /// The fixed list CI runs: seeds 1–100 of the small world, on two threads.
