@@ -149,7 +149,10 @@ fn open_store(s: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
         &path,
         crate::store::StoreOptions {
             enterprise: s.enterprise.to_string(),
-            cache_bytes: s.cache_bytes,
+            cache_bytes: s.cache_bytes.unwrap_or(match s.role {
+                crate::config::Role::HeadOffice => 256 << 20,
+                _ => 48 << 20,
+            }),
             quick_repair: s.quick_repair,
             judge: schema::anomaly::Judge {
                 table: s.rules.clone(),

@@ -32,8 +32,10 @@ pub struct RawConfig {
     pub utc_offset_minutes: i32,
     /// How long a login token is valid, in hours.
     pub token_ttl_hours: u32,
-    /// redb page cache in MiB.
-    pub cache_mib: usize,
+    /// redb page cache in MiB; unset: 48 for a station or laptop, 256 for a head office
+    /// (which takes in every station's data: a small cache makes bulk ingest evict and
+    /// re-read pages, about twice the time).
+    pub cache_mib: Option<usize>,
     /// Save redb's allocator state with every commit: recovery after a crash takes
     /// milliseconds instead of a walk over the whole file, commits cost more.
     pub quick_repair: bool,
@@ -59,7 +61,7 @@ impl Default for RawConfig {
             rules_file: None,
             utc_offset_minutes: 480,
             token_ttl_hours: 12,
-            cache_mib: 48,
+            cache_mib: None,
             quick_repair: false,
             body_max_kib: 256,
             role: "station".into(),
@@ -81,7 +83,7 @@ pub struct Settings {
     pub rules: RuleTable,
     pub utc_offset: chrono::FixedOffset,
     pub token_ttl_hours: u32,
-    pub cache_bytes: usize,
+    pub cache_bytes: Option<usize>,
     pub quick_repair: bool,
     pub body_max_bytes: usize,
     pub role: Role,
@@ -133,7 +135,7 @@ impl RawConfig {
         if self.token_ttl_hours == 0 || self.token_ttl_hours > 24 * 31 {
             bail!("config `token_ttl_hours` must be 1..=744");
         }
-        if !(4..=4096).contains(&self.cache_mib) {
+        if self.cache_mib.is_some_and(|c| !(4..=4096).contains(&c)) {
             bail!("config `cache_mib` must be 4..=4096");
         }
         if !(16..=65536).contains(&self.body_max_kib) {
@@ -159,7 +161,7 @@ impl RawConfig {
             rules,
             utc_offset,
             token_ttl_hours: self.token_ttl_hours,
-            cache_bytes: self.cache_mib << 20,
+            cache_bytes: self.cache_mib.map(|c| c << 20),
             quick_repair: self.quick_repair,
             body_max_bytes: self.body_max_kib << 10,
             role,

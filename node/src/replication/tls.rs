@@ -144,6 +144,11 @@ fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000))));
     t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+    // Room for several 0.5 MB item frames in flight, so the sender keeps reading and
+    // sending while the receiver commits (quinn's defaults allow about one).
+    t.stream_receive_window(quinn::VarInt::from_u32(8 << 20));
+    t.receive_window(quinn::VarInt::from_u32(16 << 20));
+    t.send_window(16 << 20);
     Arc::new(t)
 }
 

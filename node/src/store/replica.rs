@@ -168,6 +168,8 @@ impl WriteCtx<'_> {
     pub fn receive_checked(&mut self, checked: Vec<Result<SignedEvent, String>>) -> Result<Vec<Received>, StoreError> {
         let mut out = Vec::with_capacity(checked.len());
         let mut touched = std::collections::BTreeSet::new();
+        let mut rights: std::collections::BTreeMap<(schema::event::NodeId, &str), Result<(), String>> =
+            std::collections::BTreeMap::new();
         for event in checked {
             let event = match event {
                 Ok(e) => e,
@@ -176,8 +178,18 @@ impl WriteCtx<'_> {
                     continue;
                 }
             };
-            if let Err(reason) = self.may_have_written(&event)? {
-                out.push(Received::Refused(reason));
+            // One registry look-up per signer and kind per batch, not per event.
+            let right = (event.event.node, event.event.body.kind());
+            let verdict = match rights.get(&right) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = self.may_write(event.event.node, right.1)?;
+                    rights.insert(right, v.clone());
+                    v
+                }
+            };
+            if let Err(reason) = verdict {
+                out.push(Received::Refused(format!("event {} refused: {reason}", event.id)));
                 continue;
             }
             if self.event_exists(&event.id)? {
@@ -202,35 +214,25 @@ impl WriteCtx<'_> {
         Ok(out)
     }
 
-    /// Whether the signer of a received event may write it. Enforced once this node is
+    /// Whether the signer `node` may write events of `kind`. Enforced once this node is
     /// enrolled (it holds its enterprise's CA certificate): the signer must be a node
     /// enrolled in this enterprise, and a regulator's laptop may write only findings.
-    fn may_have_written(&self, event: &SignedEvent) -> Result<Result<(), String>, StoreError> {
+    fn may_write(&self, node: schema::event::NodeId, kind: &str) -> Result<Result<(), String>, StoreError> {
         if self.meta(crate::enrolment::CA_CERT)?.is_none() {
             return Ok(Ok(()));
         }
         let records = self.tx.open_table(RECORDS_TABLE)?;
-        let id = DocId::record("node", &event.event.node.to_string());
+        let id = DocId::record("node", &node.to_string());
         let Some(json) = records.get(id.0.as_str())? else {
-            return Ok(Err(format!(
-                "event {} refused: signer {:?} is not an enrolled node",
-                event.id, event.event.node
-            )));
+            return Ok(Err(format!("signer {node:?} is not an enrolled node")));
         };
-        let node: schema::records::NodeRecord =
+        let record: schema::records::NodeRecord =
             serde_json::from_slice(json.value()).map_err(|e| StoreError::Corrupt(format!("node record: {e}")))?;
-        if node.enterprise != self.scope {
-            return Ok(Err(format!(
-                "event {} refused: signer {} belongs to enterprise {}",
-                event.id, node.name, node.enterprise
-            )));
+        if record.enterprise != self.scope {
+            return Ok(Err(format!("signer {} belongs to enterprise {}", record.name, record.enterprise)));
         }
-        let kind = event.event.body.kind();
-        if !node.may_write(kind) {
-            return Ok(Err(format!(
-                "event {} refused: a {} node ({}) may not write {kind}",
-                event.id, node.role, node.name
-            )));
+        if !record.may_write(kind) {
+            return Ok(Err(format!("a {} node ({}) may not write {kind}", record.role, record.name)));
         }
         Ok(Ok(()))
     }

@@ -140,6 +140,15 @@ fn main() -> anyhow::Result<()> {
     let ho_peer = ho_view.iter().find(|p| p.connected).context("station not connected at the head office")?;
     let first_bytes = ho_peer.bytes_in + ho_peer.bytes_out;
     let (ho_rss, ho_peak) = rss_kib(ho.child.id());
+    // How much of the first sync the head office's writer spent in write batches.
+    let metrics =
+        ureq::get(format!("{}/metrics", ho.url)).call().ok().and_then(|mut r| r.body_mut().read_to_string().ok());
+    let writer_s = metrics
+        .as_deref()
+        .and_then(|m| m.lines().find(|l| l.starts_with("node_store_commit_micros_total ")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |us| us / 1e6);
 
     // 2. Reconnect with nothing changed: restart the station.
     terminate(&mut st.child);
@@ -209,7 +218,12 @@ fn main() -> anyhow::Result<()> {
         started.as_secs_f64(),
         first_bytes as f64 / 1e6
     );
-    println!("    head office RSS {:.0} MiB, peak {:.0} MiB", ho_rss as f64 / 1024.0, ho_peak as f64 / 1024.0);
+    println!(
+        "    head office RSS {:.0} MiB, peak {:.0} MiB; its writer busy {:.1} s of it",
+        ho_rss as f64 / 1024.0,
+        ho_peak as f64 / 1024.0,
+        writer_s
+    );
     let round = |p: &PeerView| {
         format!(
             "{:>4} ms  {:>6} B  {} flights",
