@@ -343,6 +343,18 @@ pub struct AnomalyView {
     pub events: Vec<EventView>,
 }
 
+/// One line of `GET /api/v1/stock`: how many cylinders are at a place with a status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockLine {
+    /// Warehouse, driver or customer; empty when the status has no place.
+    pub place: String,
+    pub status: String,
+    pub status_zh: String,
+    /// `true` full, `false` empty, `null` unknown.
+    pub full: Option<bool>,
+    pub count: u64,
+}
+
 /// A replication peer as this node sees it (`GET /api/v1/peers`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerView {

@@ -83,6 +83,7 @@ pub fn router(app: AppState) -> Router {
         .route("/trace", get(handlers::trace))
         .route("/anomalies", get(handlers::anomalies))
         .route("/peers", get(handlers::peers))
+        .route("/stock", get(handlers::stock))
         .route("/enrol", post(handlers::enrol))
         .route("/openapi.json", get(handlers::openapi));
     Router::new()

@@ -127,6 +127,15 @@ pub struct StoreOptions {
     pub judge: Judge,
 }
 
+/// One line of the stock: cylinders at `place` (empty for none) with `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockLine {
+    pub place: String,
+    pub status: &'static str,
+    pub full: Option<bool>,
+    pub count: u64,
+}
+
 /// Filters of a cylinder list.
 #[derive(Debug, Clone, Default)]
 pub struct CylinderFilter {
@@ -430,6 +439,22 @@ impl Store {
     }
 
     /// One page of cylinders matching `filter`, and the number that match.
+    /// Stock: how many cylinders sit at each place, by status and whether they are full
+    /// (one pass over the rows; the head office's stock across its stations).
+    pub fn stock(&self) -> Result<Vec<StockLine>, StoreError> {
+        let r = self.read()?;
+        let rows = r.open_table(CYLINDERS_TABLE)?;
+        let mut counts: std::collections::BTreeMap<(String, &'static str, Option<bool>), u64> =
+            std::collections::BTreeMap::new();
+        for item in rows.iter()? {
+            let (_, v) = item?;
+            let row = CylinderRow::decode(v.value())?;
+            let place = row.state.location.place().unwrap_or_default().to_owned();
+            *counts.entry((place, row.state.location.status(), row.state.full)).or_default() += 1;
+        }
+        Ok(counts.into_iter().map(|((place, status, full), count)| StockLine { place, status, full, count }).collect())
+    }
+
     pub fn list(&self, f: &CylinderFilter, page: u32, page_size: u32) -> Result<(u64, Vec<CylinderRow>), StoreError> {
         let r = self.read()?;
         let rows = r.open_table(CYLINDERS_TABLE)?;

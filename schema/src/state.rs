@@ -34,17 +34,21 @@ pub enum Location {
 impl Location {
     /// Chinese label used in lists and reports.
     pub fn zh(&self) -> &'static str {
-        match self {
-            Location::Unknown => "未知",
-            Location::EmptyStore { .. } => "空瓶库",
-            Location::FullStore { .. } => "满瓶库",
-            Location::InTransit { .. } => "配送中",
-            Location::AtCustomer { .. } => "已配送",
-            Location::InRepair => "维修",
-            Location::AtInspection => "送检",
-            Location::Scrapped => "报废",
-        }
+        let status = self.status();
+        Location::ALL_STATUSES.iter().find(|(s, _)| *s == status).map_or("未知", |(_, zh)| zh)
     }
+
+    /// Every status code with its Chinese label.
+    pub const ALL_STATUSES: [(&'static str, &'static str); 8] = [
+        ("unknown", "未知"),
+        ("empty_store", "空瓶库"),
+        ("full_store", "满瓶库"),
+        ("in_transit", "配送中"),
+        ("at_customer", "已配送"),
+        ("in_repair", "维修"),
+        ("at_inspection", "送检"),
+        ("scrapped", "报废"),
+    ];
 
     /// Stable status code used by indexes and filters.
     pub fn status(&self) -> &'static str {

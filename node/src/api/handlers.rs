@@ -196,6 +196,31 @@ fn peer_views(app: &AppState, nodes: &[serde_json::Value], events_now: u64) -> V
         .collect()
 }
 
+/// Stock by place and status (at a head office: across all its stations).
+pub(super) async fn stock(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<handheld_proto::StockLine>>, ApiError> {
+    app.authorize(&headers, &[])?;
+    let store = app.store.clone();
+    let lines = blocking(move || store.stock()).await?;
+    let zh = |status: &str| {
+        schema::state::Location::ALL_STATUSES.iter().find(|(s, _)| *s == status).map_or("", |(_, zh)| zh).to_owned()
+    };
+    Ok(Json(
+        lines
+            .into_iter()
+            .map(|l| handheld_proto::StockLine {
+                place: l.place,
+                status: l.status.to_owned(),
+                status_zh: zh(l.status),
+                full: l.full,
+                count: l.count,
+            })
+            .collect(),
+    ))
+}
+
 /// Replication peers: last contact, lag and pending counts.
 pub(super) async fn peers(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<PeerView>>, ApiError> {
     app.authorize(&headers, &[])?;

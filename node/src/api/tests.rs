@@ -595,3 +595,27 @@ mod fuzz {
         }
     }
 }
+
+#[tokio::test]
+async fn stock_counts_cylinders_by_place_and_status() {
+    let t = T::new().await;
+    let keeper = t.token("keeper", Role::Keeper);
+    let receive = |code: &str, op_id: &str| json!({"op_id": op_id, "code": code, "kind": "receive_empty", "warehouse": "空瓶左库"});
+    for (code, op_id) in [("0101000001", "s-1"), ("0201000001", "s-2")] {
+        let (s, v) = t.call("POST", "/api/v1/operations", Some(&keeper), Some(receive(code, op_id))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let (s, v) = t.call("GET", "/api/v1/stock", Some(&keeper), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let lines = v.as_array().unwrap();
+    let line = |place: &str, status: &str| {
+        lines.iter().find(|l| l["place"] == place && l["status"] == status).map(|l| l["count"].as_u64().unwrap())
+    };
+    assert_eq!(line("空瓶左库", "empty_store"), Some(2), "{v}");
+    assert_eq!(line("", "unknown"), Some(2), "the two never received: {v}");
+    let total: u64 = lines.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 4);
+    assert!(lines.iter().all(|l| !l["status_zh"].as_str().unwrap().is_empty()), "{v}");
+    let (s, _) = t.call("GET", "/api/v1/stock", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
