@@ -329,6 +329,15 @@ pub(super) async fn events(
     Ok(Json(all.iter().map(event_view).collect()))
 }
 
+/// A list's page (1-based, default 1) and page size (1..=500, default 50).
+fn paging(page: Option<u32>, page_size: Option<u32>) -> Result<(u32, u32), ApiError> {
+    let page_size = page_size.unwrap_or(50);
+    if !(1..=500).contains(&page_size) {
+        return Err(ApiError::bad_request("invalid_query", "每页条数须为 1–500", "page_size must be 1..=500"));
+    }
+    Ok((page.unwrap_or(1).max(1), page_size))
+}
+
 pub(super) async fn list(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -336,11 +345,7 @@ pub(super) async fn list(
 ) -> Result<Json<Page<CylinderSummary>>, ApiError> {
     app.authorize(&headers, &[])?;
     let Query(q) = query.map_err(query_error)?;
-    let page = q.page.unwrap_or(1).max(1);
-    let page_size = q.page_size.unwrap_or(50);
-    if !(1..=500).contains(&page_size) {
-        return Err(ApiError::bad_request("invalid_query", "每页条数须为 1–500", "page_size must be 1..=500"));
-    }
+    let (page, page_size) = paging(q.page, q.page_size)?;
     let code_prefix = match q.code.as_deref().map(str::trim) {
         Some(c) if c.len() == 10 && c.bytes().all(|b| b.is_ascii_digit()) => {
             Some(format!("{}{c}", app.settings.region))
@@ -375,11 +380,7 @@ pub(super) async fn anomalies(
 ) -> Result<Json<Page<AnomalyView>>, ApiError> {
     app.authorize(&headers, &[])?;
     let Query(q) = query.map_err(query_error)?;
-    let page = q.page.unwrap_or(1).max(1);
-    let page_size = q.page_size.unwrap_or(50);
-    if !(1..=500).contains(&page_size) {
-        return Err(ApiError::bad_request("invalid_query", "每页条数须为 1–500", "page_size must be 1..=500"));
-    }
+    let (page, page_size) = paging(q.page, q.page_size)?;
     let kind = match q.kind.as_deref() {
         None | Some("") => None,
         Some(k) => Some(AnomalyKind::from_code(k).ok_or_else(|| {

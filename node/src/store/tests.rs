@@ -17,21 +17,20 @@ fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::at(1_795_579_200_000))
 }
 
+fn options() -> StoreOptions {
+    StoreOptions {
+        enterprise: "3701020001".into(),
+        cache_bytes: 8 << 20,
+        quick_repair: true,
+        judge: schema::anomaly::Judge::embedded("3701020001"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_commits_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
-    let store = Store::open(
-        &path,
-        StoreOptions {
-            enterprise: "3701020001".into(),
-            cache_bytes: 8 << 20,
-            quick_repair: true,
-            judge: schema::anomaly::Judge::embedded("3701020001"),
-        },
-        clock(),
-    )
-    .unwrap();
+    let store = Store::open(&path, options(), clock()).unwrap();
     let node = store.node_id();
     store.write(|ctx| ctx.register(archive(1), "k", "p").map(|_| ())).await.unwrap();
     let mut handles = Vec::new();
@@ -59,17 +58,7 @@ async fn concurrent_writes_share_commits_and_survive_reopen() {
     store.shutdown();
 
     // Everything acknowledged is there after reopening, with the same identity.
-    let store = Store::open(
-        &path,
-        StoreOptions {
-            enterprise: "3701020001".into(),
-            cache_bytes: 8 << 20,
-            quick_repair: true,
-            judge: schema::anomaly::Judge::embedded("3701020001"),
-        },
-        clock(),
-    )
-    .unwrap();
+    let store = Store::open(&path, options(), clock()).unwrap();
     assert_eq!(store.node_id(), node);
     let code: FullCode = "3701020101000001".parse().unwrap();
     let events = store.events_of(&code, usize::MAX).unwrap();
