@@ -159,7 +159,7 @@ async fn run_session(
                 }
             }
             for reason in session.take_refusals() {
-                tracing::warn!(reason = %reason, "refused an item from the peer");
+                tracing::warn!(peer = ?peer, reason = %reason, "refused an item from the peer");
             }
             tokio::select! {
                 read = recv.read(&mut buf) => {

@@ -7,6 +7,9 @@
 //! laptop; the head office goes down and comes back cut off; everyone works offline
 //! (including a fill after the head office's scrap); after the heal all converge with
 //! the anomaly listed everywhere and the regulator's hold refusing fills.
+//!
+//! The third shows a station offering another enterprise's events to its head office:
+//! refused, logged with the event's id, not stored.
 
 use std::path::Path;
 use std::process::Command;
@@ -336,4 +339,92 @@ fn head_office_two_stations_and_a_regulator_converge_after_a_partition() {
     });
     let events = office.events(pick(5)).unwrap();
     assert!(events.iter().all(|e| e.id != rogue_fill.event.id), "the rogue fill is not stored");
+}
+
+/// Opens a stopped node's store the way `node run` does, for enterprise `enterprise`.
+fn open_store(data: &Path, enterprise: &str) -> node::store::Store {
+    let options = node::store::StoreOptions {
+        enterprise: enterprise.to_owned(),
+        cache_bytes: 16 << 20,
+        quick_repair: false,
+        judge: schema::anomaly::Judge::embedded(enterprise),
+    };
+    node::store::Store::open(&data.join("node.redb"), options, std::sync::Arc::new(node::clock::SystemClock)).unwrap()
+}
+
+/// A station of enterprise A whose store holds events written by a station of enterprise
+/// B (copied in before it was enrolled: a reused box, a restored backup) offers them to
+/// its head office with its own; the head office refuses and logs B's, stores A's.
+#[test]
+fn a_station_sending_another_enterprises_events_has_them_refused_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // Enterprise B's station records its demo data (its own node key, region 370103).
+    let b_config = d.join("b.toml");
+    std::fs::write(&b_config, "enterprise = \"3701030001\"\nregion = \"370103\"\n").unwrap();
+    let b_cfg = b_config.display().to_string();
+    let mut b1 = node(d, "b-station", &["--config", &b_cfg, "--demo", "--demo-cylinders", "8"]);
+    b1.kill();
+    let foreign: Vec<schema::event::SignedEvent> = {
+        let b_store = open_store(&d.join("b-station"), "3701030001");
+        let (_, rows) = b_store.list(&node::store::CylinderFilter::default(), 0, 100).unwrap();
+        assert_eq!(rows.len(), 8);
+        let mut events = Vec::new();
+        for row in &rows {
+            let code = row.archive.code.parse().unwrap();
+            events.extend(b_store.events_of(&code, 1000).unwrap());
+        }
+        b_store.shutdown();
+        events
+    };
+    assert!(foreign.len() >= 8, "{}", foreign.len());
+
+    // A station of enterprise A gets them before it is enrolled (an unenrolled node takes
+    // what it is given), then is enrolled with A's head office and creates its own data.
+    let a_data = d.join("a-station");
+    std::fs::create_dir_all(&a_data).unwrap();
+    {
+        let a_store = open_store(&a_data, "3701020001");
+        let mut replica = node::store::replica::Replica { store: a_store.clone() };
+        let items: Vec<Vec<u8>> = foreign.iter().map(|e| e.to_stored()).collect();
+        let scope = node::store::replica::events_scope("3701020001");
+        let received = sync::store::ItemStore::put(&mut replica, scope.as_bytes(), items).unwrap();
+        assert_eq!(received.stored.len(), foreign.len(), "{:?}", received.refused);
+        a_store.shutdown();
+    }
+    let code = enrolment_code_for(&d.join("head-office"), "a-station", "station");
+    let quic = free_port().to_string();
+    let ho = node(d, "head-office", &["--role", "head-office", "--quic", &format!("127.0.0.1:{quic}")]);
+    let (rc, out) = enrol(&a_data, &ho.url, &code);
+    assert_eq!(rc, 0, "{out}");
+    let a1 = node(d, "a-station", &["--upstream", &format!("127.0.0.1:{quic}"), "--demo", "--demo-cylinders", "8"]);
+
+    // The head office takes A's cylinders and refuses B's events, saying why.
+    let (a_client, ho_client) = (Client::new(&a1.url), Client::new(&ho.url));
+    let own = a_client.health().unwrap();
+    assert_eq!(own.events as usize, foreign.len() + own_events(&a_client), "A holds both");
+    let log = d.join("head-office.run.log");
+    eventually(Duration::from_secs(20), "the head office logs the refused events", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("refused: signer") && l.contains("not an enrolled node"))
+    });
+    eventually(Duration::from_secs(20), "A's own data at the head office", || {
+        ho_client.health().is_ok_and(|h| h.cylinders == 8 && h.events as usize == own_events(&a_client))
+    });
+    drop(a1);
+    drop(ho);
+    let ho_store = open_store(&d.join("head-office"), "3701020001");
+    let ids: Vec<schema::event::EventId> = foreign.iter().map(|e| e.id).collect();
+    assert!(ho_store.events_by_id(&ids).unwrap().is_empty(), "none of B's events is stored at A's head office");
+    let refused = std::fs::read_to_string(&log).unwrap();
+    assert!(refused.contains(&foreign[0].id.to_string()), "the log names the refused event");
+    ho_store.shutdown();
+}
+
+/// Events of the node's own cylinders (those with rows), counted through its API.
+fn own_events(c: &Client) -> usize {
+    let mut manager = Client::new(c.base());
+    manager.login("demo-manager", "demo-pass").unwrap();
+    let page = manager.cylinders(&handheld_proto::ListQuery { page_size: Some(500), ..Default::default() }).unwrap();
+    page.items.iter().map(|row| manager.events(&row.code10).unwrap().len()).sum()
 }
