@@ -37,8 +37,12 @@ pub struct SessionOptions {
     pub scopes: Vec<Vec<u8>>,
     /// Ranges with at most this many ids (on both sides together) are sent as id lists.
     pub id_list_max: u64,
-    /// Items per `Items` frame.
+    /// Items per `Items` frame at most.
     pub items_per_frame: usize,
+    /// Item bytes per `Items` frame at most (one larger item still goes alone). Bigger
+    /// frames mean fewer, larger commits at the receiver; the limit keeps a frame well
+    /// under [`crate::frame::FRAME_LEN_MAX`].
+    pub frame_bytes_max: usize,
     /// Ids per `IdList`/`Want` frame.
     pub ids_per_frame: usize,
     /// Restart from the root after this long without progress, in milliseconds.
@@ -57,6 +61,7 @@ impl Default for SessionOptions {
             scopes: Vec::new(),
             id_list_max: 64,
             items_per_frame: 256,
+            frame_bytes_max: 1 << 20,
             ids_per_frame: 4096,
             retry_ms: 1_000,
             checkpoints: BTreeMap::new(),
@@ -247,11 +252,17 @@ impl Session {
         let Some((scope, ids)) = self.sending.as_mut() else { return Ok(None) };
         let scope = scope.clone();
         let mut items = Vec::new();
-        while items.len() < self.opts.items_per_frame {
-            let Some(id) = ids.pop_front() else { break };
+        let mut bytes_in_frame = 0;
+        while items.len() < self.opts.items_per_frame && bytes_in_frame < self.opts.frame_bytes_max {
+            let Some(id) = ids.front().copied() else { break };
             if let Some(bytes) = store.get(&scope, &id).map_err(store_err)? {
+                if !items.is_empty() && bytes_in_frame + bytes.len() > self.opts.frame_bytes_max {
+                    break;
+                }
+                bytes_in_frame += bytes.len();
                 items.push(bytes);
             }
+            ids.pop_front();
         }
         if items.is_empty() {
             return self.poll_transmit(store);

@@ -31,12 +31,16 @@ fn store_of(items: &BTreeSet<u32>) -> MemStore {
     s
 }
 
+/// Small enough that frames are cut by bytes as well as by count.
+const FRAME_BYTES: usize = 200;
+
 fn opts(initiator: bool) -> SessionOptions {
     SessionOptions {
         initiator,
         scopes: vec![SCOPE.to_vec()],
         id_list_max: 16,
         items_per_frame: 32,
+        frame_bytes_max: FRAME_BYTES,
         ids_per_frame: 64,
         retry_ms: 1_000,
         checkpoints: BTreeMap::new(),
@@ -71,6 +75,10 @@ impl Link {
         // Every frame goes through its encoding, as on the wire.
         let bytes = f.encode();
         let f = Frame::decode(&bytes[4..]).expect("our own frames decode");
+        if let Frame::Items { items, .. } = &f {
+            let total: usize = items.iter().map(Vec::len).sum();
+            assert!(items.len() == 1 || total <= FRAME_BYTES, "{} items, {total} bytes", items.len());
+        }
         self.kinds.push(match &f {
             Frame::Fingerprint { .. } => "fingerprint",
             Frame::InSync { .. } => "in_sync",
