@@ -44,6 +44,13 @@ use tables::*;
 pub const LAYOUT: u64 = 1;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
+/// Received events whose traceability index entries one pass writes at most.
+const INDEX_PASS: usize = 50_000;
+/// Events behind the index after which a pass runs even if the writer is never idle
+/// (a head office under a constant stream): bounds what a trace reads past the index.
+const INDEX_FORCE: u64 = 200_000;
+/// How long the writer must have been idle before it works on the index backlog.
+const INDEX_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +201,7 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, options: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
-        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock)
+        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock, Some(INDEX_IDLE))
     }
 
     /// Compacts a stopped node's file in place: frees the pages left over by
@@ -216,17 +223,21 @@ impl Store {
     /// A store in memory for `enterprise`, for tests and simulations.
     pub fn in_memory_for(enterprise: &str, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Store::start(db, enterprise.to_owned(), false, Judge::embedded(enterprise), clock)
+        // Tests see the index backlog for a full second after a sync.
+        let idle = Some(std::time::Duration::from_secs(1));
+        Store::start(db, enterprise.to_owned(), false, Judge::embedded(enterprise), clock, idle)
     }
 
-    /// A store on any redb storage backend (the simulator's crash-consistent disk).
+    /// A store on any redb storage backend (the simulator's crash-consistent disk). Its
+    /// writer writes only when given jobs (index passes wait for a full backlog, never for
+    /// wall-clock idleness), so a simulated run's disk writes depend on its seed alone.
     pub fn on_backend(
         backend: impl redb::StorageBackend,
         options: StoreOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create_with_backend(backend)?;
-        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock)
+        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock, None)
     }
 
     fn start(
@@ -235,8 +246,10 @@ impl Store {
         quick_repair: bool,
         judge: Judge,
         clock: Arc<dyn Clock>,
+        index_idle: Option<std::time::Duration>,
     ) -> Result<Store, StoreError> {
         let (key, last_hlc, token_key) = init(&db, quick_repair, clock.as_ref())?;
+        let (index_cursor, index_backlog) = index_position(&db, &scope)?;
         let node = NodeId(key.verifying_key().to_bytes());
         let db = Arc::new(db);
         let stats = Arc::new(WriterStats::default());
@@ -254,6 +267,10 @@ impl Store {
             hlc: HlcClock::new(last_hlc),
             clock,
             stats: stats.clone(),
+            index_cursor,
+            index_backlog,
+            index_idle,
+            index_behind: 0,
         };
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
@@ -385,8 +402,8 @@ impl Store {
         let (lo, hi) = prefix_range(code.as_bytes());
         let mut out = Vec::new();
         for item in t.range(lo.as_slice()..hi.as_slice())?.rev().take(limit) {
-            let (_, v) = item?;
-            out.push(decode_event(v.value())?);
+            let (k, v) = item?;
+            out.push(decode_keyed_event(k.value(), v.value())?);
         }
         out.reverse();
         Ok(out)
@@ -537,21 +554,55 @@ impl Store {
         let events = r.open_table(EVENTS_TABLE)?;
         let lo = index_key(dimension, value, from_ms, &[0; 32]);
         let hi = index_key(dimension, value, to_ms, &[0; 32]);
-        let mut out = Vec::new();
+        // (index key, event), newest first: what the index holds, then what waits for it.
+        let mut found: Vec<(Vec<u8>, SignedEvent)> = Vec::new();
         for item in idx.range(lo.as_slice()..hi.as_slice())?.rev().take(limit) {
             let (k, _) = item?;
             let k = k.value();
-            let id: [u8; 32] = k[k.len() - 32..].try_into().expect("index keys end with an id");
+            let id = k.len().checked_sub(32).and_then(|at| <[u8; 32]>::try_from(&k[at..]).ok());
+            let id = id.ok_or_else(|| StoreError::Corrupt("index key shorter than an id".into()))?;
             let Some(ekey) = ids.get(&id)? else { continue };
             if let Some(v) = events.get(ekey.value())? {
-                out.push(decode_event(v.value())?);
+                found.push((k.to_vec(), decode_keyed_event(ekey.value(), v.value())?));
             }
         }
-        Ok(out)
+        // Received events past the index cursor (an index pass follows soon after a sync).
+        let cursor = read_index_cursor(&r, &self.enterprise)?;
+        let scope = replica::events_scope(&self.enterprise);
+        let s = scope.as_str();
+        let seqs = r.open_table(ITEM_SEQ_TABLE)?;
+        let mut waiting = false;
+        for item in seqs.range((s, cursor.saturating_add(1))..=(s, u64::MAX))? {
+            waiting = true;
+            let (_, id) = item?;
+            let Some(ekey) = ids.get(id.value())? else { continue };
+            let Some(v) = events.get(ekey.value())? else { continue };
+            let event = decode_keyed_event(ekey.value(), v.value())?;
+            if let Some(k) = index_keys(&event).into_iter().find(|k| lo <= *k && *k < hi) {
+                found.push((k, event));
+            }
+        }
+        if waiting {
+            found.sort_by(|a, b| b.0.cmp(&a.0));
+            found.dedup_by(|a, b| a.0 == b.0);
+            found.truncate(limit);
+        }
+        Ok(found.into_iter().map(|(_, e)| e).collect())
     }
 }
 
 impl Store {
+    /// Stored events whose traceability index entries wait for the writer's next index
+    /// pass (received events; 0 once it ran).
+    pub fn index_backlog(&self) -> Result<u64, StoreError> {
+        let r = self.read()?;
+        let cursor = read_index_cursor(&r, &self.enterprise)?;
+        let scope = replica::events_scope(&self.enterprise);
+        let s = scope.as_str();
+        let last = r.open_table(ITEM_SEQ_TABLE)?.range((s, 0)..=(s, u64::MAX))?.next_back().transpose()?;
+        Ok(last.map_or(0, |(k, _)| k.value().1).saturating_sub(cursor))
+    }
+
     /// Events by id, in the order asked; ids not held here are left out.
     pub fn events_by_id(&self, wanted: &[EventId]) -> Result<Vec<SignedEvent>, StoreError> {
         let r = self.read()?;
@@ -561,7 +612,7 @@ impl Store {
         for id in wanted {
             let Some(key) = ids.get(&id.0)? else { continue };
             if let Some(v) = events.get(key.value())? {
-                out.push(decode_event(v.value())?);
+                out.push(decode_keyed_event(key.value(), v.value())?);
             }
         }
         Ok(out)
@@ -601,6 +652,13 @@ fn decode_event(stored: &[u8]) -> Result<SignedEvent, StoreError> {
     SignedEvent::from_stored_trusted(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// An event read under its `events-1` key, which ends with its id: nothing is hashed.
+fn decode_keyed_event(key: &[u8], stored: &[u8]) -> Result<SignedEvent, StoreError> {
+    let id = key.len().checked_sub(32).and_then(|at| <[u8; 32]>::try_from(&key[at..]).ok());
+    let id = id.ok_or_else(|| StoreError::Corrupt("event key shorter than an id".into()))?;
+    SignedEvent::from_stored_known(stored, EventId(id)).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let lo = prefix.to_vec();
     let mut hi = prefix.to_vec();
@@ -614,6 +672,13 @@ fn event_key(e: &SignedEvent) -> Vec<u8> {
     k.extend_from_slice(&e.event.hlc.to_key());
     k.extend_from_slice(&e.id.0);
     k
+}
+
+/// The traceability index entries of an event: by time, operator, kind and place.
+fn index_keys(event: &SignedEvent) -> [Vec<u8>; 4] {
+    let e = &event.event;
+    [("time", ""), ("operator", e.operator.as_str()), ("kind", e.body.kind()), ("place", e.place.as_str())]
+        .map(|(dim, value)| index_key(dim, value, e.wall_ms, &event.id.0))
 }
 
 fn index_key(dimension: &str, value: &str, wall_ms: i64, id: &[u8; 32]) -> Vec<u8> {
@@ -705,13 +770,40 @@ struct Writer {
     hlc: HlcClock,
     clock: Arc<dyn Clock>,
     stats: Arc<WriterStats>,
+    /// Change sequence of the events scope up to which every event is in the
+    /// traceability index (saved in `meta-1` as `index_cursor:<scope>`).
+    index_cursor: u64,
+    /// Received events wait for an index pass past `index_cursor`.
+    index_backlog: bool,
+    /// How long the writer must have been idle before an index pass (never: only full
+    /// backlogs are indexed).
+    index_idle: Option<std::time::Duration>,
+    /// Events past the cursor after the last commit (see [`INDEX_FORCE`]).
+    index_behind: u64,
 }
 
 type Replies = Vec<(oneshot::Sender<JobResult>, JobResult)>;
 
 impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Received events' index entries are written when nothing else waits.
+            let idle = self.index_idle.filter(|_| self.index_backlog);
+            let first = if let Some(idle) = idle {
+                match rx.recv_timeout(idle) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.index_pass();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
             let mut batch = vec![first];
             while batch.len() < BATCH_MAX {
                 match rx.try_recv() {
@@ -726,6 +818,9 @@ impl Writer {
                     self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, n_jobs, "write batch failed, nothing of it was stored");
                 }
+            }
+            if self.index_backlog && self.index_behind >= INDEX_FORCE {
+                self.index_pass();
             }
         }
     }
@@ -750,6 +845,7 @@ impl Writer {
         };
         let hlc_before = self.hlc.clone();
         let mut summaries = replica::SummaryDeltas::new();
+        let mut deferred = false;
         let mut replies: Replies = Vec::with_capacity(batch.len());
         let mut fatal = None;
         for job in batch {
@@ -765,6 +861,7 @@ impl Writer {
                 key: &self.key,
                 node: self.node,
                 hlc: &mut self.hlc,
+                deferred: &mut deferred,
                 wall_ms: self.clock.now_ms(),
             };
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)))
@@ -783,17 +880,29 @@ impl Writer {
             fail_all(replies, &err);
             return Err(err);
         }
-        let committed = (|| -> Result<(), StoreError> {
+        let backlog = self.index_backlog || deferred;
+        let committed = (|| -> Result<Option<u64>, StoreError> {
             replica::apply_summaries(&tx, &mut summaries)?;
+            // With no backlog every event so far is indexed: the cursor follows the log.
+            let last = last_seq(&tx, &self.scope)?;
+            self.index_behind = last.saturating_sub(self.index_cursor);
+            let cursor = (!backlog).then_some(last);
             {
                 let mut meta = tx.open_table(META_TABLE)?;
                 meta.insert("hlc", self.hlc.last().to_key().as_slice())?;
+                if let Some(c) = cursor.filter(|c| *c != self.index_cursor) {
+                    meta.insert(index_cursor_key(&self.scope).as_str(), c.to_le_bytes().as_slice())?;
+                }
             }
             tx.commit()?;
-            Ok(())
+            Ok(cursor)
         })();
         match committed {
-            Ok(()) => {
+            Ok(cursor) => {
+                self.index_backlog = backlog;
+                if let Some(c) = cursor {
+                    self.index_cursor = c;
+                }
                 // Counted before anyone is answered, so what a client reads after its
                 // acknowledgement includes its own write.
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -808,6 +917,111 @@ impl Writer {
                 self.hlc = hlc_before;
                 fail_all(replies, &e);
                 Err(e)
+            }
+        }
+    }
+}
+
+fn index_cursor_key(enterprise: &str) -> String {
+    format!("index_cursor:{}", replica::events_scope(enterprise))
+}
+
+fn read_index_cursor(r: &ReadTransaction, enterprise: &str) -> Result<u64, StoreError> {
+    let meta = r.open_table(META_TABLE)?;
+    match meta.get(index_cursor_key(enterprise).as_str())? {
+        Some(v) => {
+            Ok(u64::from_le_bytes(v.value().try_into().map_err(|_| StoreError::Corrupt("index cursor length".into()))?))
+        }
+        None => Ok(0),
+    }
+}
+
+/// The last change sequence number of the events scope.
+fn last_seq(tx: &WriteTransaction, enterprise: &str) -> Result<u64, StoreError> {
+    let scope = replica::events_scope(enterprise);
+    let s = scope.as_str();
+    let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
+    let last = seqs.range((s, 0)..=(s, u64::MAX))?.next_back().transpose()?;
+    Ok(last.map_or(0, |(k, _)| k.value().1))
+}
+
+/// The index cursor and whether events past it wait for the index. A store written
+/// before the cursor existed indexed every event as it stored it: its cursor starts at
+/// the end of the log.
+fn index_position(db: &Database, enterprise: &str) -> Result<(u64, bool), StoreError> {
+    let tx = db.begin_write()?;
+    let last = last_seq(&tx, enterprise)?;
+    let key = index_cursor_key(enterprise);
+    let cursor = {
+        let mut meta = tx.open_table(META_TABLE)?;
+        let saved = meta.get(key.as_str())?.map(|v| v.value().to_vec());
+        match saved {
+            Some(b) => u64::from_le_bytes(
+                b.as_slice().try_into().map_err(|_| StoreError::Corrupt("index cursor length".into()))?,
+            ),
+            None => {
+                meta.insert(key.as_str(), last.to_le_bytes().as_slice())?;
+                last
+            }
+        }
+    };
+    tx.commit()?;
+    Ok((cursor, cursor < last))
+}
+
+impl Writer {
+    /// Writes the traceability index entries of up to [`INDEX_PASS`] events past the
+    /// cursor, sorted, in one transaction: received events skip the index when they are
+    /// stored (their random keys made each receiving commit rewrite most of the index's
+    /// pages; a sync spent half its time there), and a pass writes each touched page once.
+    fn index_pass(&mut self) {
+        let started = Instant::now();
+        let pass = || -> Result<(u64, bool), StoreError> {
+            let tx = begin(&self.db, self.quick_repair)?;
+            let scope = replica::events_scope(&self.scope);
+            let s = scope.as_str();
+            let (mut cursor, mut keys, mut n) = (self.index_cursor, Vec::new(), 0);
+            {
+                let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
+                let ids = tx.open_table(EVENT_IDS_TABLE)?;
+                let events = tx.open_table(EVENTS_TABLE)?;
+                for item in seqs.range((s, self.index_cursor.saturating_add(1))..=(s, u64::MAX))?.take(INDEX_PASS) {
+                    let (k, id) = item?;
+                    cursor = k.value().1;
+                    n += 1;
+                    let Some(ekey) = ids.get(id.value())? else { continue };
+                    if let Some(v) = events.get(ekey.value())? {
+                        keys.extend(index_keys(&decode_keyed_event(ekey.value(), v.value())?));
+                    }
+                }
+            }
+            keys.sort_unstable();
+            {
+                let mut index = tx.open_table(EVENT_INDEX_TABLE)?;
+                for k in &keys {
+                    index.insert(k.as_slice(), ())?;
+                }
+                let mut meta = tx.open_table(META_TABLE)?;
+                meta.insert(index_cursor_key(&self.scope).as_str(), cursor.to_le_bytes().as_slice())?;
+            }
+            tx.commit()?;
+            Ok((cursor, n == INDEX_PASS))
+        };
+        match pass() {
+            Ok((cursor, more)) => {
+                tracing::debug!(
+                    from = self.index_cursor,
+                    to = cursor,
+                    ms = started.elapsed().as_millis() as u64,
+                    "index pass"
+                );
+                self.index_behind = self.index_behind.saturating_sub(cursor - self.index_cursor);
+                self.index_cursor = cursor;
+                self.index_backlog = more;
+            }
+            Err(e) => {
+                // Tried again at the next idle moment; queries read the backlog meanwhile.
+                tracing::error!(error = %e, "index pass failed");
             }
         }
     }
@@ -842,6 +1056,8 @@ pub struct WriteCtx<'a> {
     key: &'a SigningKey,
     node: NodeId,
     hlc: &'a mut HlcClock,
+    /// Set when received events were stored without their index entries.
+    deferred: &'a mut bool,
     /// The wall clock when this job started.
     pub wall_ms: i64,
 }
@@ -990,11 +1206,8 @@ impl WriteCtx<'_> {
         }
         {
             let mut idx = self.tx.open_table(EVENT_INDEX_TABLE)?;
-            let e = &event.event;
-            for (dim, value) in
-                [("time", ""), ("operator", e.operator.as_str()), ("kind", e.body.kind()), ("place", e.place.as_str())]
-            {
-                idx.insert(index_key(dim, value, e.wall_ms, &event.id.0).as_slice(), ())?;
+            for k in index_keys(event) {
+                idx.insert(k.as_slice(), ())?;
             }
         }
         self.bump("events", 1)?;
@@ -1019,7 +1232,8 @@ impl WriteCtx<'_> {
         let (lo, hi) = prefix_range(code.as_bytes());
         let mut history = Vec::new();
         for item in events.range(lo.as_slice()..hi.as_slice())? {
-            history.push(decode_event(item?.1.value())?);
+            let (k, v) = item?;
+            history.push(decode_keyed_event(k.value(), v.value())?);
         }
         Ok(history)
     }
@@ -1165,9 +1379,20 @@ impl WriteCtx<'_> {
     /// Stores a document as one compacted snapshot, drops its incremental chunks and
     /// moves its replication item to the new heads.
     pub(crate) fn write_snapshot(&mut self, doc_id: &DocId, doc: &mut AutoCommit) -> Result<(), StoreError> {
+        let heads = doc.get_heads();
+        self.write_snapshot_bytes(doc_id, &doc.save(), &heads)
+    }
+
+    /// [`WriteCtx::write_snapshot`] of bytes that load as the document with `heads`.
+    pub(crate) fn write_snapshot_bytes(
+        &mut self,
+        doc_id: &DocId,
+        bytes: &[u8],
+        heads: &[automerge::ChangeHash],
+    ) -> Result<(), StoreError> {
         {
             let mut docs = self.tx.open_table(DOCS_TABLE)?;
-            docs.insert(doc_id.0.as_str(), doc.save().as_slice())?;
+            docs.insert(doc_id.0.as_str(), bytes)?;
             let mut chunks = self.tx.open_table(DOC_CHUNKS_TABLE)?;
             let stale: Vec<u64> = chunks
                 .range((doc_id.0.as_str(), 0)..=(doc_id.0.as_str(), u64::MAX))?
@@ -1177,7 +1402,7 @@ impl WriteCtx<'_> {
                 chunks.remove((doc_id.0.as_str(), seq))?;
             }
         }
-        self.doc_item_changed(doc_id, &doc.get_heads())
+        self.doc_item_changed(doc_id, heads)
     }
 
     /// Loads a document: snapshot plus its incremental chunks.

@@ -249,17 +249,19 @@ impl SignedEvent {
     /// Reads the stored form without checking the signature (for data this node wrote or
     /// already verified on receipt).
     pub fn from_stored_trusted(stored: &[u8]) -> Result<SignedEvent, EventError> {
+        let bytes = stored.get(64..).ok_or_else(|| EventError::Decode("shorter than a signature".into()))?;
+        SignedEvent::from_stored_known(stored, Event::id_of(bytes))
+    }
+
+    /// [`SignedEvent::from_stored_trusted`] for a caller that already knows the id (the
+    /// store keeps it in the key): nothing is hashed.
+    pub fn from_stored_known(stored: &[u8], id: EventId) -> Result<SignedEvent, EventError> {
         if stored.len() < 65 {
             return Err(EventError::Decode("shorter than a signature".into()));
         }
         let (sig, bytes) = stored.split_at(64);
         let event = Event::decode(bytes)?;
-        Ok(SignedEvent {
-            id: Event::id_of(bytes),
-            bytes: bytes.to_vec(),
-            signature: sig.try_into().expect("split at 64"),
-            event,
-        })
+        Ok(SignedEvent { id, bytes: bytes.to_vec(), signature: sig.try_into().expect("split at 64"), event })
     }
 
     pub fn verify(&self) -> Result<(), EventError> {

@@ -138,12 +138,20 @@ pub(super) async fn health(State(app): State<AppState>) -> Result<Json<Health>, 
 
 pub(super) async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let store = app.store.clone();
-    let (cylinders, events, nodes, anomalies) = blocking(move || {
+    let (cylinders, events, nodes, anomalies, backlog) = blocking(move || {
         let (cylinders, events) = store.counts()?;
-        Ok((cylinders, events, store.records("node")?, store.anomalies(&AnomalyFilter::default())?))
+        let nodes = store.records("node")?;
+        Ok((cylinders, events, nodes, store.anomalies(&AnomalyFilter::default())?, store.index_backlog()?))
     })
     .await?;
     let mut text = app.metrics.render(app.store.stats(), cylinders, events);
+    let _ = std::fmt::Write::write_fmt(
+        &mut text,
+        format_args!(
+            "# HELP node_index_backlog_events Received events not yet in the traceability index.\n\
+             # TYPE node_index_backlog_events gauge\nnode_index_backlog_events {backlog}\n"
+        ),
+    );
     let peers = peer_views(&app, &nodes, events);
     crate::metrics::render_replication(&mut text, &peers, &anomalies);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())

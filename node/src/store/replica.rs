@@ -167,7 +167,7 @@ impl WriteCtx<'_> {
     /// [`WriteCtx::receive_events`] for items whose signatures [`verify_items`] checked.
     pub fn receive_checked(&mut self, checked: Vec<Result<SignedEvent, String>>) -> Result<Vec<Received>, StoreError> {
         let mut out = Vec::with_capacity(checked.len());
-        let mut touched = std::collections::BTreeSet::new();
+        let mut accepted = Vec::with_capacity(checked.len());
         let mut rights: std::collections::BTreeMap<(schema::event::NodeId, &str), Result<(), String>> =
             std::collections::BTreeMap::new();
         for event in checked {
@@ -192,16 +192,20 @@ impl WriteCtx<'_> {
                 out.push(Received::Refused(format!("event {} refused: {reason}", event.id)));
                 continue;
             }
-            if self.event_exists(&event.id)? {
-                out.push(Received::Duplicate);
-                continue;
+            out.push(Received::Duplicate);
+            accepted.push((out.len() - 1, event));
+        }
+        let fresh = self.insert_received(accepted.iter().map(|(_, e)| e))?;
+        let mut touched = std::collections::BTreeSet::new();
+        for ((at, event), fresh) in accepted.iter().zip(fresh) {
+            if fresh {
+                // Our clock moves past what we have seen: a local event recorded after
+                // this one sorts after it (a later scrap must come after the fill it
+                // follows).
+                self.observe_hlc(event.event.hlc);
+                touched.insert(event.event.cylinder);
+                out[*at] = Received::Stored(event.id.0);
             }
-            self.insert_event(&event, None)?;
-            // Our clock moves past what we have seen: a local event recorded after this
-            // one sorts after it (a later scrap must come after the fill it follows).
-            self.observe_hlc(event.event.hlc);
-            touched.insert(event.event.cylinder);
-            out.push(Received::Stored(event.id.0));
         }
         for code in touched {
             if let Some(old) = self.row(&code)? {
@@ -212,6 +216,50 @@ impl WriteCtx<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// Stores received events with each table opened once for all of them (the log, the
+    /// id table, the change sequence), the counter bumped once and the summary changes
+    /// gathered per range; their traceability index entries wait for the writer's next
+    /// index pass. Says of each whether it was new.
+    fn insert_received<'e>(&mut self, events: impl Iterator<Item = &'e SignedEvent>) -> Result<Vec<bool>, StoreError> {
+        let scope = events_scope(self.scope);
+        let mut fresh = Vec::new();
+        let mut deltas: std::collections::BTreeMap<(u8, u16), Summary> = std::collections::BTreeMap::new();
+        {
+            let mut ids = self.tx.open_table(EVENT_IDS_TABLE)?;
+            let mut log = self.tx.open_table(EVENTS_TABLE)?;
+            let mut seqs = self.tx.open_table(ITEM_SEQ_TABLE)?;
+            let s = scope.as_str();
+            let mut seq = seqs.range((s, 0)..=(s, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
+            for event in events {
+                let key = super::event_key(event);
+                if ids.get(&event.id.0)?.is_some() {
+                    fresh.push(false);
+                    continue;
+                }
+                ids.insert(&event.id.0, key.as_slice())?;
+                log.insert(key.as_slice(), event.to_stored().as_slice())?;
+                seq += 1;
+                seqs.insert((s, seq), &event.id.0)?;
+                let id = &event.id.0;
+                for range in [(0u8, 0u16), (1, id[0] as u16), (2, u16::from_be_bytes([id[0], id[1]]))] {
+                    deltas.entry(range).or_default().add(id);
+                }
+                fresh.push(true);
+            }
+        }
+        let stored = fresh.iter().filter(|f| **f).count();
+        if stored > 0 {
+            self.bump("events", stored as i64)?;
+            // Their traceability index entries come in the writer's next index pass.
+            *self.deferred = true;
+        }
+        for ((level, prefix), added) in deltas {
+            let (sum, _) = self.summaries.entry((scope.clone(), level, prefix)).or_default();
+            sum.merge(&added);
+        }
+        Ok(fresh)
     }
 
     /// Whether the signer `node` may write events of `kind`. Enforced once this node is
@@ -248,7 +296,9 @@ impl WriteCtx<'_> {
             Ok(d) => d,
             Err(e) => return Ok(Received::Refused(format!("document {doc_id} refused: {e}"))),
         };
-        let mut doc = match self.load_doc(&doc_id)? {
+        // A document new here is stored as it came (it loaded, so it is well formed);
+        // saving it again would cost more than the rest of its receipt.
+        let (mut doc, verbatim) = match self.load_doc(&doc_id)? {
             Some(mut ours) => {
                 let before = ours.get_heads();
                 if let Err(e) = ours.merge(&mut theirs) {
@@ -257,9 +307,9 @@ impl WriteCtx<'_> {
                 if ours.get_heads() == before {
                     return Ok(Received::Duplicate);
                 }
-                ours
+                (ours, None)
             }
-            None => theirs.with_actor(self.actor()),
+            None => (theirs.with_actor(self.actor()), Some(bytes)),
         };
         // Check the merged result before anything is written.
         let archive = if doc_id.0.starts_with("cyl:") {
@@ -276,9 +326,10 @@ impl WriteCtx<'_> {
         } else {
             None
         };
-        let json =
-            serde_json::to_vec(&automerge::AutoSerde::from(&doc)).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        self.write_snapshot(&doc_id, &mut doc)?;
+        match verbatim {
+            Some(bytes) => self.write_snapshot_bytes(&doc_id, bytes, &doc.get_heads())?,
+            None => self.write_snapshot(&doc_id, &mut doc)?,
+        }
         let heads = doc.get_heads();
         match archive {
             Some(archive) => {
@@ -293,6 +344,8 @@ impl WriteCtx<'_> {
                 self.refresh_anomalies(&code, &row, &history)?;
             }
             None => {
+                let json = serde_json::to_vec(&automerge::AutoSerde::from(&doc))
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 let mut t = self.tx.open_table(RECORDS_TABLE)?;
                 t.insert(doc_id.0.as_str(), json.as_slice())?;
             }

@@ -33,6 +33,13 @@ use handheld_proto::{ListQuery, Operation, OperationRequest, PeerView};
 use simulations::proc::{node_bin, rss_kib, spawn, terminate, wait_healthy};
 use simulations::stats::{ms, percentile};
 
+/// One unlabelled figure from a node's `/metrics`.
+fn metric(url: &str, name: &str) -> Option<f64> {
+    let text = ureq::get(format!("{url}/metrics")).call().ok()?.body_mut().read_to_string().ok()?;
+    let line = text.lines().find(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -141,14 +148,13 @@ fn main() -> anyhow::Result<()> {
     let first_bytes = ho_peer.bytes_in + ho_peer.bytes_out;
     let (ho_rss, ho_peak) = rss_kib(ho.child.id());
     // How much of the first sync the head office's writer spent in write batches.
-    let metrics =
-        ureq::get(format!("{}/metrics", ho.url)).call().ok().and_then(|mut r| r.body_mut().read_to_string().ok());
-    let writer_s = metrics
-        .as_deref()
-        .and_then(|m| m.lines().find(|l| l.starts_with("node_store_commit_micros_total ")))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0.0, |us| us / 1e6);
+    let writer_s = metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| us / 1e6);
+    // Received events reach the traceability index in the head office's idle-time passes.
+    while metric(&ho.url, "node_index_backlog_events").is_none_or(|n| n > 0.0) {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(3600), "the index backlog never emptied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let indexed = t.elapsed();
 
     // 2. Reconnect with nothing changed: restart the station.
     terminate(&mut st.child);
@@ -223,6 +229,10 @@ fn main() -> anyhow::Result<()> {
         ho_rss as f64 / 1024.0,
         ho_peak as f64 / 1024.0,
         writer_s
+    );
+    println!(
+        "    traceability index complete at the head office {:.2} s after the station started",
+        indexed.as_secs_f64()
     );
     let round = |p: &PeerView| {
         format!(
@@ -301,16 +311,24 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = t.elapsed();
+    while metric(&ho.url, "node_index_backlog_events").is_none_or(|n| n > 0.0) {
+        peak = peak.max(rss_kib(ho.child.id()).1);
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(7200), "the index backlog never emptied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let indexed = t.elapsed();
     for mut st in running {
         terminate(&mut st.child);
     }
     terminate(&mut ho.child);
     println!("net_bench ingest: {stations} stations × {cylinders} cylinders, {total} events into an empty head office");
     println!(
-        "  {:.1} s, {:.0} events/s, head office peak RSS {:.0} MiB",
+        "  {:.1} s, {:.0} events/s, head office peak RSS {:.0} MiB; traceability index complete after {:.1} s ({:.0} events/s)",
         took.as_secs_f64(),
         total as f64 / took.as_secs_f64(),
-        peak as f64 / 1024.0
+        peak as f64 / 1024.0,
+        indexed.as_secs_f64(),
+        total as f64 / indexed.as_secs_f64(),
     );
     Ok(())
 }

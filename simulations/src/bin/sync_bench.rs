@@ -14,14 +14,15 @@ use std::time::Instant;
 
 use anyhow::Context;
 use node::clock::{Clock, SystemClock};
-use node::store::replica::{Replica, docs_scope, events_scope};
+use node::replication::options;
+use node::store::replica::Replica;
 use node::store::{Store, StoreOptions};
 use schema::archive::CylinderArchive;
 use schema::codes::FullCode;
 use schema::event::EventBody;
 use schema::vocab::Medium;
 use sync::frame::Frame;
-use sync::session::{Session, SessionOptions};
+use sync::session::Session;
 
 const ENT: &str = "3701020001";
 
@@ -64,22 +65,10 @@ type Checkpoints = std::collections::BTreeMap<Vec<u8>, u64>;
 /// starts from its checkpoints of the other and leaves its new ones there (as the node
 /// keeps them per peer).
 fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> anyhow::Result<Traffic> {
-    let scopes = vec![docs_scope(ENT).into_bytes(), events_scope(ENT).into_bytes()];
     let (mut ra, mut rb) = (Replica { store: a.clone() }, Replica { store: b.clone() });
-    let mut sa = Session::new(SessionOptions {
-        initiator: true,
-        scopes: scopes.clone(),
-        checkpoints: ckpt.0.clone(),
-        items_per_frame: 2048,
-        ..SessionOptions::default()
-    });
-    let mut sb = Session::new(SessionOptions {
-        initiator: false,
-        scopes,
-        checkpoints: ckpt.1.clone(),
-        items_per_frame: 2048,
-        ..SessionOptions::default()
-    });
+    // The node's own session settings (both stores are of enterprise ENT).
+    let mut sa = Session::new(options(a, true, ckpt.0.clone()));
+    let mut sb = Session::new(options(b, false, ckpt.1.clone()));
     let mut t = Traffic { bytes: 0, frames: 0, flights: 0 };
     sa.start(&ra, 0)?;
     let mut now = 0;

@@ -299,3 +299,56 @@ fn concurrent_forbidden_histories_are_flagged_identically_on_both_sides() {
     let proof: Vec<&str> = proof.iter().map(|e| e.event.body.kind()).collect();
     assert_eq!(proof, ["scrap", "fill"]);
 }
+
+/// Received events reach the traceability index in the writer's idle-time pass; until
+/// then a trace finds them in the backlog. Either way it answers exactly what a store
+/// that recorded them itself answers.
+#[test]
+fn received_events_are_traced_before_and_after_their_index_pass() {
+    let a = store(1_795_579_200_000);
+    let b = store(1_795_579_300_000);
+    a.write_blocking(|ctx| {
+        for i in 1..=40 {
+            ctx.register(archive(i), "k", "W")?;
+            let wall = ctx.wall_ms + i64::from(i);
+            let op = if i % 2 == 0 { "f1" } else { "f2" };
+            ctx.record(
+                code(i),
+                op,
+                "W",
+                EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None },
+                wall,
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let traces = |s: &Store| {
+        [("operator", "f1"), ("operator", "f2"), ("kind", "fill"), ("place", "W"), ("time", "")]
+            .map(|(d, v)| s.trace(d, v, 0, i64::MAX, 25).unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>())
+    };
+    let expected = traces(&a);
+    assert_eq!(expected[0].len(), 20);
+    assert_eq!(expected[2].len(), 25);
+    assert_eq!(a.index_backlog().unwrap(), 0, "local writes are indexed as they are stored");
+
+    replicate(&a, &b);
+    // The writer waits for an idle moment: right after the sync the events are in the backlog.
+    let backlog = b.index_backlog().unwrap();
+    assert_eq!(traces(&b), expected);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.index_backlog().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the index pass did not run");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(backlog > 0, "the received events waited for the index pass");
+    assert_eq!(traces(&b), expected);
+    // A local write after the pass is indexed at once and keeps the backlog empty.
+    b.write_blocking(|ctx| {
+        let wall = ctx.wall_ms;
+        ctx.record(code(1), "f1", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall).map(|_| ())
+    })
+    .unwrap();
+    assert_eq!(b.index_backlog().unwrap(), 0);
+    assert_eq!(b.trace("operator", "f1", 0, i64::MAX, 100).unwrap().len(), 21);
+}
