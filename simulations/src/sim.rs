@@ -322,7 +322,7 @@ impl World {
         };
         let mut s =
             LinkSessions { edge: Session::new(opts(true, edge_ckpt)), office: Session::new(opts(false, office_ckpt)) };
-        let edge = Replica { store: self.nodes[link + 1].store.clone() };
+        let edge = Replica::new(self.nodes[link + 1].store.clone());
         s.edge.start(&edge, self.now as u64).map_err(sim_err)?;
         self.sessions[link] = Some(s);
         self.links[link].epoch += 1;
@@ -341,8 +341,8 @@ impl World {
     /// Sends whatever both sessions of a link have queued into the network.
     pub fn flush(&mut self, link: usize) -> anyhow::Result<()> {
         let Some(mut s) = self.sessions[link].take() else { return Ok(()) };
-        let edge = Replica { store: self.nodes[link + 1].store.clone() };
-        let office = Replica { store: self.nodes[0].store.clone() };
+        let edge = Replica::new(self.nodes[link + 1].store.clone());
+        let office = Replica::new(self.nodes[0].store.clone());
         let mut out = Vec::new();
         while let Some(f) = s.edge.poll_transmit(&edge).map_err(sim_err)? {
             out.push((true, f));
@@ -377,7 +377,7 @@ impl World {
         let Some(mut s) = self.sessions[link].take() else { return Ok(()) };
         let (node, session) = if to_office { (0, &mut s.office) } else { (link + 1, &mut s.edge) };
         self.nodes[node].tick(self.now);
-        let mut replica = Replica { store: self.nodes[node].store.clone() };
+        let mut replica = Replica::new(self.nodes[node].store.clone());
         let result = session.handle(frame, &mut replica, self.now as u64);
         for reason in session.take_refusals() {
             self.stats.refusals.push(format!("{} refused: {reason}", self.nodes[node].name));
@@ -397,7 +397,7 @@ impl World {
                 continue;
             }
             let Some(mut s) = self.sessions[link].take() else { continue };
-            let edge = Replica { store: self.nodes[link + 1].store.clone() };
+            let edge = Replica::new(self.nodes[link + 1].store.clone());
             self.nodes[link + 1].tick(self.now);
             s.edge.handle_timeout(&edge, self.now as u64).map_err(sim_err)?;
             if s.edge.is_in_sync() {

@@ -70,10 +70,11 @@ pub fn verify_items(items: &[Vec<u8>]) -> Vec<Result<SignedEvent, String>> {
     }
     let per = items.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = items.chunks(per).map(|c| s.spawn(move || check(c))).collect();
+        let handles: Vec<_> = items.chunks(per).map(|c| (c.len(), s.spawn(move || check(c)))).collect();
+        // A chunk whose check panicked is refused item by item, so verdicts stay aligned.
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err("event check panicked".to_owned())]))
+            .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![Err("event check panicked".to_owned()); n]))
             .collect()
     })
 }
@@ -459,6 +460,39 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct Replica {
     pub store: Store,
+    /// Signature checks of the next `Items` frame, made while the writer was busy with
+    /// the one before (see [`Replica::precheck`]).
+    prechecked: Option<Vec<Result<SignedEvent, String>>>,
+}
+
+impl Replica {
+    pub fn new(store: Store) -> Replica {
+        Replica { store, prechecked: None }
+    }
+
+    /// Hands over [`verify_items`]'s verdicts on the items of the frame about to be
+    /// handled, so that storing them does not wait for the checks. They are used only if
+    /// they describe exactly those items (else the items are checked again); whatever the
+    /// frame, they are gone after it.
+    pub fn precheck(&mut self, checked: Vec<Result<SignedEvent, String>>) {
+        self.prechecked = Some(checked);
+    }
+
+    /// Drops verdicts no `Items` frame used.
+    pub fn clear_precheck(&mut self) {
+        self.prechecked = None;
+    }
+
+    /// The prechecked verdicts if they belong to `items`, item by item.
+    fn take_prechecked(&mut self, items: &[Vec<u8>]) -> Option<Vec<Result<SignedEvent, String>>> {
+        let checked = self.prechecked.take()?;
+        let same = checked.len() == items.len()
+            && checked.iter().zip(items).all(|(c, item)| match c {
+                Ok(e) => item.len() == 64 + e.bytes.len() && item[..64] == e.signature && item[64..] == e.bytes[..],
+                Err(_) => true,
+            });
+        same.then_some(checked)
+    }
 }
 
 fn scope_str(scope: &[u8]) -> Result<&str, StoreError> {
@@ -561,8 +595,12 @@ impl ItemStore for Replica {
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, StoreError> {
         let scope = scope_str(scope)?.to_owned();
         let events = scope.starts_with("E:");
-        // Signatures are checked here, on every core, not in the writer's transaction.
-        let checked = if events { verify_items(&items) } else { Vec::new() };
+        // Signatures are checked here (or were, ahead of time), on every core, not in the
+        // writer's transaction.
+        let checked = match events {
+            true => self.take_prechecked(&items).unwrap_or_else(|| verify_items(&items)),
+            false => Vec::new(),
+        };
         let results = self.store.write_blocking(move |ctx| {
             if events {
                 ctx.receive_checked(checked)

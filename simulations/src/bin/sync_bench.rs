@@ -65,7 +65,7 @@ type Checkpoints = std::collections::BTreeMap<Vec<u8>, u64>;
 /// starts from its checkpoints of the other and leaves its new ones there (as the node
 /// keeps them per peer).
 fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> anyhow::Result<Traffic> {
-    let (mut ra, mut rb) = (Replica { store: a.clone() }, Replica { store: b.clone() });
+    let (mut ra, mut rb) = (Replica::new(a.clone()), Replica::new(b.clone()));
     // The node's own session settings (both stores are of enterprise ENT).
     let mut sa = Session::new(options(a, true, ckpt.0.clone()));
     let mut sb = Session::new(options(b, false, ckpt.1.clone()));

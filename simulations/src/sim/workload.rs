@@ -131,7 +131,7 @@ fn direct_sync(a: &Store, b: &Store) -> anyhow::Result<()> {
         items_per_frame: 2048,
         ..SessionOptions::default()
     };
-    let (mut ra, mut rb) = (Replica { store: a.clone() }, Replica { store: b.clone() });
+    let (mut ra, mut rb) = (Replica::new(a.clone()), Replica::new(b.clone()));
     let (mut sa, mut sb) = (Session::new(opts(true)), Session::new(opts(false)));
     sa.start(&ra, 0).map_err(sim_err)?;
     let mut now = 0;
@@ -303,7 +303,7 @@ fn op(
         && let Some(mut s) = w.sessions[link].take()
     {
         if s.edge.is_in_sync() {
-            s.edge.start(&Replica { store: store.clone() }, w.now as u64).map_err(sim_err)?;
+            s.edge.start(&Replica::new(store.clone()), w.now as u64).map_err(sim_err)?;
         }
         w.sessions[link] = Some(s);
         w.flush(link)?;

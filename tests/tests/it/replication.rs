@@ -386,7 +386,7 @@ fn a_station_sending_another_enterprises_events_has_them_refused_and_logged() {
     std::fs::create_dir_all(&a_data).unwrap();
     {
         let a_store = open_store(&a_data, "3701020001");
-        let mut replica = node::store::replica::Replica { store: a_store.clone() };
+        let mut replica = node::store::replica::Replica::new(a_store.clone());
         let items: Vec<Vec<u8>> = foreign.iter().map(|e| e.to_stored()).collect();
         let scope = node::store::replica::events_scope("3701020001");
         let received = sync::store::ItemStore::put(&mut replica, scope.as_bytes(), items).unwrap();

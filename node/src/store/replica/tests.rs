@@ -41,7 +41,7 @@ fn opts(initiator: bool) -> SessionOptions {
 /// Runs a session pair over a perfect in-process link, through the frame encoding, until
 /// both are in sync. Returns the frames exchanged.
 fn replicate(a: &Store, b: &Store) -> u64 {
-    let (mut ra, mut rb) = (Replica { store: a.clone() }, Replica { store: b.clone() });
+    let (mut ra, mut rb) = (Replica::new(a.clone()), Replica::new(b.clone()));
     let (mut sa, mut sb) = (Session::new(opts(true)), Session::new(opts(false)));
     sa.start(&ra, 0).unwrap();
     let mut now = 0;
@@ -169,7 +169,7 @@ fn a_tampered_event_is_refused_and_not_stored() {
     let mut stored = event.to_stored();
     let last = stored.len() - 1;
     stored[last] ^= 0x01;
-    let mut rb = Replica { store: b.clone() };
+    let mut rb = Replica::new(b.clone());
     let out = rb.put(events_scope(ENT).as_bytes(), vec![stored, event.to_stored()]).unwrap();
     assert_eq!(out.stored, vec![event.id.0]);
     assert_eq!(out.refused.len(), 1, "{out:?}");
@@ -199,7 +199,7 @@ fn an_enrolled_node_takes_events_only_from_enrolled_signers_within_their_rights(
     let register = station.events_of(&code(1), usize::MAX).unwrap();
     let office = store(1_795_579_300_000);
     office.write_blocking(|ctx| ctx.set_meta(crate::enrolment::CA_CERT, b"enrolled")).unwrap();
-    let mut ro = Replica { store: office.clone() };
+    let mut ro = Replica::new(office.clone());
     let scope = events_scope(ENT);
     let all: Vec<Vec<u8>> = register.iter().map(SignedEvent::to_stored).collect();
 
@@ -351,4 +351,34 @@ fn received_events_are_traced_before_and_after_their_index_pass() {
     .unwrap();
     assert_eq!(b.index_backlog().unwrap(), 0);
     assert_eq!(b.trace("operator", "f1", 0, i64::MAX, 100).unwrap().len(), 21);
+}
+
+/// Signature verdicts made ahead of time are used only for the very items they were
+/// made for: handed over for a frame with a forged signature, they do not let it in.
+#[test]
+fn prechecked_verdicts_count_only_for_the_items_they_describe() {
+    let a = store(1_795_579_200_000);
+    a.write_blocking(|ctx| {
+        ctx.register(archive(1), "k", "W")?;
+        let wall = ctx.wall_ms;
+        ctx.record(code(1), "f", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall).map(|_| ())
+    })
+    .unwrap();
+    let good: Vec<Vec<u8>> = a.events_of(&code(1), 10).unwrap().iter().map(|e| e.to_stored()).collect();
+    let n = good.len();
+    assert!(n >= 2);
+    let mut forged = good.clone();
+    forged[n - 1][3] ^= 1;
+    let scope = events_scope(ENT);
+
+    let mut rb = Replica::new(store(1_795_579_300_000));
+    rb.precheck(verify_items(&good));
+    let out = rb.put(scope.as_bytes(), forged).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (n - 1, 1), "{:?}", out.refused);
+    assert!(out.refused[0].contains("signature"), "{:?}", out.refused);
+
+    // The right verdicts for the right items are taken as they are.
+    rb.precheck(verify_items(&good));
+    let out = rb.put(scope.as_bytes(), good).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (1, 0));
 }
