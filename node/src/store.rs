@@ -45,10 +45,13 @@ pub const LAYOUT: u64 = 1;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
 /// Received events whose traceability index entries one pass writes at most.
-const INDEX_PASS: usize = 50_000;
+/// (Small in unit tests, so that their backlogs take several passes.)
+const INDEX_PASS: usize = if cfg!(test) { 100 } else { 100_000 };
+/// Events per step of a pass; between steps it gives way to a waiting write.
+const INDEX_CHUNK: usize = if cfg!(test) { 16 } else { 2_048 };
 /// Events behind the index after which a pass runs even if the writer is never idle
 /// (a head office under a constant stream): bounds what a trace reads past the index.
-const INDEX_FORCE: u64 = 200_000;
+const INDEX_FORCE: u64 = 500_000;
 /// How long the writer must have been idle before it works on the index backlog.
 const INDEX_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -786,14 +789,18 @@ type Replies = Vec<(oneshot::Sender<JobResult>, JobResult)>;
 
 impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Job>) {
+        // A job that arrived during an index pass (which then stopped for it).
+        let mut carried = None;
         loop {
             // Received events' index entries are written when nothing else waits.
             let idle = self.index_idle.filter(|_| self.index_backlog);
-            let first = if let Some(idle) = idle {
+            let first = if let Some(job) = carried.take() {
+                job
+            } else if let Some(idle) = idle {
                 match rx.recv_timeout(idle) {
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.index_pass();
+                        carried = self.index_pass((rx, 1));
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -820,7 +827,7 @@ impl Writer {
                 }
             }
             if self.index_backlog && self.index_behind >= INDEX_FORCE {
-                self.index_pass();
+                carried = self.index_pass((rx, INDEX_PASS / INDEX_CHUNK));
             }
         }
     }
@@ -974,38 +981,64 @@ impl Writer {
     /// cursor, sorted, in one transaction: received events skip the index when they are
     /// stored (their random keys made each receiving commit rewrite most of the index's
     /// pages; a sync spent half its time there), and a pass writes each touched page once.
-    fn index_pass(&mut self) {
+    ///
+    /// After `min_chunks` chunks the pass stops at the first chunk boundary after a job
+    /// arrived on `yield_to`, commits what it did and hands the job back: a write waits
+    /// for about one chunk in an idle-time pass; a pass forced by a full backlog (a head
+    /// office under a constant stream) runs whole, since small passes would rewrite the
+    /// index's pages again and again.
+    fn index_pass(&mut self, (yield_to, min_chunks): (&mpsc::Receiver<Job>, usize)) -> Option<Job> {
         let started = Instant::now();
-        let pass = || -> Result<(u64, bool), StoreError> {
+        let mut arrived = None;
+        let mut pass = || -> Result<(u64, bool), StoreError> {
             let tx = begin(&self.db, self.quick_repair)?;
             let scope = replica::events_scope(&self.scope);
             let s = scope.as_str();
-            let (mut cursor, mut keys, mut n) = (self.index_cursor, Vec::new(), 0);
+            let (mut cursor, mut n, mut exhausted) = (self.index_cursor, 0, false);
             {
                 let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
                 let ids = tx.open_table(EVENT_IDS_TABLE)?;
                 let events = tx.open_table(EVENTS_TABLE)?;
-                for item in seqs.range((s, self.index_cursor.saturating_add(1))..=(s, u64::MAX))?.take(INDEX_PASS) {
-                    let (k, id) = item?;
-                    cursor = k.value().1;
-                    n += 1;
-                    let Some(ekey) = ids.get(id.value())? else { continue };
-                    if let Some(v) = events.get(ekey.value())? {
-                        keys.extend(index_keys(&decode_keyed_event(ekey.value(), v.value())?));
-                    }
-                }
-            }
-            keys.sort_unstable();
-            {
                 let mut index = tx.open_table(EVENT_INDEX_TABLE)?;
-                for k in &keys {
-                    index.insert(k.as_slice(), ())?;
+                // Chunks end where the log does (fewer than a chunk left) or after INDEX_PASS.
+                let mut entries = seqs.range((s, self.index_cursor.saturating_add(1))..=(s, u64::MAX))?;
+                let mut keys = Vec::with_capacity(4 * INDEX_CHUNK);
+                loop {
+                    keys.clear();
+                    let mut taken = 0;
+                    for item in entries.by_ref().take(INDEX_CHUNK) {
+                        let (k, id) = item?;
+                        cursor = k.value().1;
+                        taken += 1;
+                        let Some(ekey) = ids.get(id.value())? else { continue };
+                        if let Some(v) = events.get(ekey.value())? {
+                            keys.extend(index_keys(&decode_keyed_event(ekey.value(), v.value())?));
+                        }
+                    }
+                    n += taken;
+                    keys.sort_unstable();
+                    for k in &keys {
+                        index.insert(k.as_slice(), ())?;
+                    }
+                    if taken < INDEX_CHUNK {
+                        exhausted = true;
+                        break;
+                    }
+                    if n >= INDEX_PASS {
+                        break;
+                    }
+                    if n >= min_chunks * INDEX_CHUNK
+                        && let Ok(job) = yield_to.try_recv()
+                    {
+                        arrived = Some(job);
+                        break;
+                    }
                 }
                 let mut meta = tx.open_table(META_TABLE)?;
                 meta.insert(index_cursor_key(&self.scope).as_str(), cursor.to_le_bytes().as_slice())?;
             }
             tx.commit()?;
-            Ok((cursor, n == INDEX_PASS))
+            Ok((cursor, !exhausted))
         };
         match pass() {
             Ok((cursor, more)) => {
@@ -1024,6 +1057,7 @@ impl Writer {
                 tracing::error!(error = %e, "index pass failed");
             }
         }
+        arrived
     }
 }
 

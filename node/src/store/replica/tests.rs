@@ -341,7 +341,7 @@ fn received_events_are_traced_before_and_after_their_index_pass() {
         assert!(std::time::Instant::now() < deadline, "the index pass did not run");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(backlog > 0, "the received events waited for the index pass");
+    assert!(backlog > 100, "the received events waited for more than one index pass: {backlog}");
     assert_eq!(traces(&b), expected);
     // A local write after the pass is indexed at once and keeps the backlog empty.
     b.write_blocking(|ctx| {
