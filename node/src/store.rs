@@ -600,10 +600,7 @@ impl Store {
     pub fn index_backlog(&self) -> Result<u64, StoreError> {
         let r = self.read()?;
         let cursor = read_index_cursor(&r, &self.enterprise)?;
-        let scope = replica::events_scope(&self.enterprise);
-        let s = scope.as_str();
-        let last = r.open_table(ITEM_SEQ_TABLE)?.range((s, 0)..=(s, u64::MAX))?.next_back().transpose()?;
-        Ok(last.map_or(0, |(k, _)| k.value().1).saturating_sub(cursor))
+        Ok(last_seq_in(&r.open_table(ITEM_SEQ_TABLE)?, &self.enterprise)?.saturating_sub(cursor))
     }
 
     /// Events by id, in the order asked; ids not held here are left out.
@@ -933,23 +930,33 @@ fn index_cursor_key(enterprise: &str) -> String {
     format!("index_cursor:{}", replica::events_scope(enterprise))
 }
 
-fn read_index_cursor(r: &ReadTransaction, enterprise: &str) -> Result<u64, StoreError> {
-    let meta = r.open_table(META_TABLE)?;
-    match meta.get(index_cursor_key(enterprise).as_str())? {
-        Some(v) => {
-            Ok(u64::from_le_bytes(v.value().try_into().map_err(|_| StoreError::Corrupt("index cursor length".into()))?))
-        }
-        None => Ok(0),
-    }
+/// The saved index cursor, if any.
+fn saved_cursor(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    enterprise: &str,
+) -> Result<Option<u64>, StoreError> {
+    let Some(v) = meta.get(index_cursor_key(enterprise).as_str())? else { return Ok(None) };
+    let bytes = v.value().try_into().map_err(|_| StoreError::Corrupt("index cursor length".into()))?;
+    Ok(Some(u64::from_le_bytes(bytes)))
 }
 
 /// The last change sequence number of the events scope.
-fn last_seq(tx: &WriteTransaction, enterprise: &str) -> Result<u64, StoreError> {
+fn last_seq_in(
+    seqs: &impl ReadableTable<(&'static str, u64), &'static [u8; 32]>,
+    enterprise: &str,
+) -> Result<u64, StoreError> {
     let scope = replica::events_scope(enterprise);
     let s = scope.as_str();
-    let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
     let last = seqs.range((s, 0)..=(s, u64::MAX))?.next_back().transpose()?;
     Ok(last.map_or(0, |(k, _)| k.value().1))
+}
+
+fn read_index_cursor(r: &ReadTransaction, enterprise: &str) -> Result<u64, StoreError> {
+    Ok(saved_cursor(&r.open_table(META_TABLE)?, enterprise)?.unwrap_or(0))
+}
+
+fn last_seq(tx: &WriteTransaction, enterprise: &str) -> Result<u64, StoreError> {
+    last_seq_in(&tx.open_table(ITEM_SEQ_TABLE)?, enterprise)
 }
 
 /// The index cursor and whether events past it wait for the index. A store written
@@ -961,11 +968,8 @@ fn index_position(db: &Database, enterprise: &str) -> Result<(u64, bool), StoreE
     let key = index_cursor_key(enterprise);
     let cursor = {
         let mut meta = tx.open_table(META_TABLE)?;
-        let saved = meta.get(key.as_str())?.map(|v| v.value().to_vec());
-        match saved {
-            Some(b) => u64::from_le_bytes(
-                b.as_slice().try_into().map_err(|_| StoreError::Corrupt("index cursor length".into()))?,
-            ),
+        match saved_cursor(&meta, enterprise)? {
+            Some(c) => c,
             None => {
                 meta.insert(key.as_str(), last.to_le_bytes().as_slice())?;
                 last
