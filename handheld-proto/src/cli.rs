@@ -15,6 +15,22 @@ use serde::{Deserialize, Serialize};
 /// Exit code of a fill (or fill check) refused by the safety rules.
 const EXIT_REFUSED: i32 = 3;
 
+/// Prints a line to stdout. A reader that went away (`handheld show … | head`) ends the
+/// command quietly where `println!` would panic; any other failure to write is one line
+/// on stderr and exit 1.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("错误 / error: writing the output: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "handheld", about = "气瓶充装追溯 手持终端 / cylinder traceability handheld")]
 struct Cli {
@@ -276,12 +292,12 @@ pub(crate) fn run() -> anyhow::Result<i32> {
                     .iter()
                     .map(|n| serde_json::json!({"instance": n.instance, "url": n.url, "station": n.station, "enterprise": n.enterprise, "api": n.api_version}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out!("{}", serde_json::to_string_pretty(&v)?);
             } else if found.is_empty() {
-                println!("未发现节点 / no node found");
+                out!("未发现节点 / no node found");
             } else {
                 for n in &found {
-                    println!("{}  站点 {}  企业 {}  API v{}", n.url, n.station, n.enterprise, n.api_version);
+                    out!("{}  站点 {}  企业 {}  API v{}", n.url, n.station, n.enterprise, n.api_version);
                 }
             }
             Ok(if found.is_empty() { 1 } else { 0 })
@@ -304,9 +320,9 @@ pub(crate) fn run() -> anyhow::Result<i32> {
             std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
                 .with_context(|| format!("writing {}", path.display()))?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&resp)?);
+                out!("{}", serde_json::to_string_pretty(&resp)?);
             } else {
-                println!(
+                out!(
                     "已登录 {} ({})  角色 {}  站点 {}  节点 {node}",
                     resp.name,
                     account,
@@ -319,7 +335,7 @@ pub(crate) fn run() -> anyhow::Result<i32> {
         Command::Show { code } => {
             let d = client(&cli)?.cylinder(code).map_err(api_error)?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
+                out!("{}", serde_json::to_string_pretty(&d)?);
             } else {
                 print_detail(&d);
             }
@@ -329,13 +345,13 @@ pub(crate) fn run() -> anyhow::Result<i32> {
             let q = AnomalyQuery { kind: kind.clone(), cylinder: cylinder.clone(), page: None, page_size: Some(500) };
             let page = client(&cli)?.anomalies(&q).map_err(api_error)?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&page)?);
+                out!("{}", serde_json::to_string_pretty(&page)?);
             } else {
-                println!("异常 / anomalies: {}", page.total);
+                out!("异常 / anomalies: {}", page.total);
                 for a in &page.items {
-                    println!("  {}  {} ({})  {}", a.at, a.kind_zh, a.kind, a.cylinders.join(", "));
-                    println!("    {}", a.message_zh);
-                    println!("    {}", a.message_en);
+                    out!("  {}  {} ({})  {}", a.at, a.kind_zh, a.kind, a.cylinders.join(", "));
+                    out!("    {}", a.message_zh);
+                    out!("    {}", a.message_en);
                     for e in &a.events {
                         print_event(e);
                     }
@@ -346,7 +362,7 @@ pub(crate) fn run() -> anyhow::Result<i32> {
         Command::Check { code, medium, mass } => {
             let r = client(&cli)?.fill_check(code, medium.as_deref(), *mass).map_err(api_error)?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print_verdict(&r);
             }
@@ -359,21 +375,21 @@ pub(crate) fn run() -> anyhow::Result<i32> {
             match client(&cli)?.operation(&req) {
                 Ok(resp) => {
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&resp)?);
+                        out!("{}", serde_json::to_string_pretty(&resp)?);
                     } else {
                         let again =
                             if resp.replayed { "（重复提交，返回首次结果 / replayed）" } else { "" };
-                        println!("已记录 / recorded: {} {}{again}", resp.event.kind_zh, resp.event.code);
-                        println!("  事件 {}  时间 {}  操作人 {}", resp.event.id, resp.event.at, resp.event.operator);
+                        out!("已记录 / recorded: {} {}{again}", resp.event.kind_zh, resp.event.code);
+                        out!("  事件 {}  时间 {}  操作人 {}", resp.event.id, resp.event.at, resp.event.operator);
                         print_state(&resp.state);
                     }
                     Ok(0)
                 }
                 Err(ClientError::Api { body, .. }) if !body.reasons.is_empty() => {
                     if cli.json {
-                        println!("{}", serde_json::to_string_pretty(&body)?);
+                        out!("{}", serde_json::to_string_pretty(&body)?);
                     } else {
-                        println!("禁止 / REFUSED  {}", body.message_zh);
+                        out!("禁止 / REFUSED  {}", body.message_zh);
                         print_reasons(&body.reasons);
                     }
                     Ok(EXIT_REFUSED)
@@ -467,19 +483,19 @@ fn api_error(e: ClientError) -> anyhow::Error {
 
 fn print_verdict(r: &FillCheckResponse) {
     if r.allowed {
-        println!("允许充装 / ALLOWED  {}", r.code);
+        out!("允许充装 / ALLOWED  {}", r.code);
     } else {
-        println!("禁止充装 / REFUSED  {}  ({} 条原因 / reasons)", r.code, r.reasons.len());
+        out!("禁止充装 / REFUSED  {}  ({} 条原因 / reasons)", r.code, r.reasons.len());
         print_reasons(&r.reasons);
     }
-    println!("  规则表 {}  校验时间 {}", r.rule_table, r.checked_at);
+    out!("  规则表 {}  校验时间 {}", r.rule_table, r.checked_at);
 }
 
 fn print_reasons(reasons: &[Reason]) {
     for (i, r) in reasons.iter().enumerate() {
-        println!("  {}. [{}] {}", i + 1, r.rule, r.message_zh);
-        println!("     {}", r.message_en);
-        println!("     依据 / regulation: {}", r.regulation);
+        out!("  {}. [{}] {}", i + 1, r.rule, r.message_zh);
+        out!("     {}", r.message_en);
+        out!("     依据 / regulation: {}", r.regulation);
     }
 }
 
@@ -489,7 +505,7 @@ fn print_state(s: &State) {
         Some(false) => "空瓶",
         None => "未知",
     };
-    println!(
+    out!(
         "  状态 {}{}  {}  充装次数 {}  下次检验 {}",
         s.status_zh,
         s.place.as_deref().map(|p| format!("（{p}）")).unwrap_or_default(),
@@ -498,20 +514,20 @@ fn print_state(s: &State) {
         s.next_inspection
     );
     if s.scrapped {
-        println!("  已报废 / scrapped");
+        out!("  已报废 / scrapped");
     }
     if let Some(h) = &s.inspection_hold {
-        println!("  待检验 / held for inspection: {h}");
+        out!("  待检验 / held for inspection: {h}");
     }
     if !s.regulator_holds.is_empty() {
-        println!("  监管查封 / regulator holds: {}", s.regulator_holds.join(", "));
+        out!("  监管查封 / regulator holds: {}", s.regulator_holds.join(", "));
     }
 }
 
 fn print_detail(d: &CylinderDetail) {
     let a = &d.archive;
-    println!("气瓶 {}  {} {}  出厂编号 {}", a.code, a.variety, a.medium, a.serial);
-    println!(
+    out!("气瓶 {}  {} {}  出厂编号 {}", a.code, a.variety, a.medium, a.serial);
+    out!(
         "  制造 {} {} ({})  水容积 {} L  皮重 {}  产权 {} {}",
         a.maker,
         a.manufactured,
@@ -522,12 +538,12 @@ fn print_detail(d: &CylinderDetail) {
         a.property
     );
     print_state(&d.state);
-    println!("  最近记录 / recent events:");
+    out!("  最近记录 / recent events:");
     for e in &d.recent_events {
         print_event(e);
     }
 }
 
 fn print_event(e: &EventView) {
-    println!("    {}  {:<8} {}  @{}  {}", e.at, e.kind_zh, e.operator, e.place, e.fields);
+    out!("    {}  {:<8} {}  @{}  {}", e.at, e.kind_zh, e.operator, e.place, e.fields);
 }
