@@ -132,8 +132,7 @@ impl WriteCtx<'_> {
                 log.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
             log.insert((scope, last + 1), id)?;
         }
-        let prefixes = [(0u8, 0u16), (1, id[0] as u16), (2, u16::from_be_bytes([id[0], id[1]]))];
-        for (level, prefix) in prefixes {
+        for (level, prefix) in summary_ranges(id) {
             let (added, removed) = self.summaries.entry((scope.to_owned(), level, prefix)).or_default();
             if add { added.add(id) } else { removed.add(id) }
         }
@@ -244,7 +243,7 @@ impl WriteCtx<'_> {
                 seq += 1;
                 seqs.insert((s, seq), &event.id.0)?;
                 let id = &event.id.0;
-                for range in [(0u8, 0u16), (1, id[0] as u16), (2, u16::from_be_bytes([id[0], id[1]]))] {
+                for range in summary_ranges(id) {
                     deltas.entry(range).or_default().add(id);
                 }
                 fresh.push(true);
@@ -353,6 +352,12 @@ impl WriteCtx<'_> {
         }
         Ok(Received::Stored(doc_item_id(&doc_id, &heads)))
     }
+}
+
+/// The pre-aggregated ranges an item counts in: the whole scope, its first id byte and
+/// its first two id bytes, as (level, prefix).
+fn summary_ranges(id: &Id) -> [(u8, u16); 3] {
+    [(0, 0), (1, id[0] as u16), (2, u16::from_be_bytes([id[0], id[1]]))]
 }
 
 /// Summary changes of one write batch: (scope, level, prefix) → (added, removed).
