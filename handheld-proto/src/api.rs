@@ -151,6 +151,8 @@ pub struct ListQuery {
     pub status: Option<String>,
     pub place: Option<String>,
     pub medium: Option<String>,
+    /// A regulator's laptop: the enterprise whose cylinders to list (default: its own).
+    pub enterprise: Option<String>,
     /// 1-based.
     pub page: Option<u32>,
     pub page_size: Option<u32>,
@@ -320,6 +322,8 @@ pub struct AnomalyQuery {
     pub kind: Option<String>,
     /// A cylinder code (10 or 16 digits).
     pub cylinder: Option<String>,
+    /// A regulator's laptop: the enterprise whose anomalies to list (default: its own).
+    pub enterprise: Option<String>,
     pub page: Option<u32>,
     pub page_size: Option<u32>,
 }
@@ -406,6 +410,10 @@ pub struct Health {
     /// Fingerprint (hex) of the documents and their heads this node holds.
     #[serde(default)]
     pub documents_fingerprint: String,
+    /// A regulator's laptop: the other enterprises of its region whose data it holds
+    /// (select one with `enterprise=` on lists).
+    #[serde(default)]
+    pub other_enterprises: Vec<String>,
 }
 
 #[cfg(test)]

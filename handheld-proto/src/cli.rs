@@ -77,6 +77,9 @@ enum Command {
         /// Only this cylinder (10 or 16 digits).
         #[arg(long)]
         cylinder: Option<String>,
+        /// On a regulator's laptop: another enterprise of its region (default: its own).
+        #[arg(long)]
+        enterprise: Option<String>,
     },
     /// Ask whether a fill is allowed (充装前校验).
     Check {
@@ -341,8 +344,14 @@ pub(crate) fn run() -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Anomalies { kind, cylinder } => {
-            let q = AnomalyQuery { kind: kind.clone(), cylinder: cylinder.clone(), page: None, page_size: Some(500) };
+        Command::Anomalies { kind, cylinder, enterprise } => {
+            let q = AnomalyQuery {
+                kind: kind.clone(),
+                cylinder: cylinder.clone(),
+                enterprise: enterprise.clone(),
+                page: None,
+                page_size: Some(500),
+            };
             let page = client(&cli)?.anomalies(&q).map_err(api_error)?;
             if cli.json {
                 out!("{}", serde_json::to_string_pretty(&page)?);

@@ -126,6 +126,7 @@ impl Client {
             ("status", &q.status),
             ("place", &q.place),
             ("medium", &q.medium),
+            ("enterprise", &q.enterprise),
         ];
         for (k, v) in fields {
             if let Some(v) = v {
@@ -143,7 +144,7 @@ impl Client {
 
     pub fn anomalies(&self, q: &AnomalyQuery) -> Result<Page<AnomalyView>, ClientError> {
         let mut query = Vec::new();
-        for (k, v) in [("kind", &q.kind), ("cylinder", &q.cylinder)] {
+        for (k, v) in [("kind", &q.kind), ("cylinder", &q.cylinder), ("enterprise", &q.enterprise)] {
             if let Some(v) = v {
                 query.push((k, v.clone()));
             }

@@ -27,7 +27,10 @@ use error::ApiError;
 #[derive(Debug)]
 pub struct App {
     pub settings: Settings,
+    /// The node's own store: its enterprise's data, its staff, its login tokens.
     pub store: Store,
+    /// A regulator's laptop: the other enterprises of its region, one store each.
+    pub others: Vec<Store>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     pub peers: Arc<crate::replication::peers::Peers>,
@@ -61,6 +64,26 @@ impl App {
             ));
         }
         Ok(claims)
+    }
+
+    /// Every store this node holds, its own first.
+    pub fn stores(&self) -> impl Iterator<Item = &Store> {
+        std::iter::once(&self.store).chain(&self.others)
+    }
+
+    /// The store of `enterprise`; none given: the node's own.
+    pub fn store_of(&self, enterprise: Option<&str>) -> Result<Store, ApiError> {
+        match enterprise.map(str::trim) {
+            None | Some("") => Ok(self.store.clone()),
+            Some(e) => self.stores().find(|s| s.enterprise() == e).cloned().ok_or_else(|| {
+                let shown: String = e.chars().take(20).collect();
+                ApiError::not_found(
+                    "unknown_enterprise",
+                    format!("本节点没有企业 {shown} 的数据"),
+                    format!("this node holds no data of enterprise {shown:?}"),
+                )
+            }),
+        }
     }
 
     /// Today in the station's local time.

@@ -54,7 +54,8 @@ enum Command {
         /// station or head-office (overrides the config).
         #[arg(long)]
         role: Option<String>,
-        /// The head office's QUIC address, ip:port (station).
+        /// The head office's QUIC address, ip:port (station, regulator; default: the one
+        /// learnt at enrolment).
         #[arg(long)]
         upstream: Option<String>,
         /// Where a head office accepts replication, ip:port.
@@ -66,13 +67,18 @@ enum Command {
         #[command(subcommand)]
         what: EnrolmentWhat,
     },
-    /// Station: get this node's certificate from the head office with a one-time code.
+    /// Station or regulator's laptop: get this node's certificate from a head office with
+    /// a one-time code (a regulator may enrol with every enterprise of its region).
     Enrol {
         /// The head office's HTTP address, e.g. http://192.168.1.2:8080.
         #[arg(long)]
         head_office: String,
         #[arg(long)]
         code: String,
+        /// The head office's QUIC address, ip:port, if not its HTTP host with the port it
+        /// says it replicates on.
+        #[arg(long)]
+        upstream: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -142,13 +148,49 @@ fn settings(common: &Common) -> anyhow::Result<Settings> {
 }
 
 fn open_store(s: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(&s.data_dir)
-        .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
-    let path = s.data_dir.join("node.redb");
+    open_store_of(s, &s.data_dir, s.enterprise.as_str(), clock)
+}
+
+/// Where a regulator's laptop keeps the data of another enterprise of its region.
+fn other_dir(s: &Settings, enterprise: &str) -> PathBuf {
+    s.data_dir.join("enterprises").join(enterprise)
+}
+
+/// A regulator's laptop: the stores of the other enterprises it is enrolled with.
+fn open_others(s: &Settings, clock: &Arc<dyn Clock>) -> anyhow::Result<Vec<Store>> {
+    let root = s.data_dir.join("enterprises");
+    let mut codes = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries {
+            let entry = entry.with_context(|| format!("reading {}", root.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.parse::<schema::codes::EnterpriseCode>().is_ok() && entry.path().join("node.redb").exists() {
+                codes.push(name);
+            }
+        }
+    }
+    if s.role != crate::config::Role::Regulator {
+        if !codes.is_empty() {
+            tracing::warn!(dir = %root.display(), "other enterprises' data is used only by a regulator's laptop");
+        }
+        return Ok(Vec::new());
+    }
+    codes.sort();
+    codes.iter().map(|code| open_store_of(s, &other_dir(s, code), code, clock.clone())).collect()
+}
+
+fn open_store_of(
+    s: &Settings,
+    dir: &std::path::Path,
+    enterprise: &str,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let path = dir.join("node.redb");
     Store::open(
         &path,
         crate::store::StoreOptions {
-            enterprise: s.enterprise.to_string(),
+            enterprise: enterprise.to_owned(),
             cache_bytes: s.cache_bytes.unwrap_or(match s.role {
                 crate::config::Role::HeadOffice => 256 << 20,
                 _ => 48 << 20,
@@ -156,7 +198,7 @@ fn open_store(s: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Store> {
             quick_repair: s.quick_repair,
             judge: schema::anomaly::Judge {
                 table: s.rules.clone(),
-                enterprise: s.enterprise.to_string(),
+                enterprise: enterprise.to_owned(),
                 utc_offset: s.utc_offset,
             },
         },
@@ -209,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let mut store = open_store(&s, clock.clone())?;
+            let others = open_others(&s, &clock)?;
             if demo {
                 let pb = bar(demo_cylinders as u64, "演示数据 demo data");
                 let created = crate::demo::ensure(&store, &s, demo_cylinders, clock.now_ms(), &|done, total| {
@@ -235,8 +278,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     tokio::net::TcpListener::bind(s.http).await.with_context(|| format!("binding {}", s.http))?;
                 let peers = Arc::new(crate::replication::peers::Peers::default());
                 let tracking = crate::replication::Tracking { peers: peers.clone(), clock: clock.clone() };
-                let replication = start_replication(&s, &store, tracking)?;
-                let node = Node::start(s, Deps { listener, store, clock, peers })?;
+                let mut replication = start_replication(&s, &store, tracking.clone())?;
+                for other in &others {
+                    replication.extend(start_replication(&s, other, tracking.clone())?);
+                }
+                let node = Node::start(s, Deps { listener, store, others, clock, peers })?;
                 eprintln!("节点已启动 / node listening on http://{}", node.addr);
                 shutdown_signal().await;
                 tracing::info!("shutting down");
@@ -258,13 +304,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", code?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Enrol { head_office, code, common } => {
+        Command::Enrol { head_office, code, upstream, common } => {
             let s = settings(&common)?;
-            let store = open_store(&s, Arc::new(SystemClock))?;
-            let answer = crate::enrolment::enrol(&store, &head_office, code.trim());
+            let upstream =
+                upstream.map(|u| u.parse().with_context(|| format!("--upstream {u:?} is not ip:port"))).transpose()?;
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let store = open_store(&s, clock.clone())?;
+            let granted = crate::enrolment::request(&store, &head_office, code.trim()).and_then(|granted| {
+                let target = crate::enrolment::target(s.enterprise.as_str(), s.region, &granted.answer)?;
+                Ok((granted, target, store.node_seed()?))
+            });
+            let (granted, target, seed) = match granted {
+                Ok(g) => g,
+                Err(e) => {
+                    store.shutdown();
+                    return Err(e);
+                }
+            };
+            let (name, enterprise) = (granted.answer.name.clone(), granted.answer.enterprise.clone());
+            let saved = match target {
+                crate::enrolment::Target::Own => crate::enrolment::save(&store, granted, upstream),
+                crate::enrolment::Target::Other(other) => {
+                    // The same node key signs in every enterprise's store.
+                    let dir = other_dir(&s, other.as_str());
+                    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                    Store::prepare_with_key(&dir.join("node.redb"), &seed)
+                        .map_err(|e| store_error(&dir.join("node.redb"), e))?;
+                    let theirs = open_store_of(&s, &dir, other.as_str(), clock)?;
+                    let saved = crate::enrolment::save(&theirs, granted, upstream);
+                    theirs.shutdown();
+                    saved
+                }
+            };
             store.shutdown();
-            let answer = answer?;
-            println!("已注册 / enrolled as {} of enterprise {}", answer.name, answer.enterprise);
+            saved?;
+            println!("已注册 / enrolled as {name} of enterprise {enterprise}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact { common } => {
@@ -322,7 +396,11 @@ fn start_replication(
     let seed = store.node_seed()?;
     let tracker = track_commits(store, tracking.clone());
     let mut tasks = vec![tracker];
-    match (s.role, s.upstream) {
+    let upstream = match s.upstream.filter(|_| store.enterprise() == s.enterprise.as_str()) {
+        Some(u) => Some(u),
+        None => crate::enrolment::saved_upstream(store)?,
+    };
+    match (s.role, upstream) {
         (Role::HeadOffice, _) => {
             let ca = crate::enrolment::ensure_head_office(store)?;
             let cert = store.meta(CERT)?.context("head office certificate missing")?;
@@ -335,15 +413,25 @@ fn start_replication(
         (Role::Station | Role::Regulator, Some(upstream)) => {
             let (Some(ca), Some(cert)) = (store.meta(CA_CERT)?, store.meta(CERT)?) else {
                 anyhow::bail!(
-                    "this node is not enrolled: run `node enrol --head-office URL --code CODE` first (尚未注册)"
+                    "this node is not enrolled with enterprise {}: run `node enrol --head-office URL --code CODE` \
+                     first (尚未注册)",
+                    store.enterprise()
                 );
             };
             let config = tls::client_config(&ca, &cert, &seed).map_err(anyhow::Error::msg)?;
             let endpoint =
                 quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into()).context("QUIC client endpoint")?;
+            tracing::info!(%upstream, enterprise = store.enterprise(), "replicating with the head office");
             tasks.push(connect(store.clone(), endpoint, upstream, config, tracking));
         }
-        (Role::Station | Role::Regulator, None) => {}
+        (Role::Station | Role::Regulator, None) => {
+            if store.enterprise() != s.enterprise.as_str() {
+                tracing::warn!(
+                    enterprise = store.enterprise(),
+                    "no head office address for this enterprise: not replicating"
+                );
+            }
+        }
     }
     Ok(tasks)
 }

@@ -3,6 +3,14 @@
 //! one-time code. The code is `<secret>-<CA fingerprint>`: the secret proves the station
 //! to the head office, the fingerprint proves the head office (its CA) to the station,
 //! so the exchange needs no other trust.
+//!
+//! A regulator's laptop may enrol with the head office of every enterprise in its
+//! region: the certificate of its own enterprise (`enterprise` in its config) goes into
+//! its store; another enterprise's goes into a store of that enterprise's own under
+//! `enterprises/<code>/` in the data directory, with the same node key. Each enrolment
+//! also remembers the head office's QUIC address, so `node run` needs no `--upstream`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use anyhow::{Context, bail};
 use rand::RngCore;
@@ -10,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use schema::archive::DocId;
+use schema::codes::{EnterpriseCode, RegionCode};
 use schema::records::NodeRecord;
 
 use crate::auth::{hex, unhex};
@@ -21,6 +30,8 @@ const CA_SEED: &str = "ca_seed";
 pub const CA_CERT: &str = "ca_cert";
 /// This node's certificate (DER), once issued.
 pub const CERT: &str = "cert";
+/// The head office's QUIC address (`ip:port`), learnt at enrolment.
+pub const UPSTREAM: &str = "upstream";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnrolRequest {
@@ -37,6 +48,16 @@ pub struct EnrolResponse {
     pub certificate: String,
     /// Hex DER.
     pub ca_certificate: String,
+    /// `station` or `regulator`: what the head office enrolled the node as.
+    #[serde(default = "station")]
+    pub role: String,
+    /// The port the head office accepts replication on (its host is the one enrolled with).
+    #[serde(default)]
+    pub quic_port: Option<u16>,
+}
+
+fn station() -> String {
+    "station".to_owned()
 }
 
 /// First 8 bytes of the CA certificate's SHA-256, hex.
@@ -107,8 +128,9 @@ pub enum RedeemError {
     Certificate(String),
 }
 
-/// Head office: consumes a one-time code and issues the certificate.
-pub async fn redeem(store: &Store, req: EnrolRequest) -> Result<EnrolResponse, RedeemError> {
+/// Head office: consumes a one-time code and issues the certificate. `quic_port` is where
+/// it accepts replication.
+pub async fn redeem(store: &Store, req: EnrolRequest, quic_port: Option<u16>) -> Result<EnrolResponse, RedeemError> {
     let (Some(ca_seed), Some(ca_cert)) = (store.meta(CA_SEED)?, store.meta(CA_CERT)?) else {
         return Err(RedeemError::NotHeadOffice);
     };
@@ -139,14 +161,26 @@ pub async fn redeem(store: &Store, req: EnrolRequest) -> Result<EnrolResponse, R
         })
         .await?
         .ok_or(RedeemError::BadCode)?;
-    let name = entry.name;
+    let (name, role) = (entry.name, entry.role);
     let cert = tls::issue(&ca_seed, &enterprise, &node_key, &name).map_err(RedeemError::Certificate)?;
-    tracing::info!(name = %name, node = %req.node_key, "node enrolled");
-    Ok(EnrolResponse { name, enterprise, certificate: hex(&cert), ca_certificate: hex(&ca_cert) })
+    tracing::info!(name = %name, role = %role, node = %req.node_key, "node enrolled");
+    Ok(EnrolResponse { name, enterprise, certificate: hex(&cert), ca_certificate: hex(&ca_cert), role, quic_port })
 }
 
-/// Station: asks the head office at `url` (its HTTP address) for a certificate.
-pub fn enrol(store: &Store, url: &str, code: &str) -> anyhow::Result<EnrolResponse> {
+/// A certificate a head office granted, checked but not yet saved.
+#[derive(Debug)]
+pub struct Granted {
+    pub answer: EnrolResponse,
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    /// The head office's QUIC address, if it said its port.
+    pub upstream: Option<SocketAddr>,
+}
+
+/// Asks the head office at `url` (its HTTP address) for a certificate for this node's
+/// key, and checks the answer: the CA must be the one the code names, the certificate
+/// must carry this node's key.
+pub fn request(store: &Store, url: &str, code: &str) -> anyhow::Result<Granted> {
     let (_, fingerprint) = code.split_once('-').context("the code looks like <secret>-<fingerprint>")?;
     let req = EnrolRequest { code: code.to_owned(), node_key: store.node_id().to_string() };
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -169,14 +203,116 @@ pub fn enrol(store: &Store, url: &str, code: &str) -> anyhow::Result<EnrolRespon
     if ca_fingerprint(&ca) != fingerprint {
         bail!("the head office's CA does not match the code: refusing it");
     }
-    if answer.enterprise != store.enterprise() {
-        bail!("the head office is of enterprise {}, this node of {}", answer.enterprise, store.enterprise());
-    }
     // The certificate must carry this node's key: building the TLS config checks it.
     tls::client_config(&ca, &cert, &store.node_seed()?).map_err(anyhow::Error::msg)?;
+    let upstream = answer.quic_port.and_then(|port| quic_address(url, port));
+    Ok(Granted { answer, ca, cert, upstream })
+}
+
+/// The head office's QUIC address: the host of its HTTP address `url` with `port`.
+fn quic_address(url: &str, port: u16) -> Option<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+/// Where a granted certificate belongs on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The node's own store: its enterprise's head office enrolled it.
+    Own,
+    /// A regulator's laptop enrolled by another enterprise of its region.
+    Other(EnterpriseCode),
+}
+
+/// Decides where a certificate of `answer` goes on a node of `enterprise` in `region`.
+pub fn target(enterprise: &str, region: RegionCode, answer: &EnrolResponse) -> anyhow::Result<Target> {
+    if answer.enterprise == enterprise {
+        return Ok(Target::Own);
+    }
+    if answer.role != "regulator" {
+        bail!("the head office is of enterprise {}, this node of {enterprise}", answer.enterprise);
+    }
+    let other: EnterpriseCode =
+        answer.enterprise.parse().with_context(|| format!("the head office's enterprise {:?}", answer.enterprise))?;
+    if !region.contains(other.region()) {
+        bail!(
+            "enterprise {other} is outside this regulator's region {region} (企业不在本监管辖区), not enrolled; \
+             ask its head office to withdraw the code"
+        );
+    }
+    Ok(Target::Other(other))
+}
+
+/// Saves a granted certificate, and the head office's QUIC address (`upstream` if given,
+/// else the one it said), into `store`.
+pub fn save(store: &Store, granted: Granted, upstream: Option<SocketAddr>) -> anyhow::Result<()> {
+    let Granted { ca, cert, upstream: said, .. } = granted;
+    let upstream = upstream.or(said).map(|a| a.to_string());
     store.write_blocking(move |ctx| {
         ctx.set_meta(CA_CERT, &ca)?;
-        ctx.set_meta(CERT, &cert)
+        ctx.set_meta(CERT, &cert)?;
+        if let Some(u) = &upstream {
+            ctx.set_meta(UPSTREAM, u.as_bytes())?;
+        }
+        Ok(())
     })?;
-    Ok(answer)
+    Ok(())
+}
+
+/// The head office's QUIC address saved at enrolment, if any.
+pub fn saved_upstream(store: &Store) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(bytes) = store.meta(UPSTREAM)? else { return Ok(None) };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    text.parse().map(Some).with_context(|| format!("saved upstream {text:?} is not ip:port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(enterprise: &str, role: &str) -> EnrolResponse {
+        EnrolResponse {
+            name: "regulator-1".into(),
+            enterprise: enterprise.into(),
+            certificate: String::new(),
+            ca_certificate: String::new(),
+            role: role.into(),
+            quic_port: Some(7443),
+        }
+    }
+
+    #[test]
+    fn a_certificate_goes_to_the_store_of_its_enterprise_within_the_region() {
+        let city: RegionCode = "370100".parse().unwrap();
+        assert_eq!(target("3701020001", city, &answer("3701020001", "station")).unwrap(), Target::Own);
+        assert_eq!(
+            target("3701020001", city, &answer("3701120001", "regulator")).unwrap(),
+            Target::Other("3701120001".parse().unwrap())
+        );
+        let outside = target("3701020001", city, &answer("3702020001", "regulator")).unwrap_err();
+        assert!(outside.to_string().contains("outside this regulator's region 370100"), "{outside}");
+        // Only a regulator holds other enterprises' data.
+        let station = target("3701020001", city, &answer("3701120001", "station")).unwrap_err();
+        assert!(station.to_string().contains("the head office is of enterprise 3701120001"), "{station}");
+    }
+
+    #[test]
+    fn the_quic_address_is_the_http_host_with_the_port_the_head_office_said() {
+        assert_eq!(quic_address("http://127.0.0.1:8080", 7443), Some("127.0.0.1:7443".parse().unwrap()));
+        assert_eq!(quic_address("http://127.0.0.1:8080/", 9), Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(quic_address("http://[::1]:8080", 7443), Some("[::1]:7443".parse().unwrap()));
+        assert_eq!(quic_address("10.0.0.2", 7443), Some("10.0.0.2:7443".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_older_head_offices_answer_still_parses() {
+        let old = r#"{"name":"s1","enterprise":"3701020001","certificate":"00","ca_certificate":"00"}"#;
+        let a: EnrolResponse = serde_json::from_str(old).unwrap();
+        assert_eq!((a.role.as_str(), a.quic_port), ("station", None));
+    }
 }

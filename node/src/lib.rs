@@ -38,6 +38,9 @@ use crate::store::Store;
 pub struct Deps {
     pub listener: TcpListener,
     pub store: Store,
+    /// A regulator's laptop: the stores of the other enterprises of its region it is
+    /// enrolled with (empty on every other node).
+    pub others: Vec<Store>,
     pub clock: Arc<dyn Clock>,
     /// Replication peers, shared with the replication tasks.
     pub peers: Arc<replication::peers::Peers>,
@@ -59,6 +62,7 @@ impl Node {
         let app = Arc::new(App {
             settings,
             store: deps.store,
+            others: deps.others,
             clock: deps.clock,
             metrics: Default::default(),
             peers: deps.peers,
@@ -101,8 +105,10 @@ impl Node {
             match Arc::try_unwrap(app) {
                 Ok(app) => {
                     // Waiting for the writer blocks: not on an async thread.
-                    let store = app.store;
-                    tokio::task::spawn_blocking(move || store.shutdown()).await.context("store shutdown")?;
+                    let stores: Vec<Store> = std::iter::once(app.store).chain(app.others).collect();
+                    tokio::task::spawn_blocking(move || stores.into_iter().for_each(Store::shutdown))
+                        .await
+                        .context("store shutdown")?;
                     return Ok(());
                 }
                 Err(shared) => {

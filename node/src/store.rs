@@ -218,6 +218,27 @@ impl Store {
         Ok((before, after))
     }
 
+    /// Makes sure the store file at `path` signs with `node_seed`: creates it with that
+    /// key, or checks that an existing one holds it (a regulator's laptop keeps one node
+    /// key across the stores of the enterprises of its region).
+    pub fn prepare_with_key(path: &Path, node_seed: &[u8; 32]) -> Result<(), StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META_TABLE)?;
+            let existing = meta.get("node_key")?.map(|v| v.value().to_vec());
+            match existing {
+                None => {
+                    meta.insert("node_key", node_seed.as_slice())?;
+                }
+                Some(k) if k == node_seed => {}
+                Some(_) => return Err(StoreError::Invalid(format!("{} holds another node key", path.display()))),
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// A store in memory for enterprise 3701020001, for tests.
     pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         Store::in_memory_for("3701020001", clock)

@@ -205,5 +205,18 @@ impl EnterpriseCode {
     }
 }
 
+impl RegionCode {
+    /// Whether `other` lies in this region. GB/T 2260 codes nest by trailing zero pairs:
+    /// a province (`370000`) holds its cities (`3701xx`), a city (`370100`) its counties
+    /// (`370102`); a county holds only itself.
+    pub fn contains(&self, other: RegionCode) -> bool {
+        let mut len = 6;
+        while len > 2 && self.0[len - 2..len] == *b"00" {
+            len -= 2;
+        }
+        self.0[..len] == other.0[..len]
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@ use crate::api::error::ApiError;
 use crate::auth;
 use crate::convert::{anomaly_view, archive_from, archive_view, event_view, reason, rfc3339, state_view, summary};
 use crate::store::anomalies::AnomalyFilter;
-use crate::store::{CylinderFilter, CylinderRow, StoreError, StoredResult};
+use crate::store::{CylinderFilter, CylinderRow, Store, StoreError, StoredResult};
 
 /// Runs a blocking store read off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -89,7 +89,8 @@ pub(super) async fn enrol(
 ) -> Result<Json<crate::enrolment::EnrolResponse>, ApiError> {
     use crate::enrolment::RedeemError;
     let Json(req) = body.map_err(json_error)?;
-    crate::enrolment::redeem(&app.store, req).await.map(Json).map_err(|e| match e {
+    let quic_port = (app.settings.role == crate::config::Role::HeadOffice).then(|| app.settings.quic.port());
+    crate::enrolment::redeem(&app.store, req, quic_port).await.map(Json).map_err(|e| match e {
         RedeemError::NotHeadOffice => {
             ApiError::not_found("not_head_office", "本节点不是总部节点，不能签发证书", "this node is not a head office")
         }
@@ -133,6 +134,7 @@ pub(super) async fn health(State(app): State<AppState>) -> Result<Json<Health>, 
         events,
         events_fingerprint,
         documents_fingerprint,
+        other_enterprises: app.others.iter().map(|s| s.enterprise().to_owned()).collect(),
     }))
 }
 
@@ -208,9 +210,11 @@ fn peer_views(app: &AppState, nodes: &[serde_json::Value], events_now: u64) -> V
 pub(super) async fn stock(
     State(app): State<AppState>,
     headers: HeaderMap,
+    query: Result<Query<EnterpriseQuery>, QueryRejection>,
 ) -> Result<Json<Vec<handheld_proto::StockLine>>, ApiError> {
     app.authorize(&headers, &[])?;
-    let store = app.store.clone();
+    let Query(q) = query.map_err(query_error)?;
+    let store = app.store_of(q.enterprise.as_deref())?;
     let lines = blocking(move || store.stock()).await?;
     let zh = |status: &str| {
         schema::state::Location::ALL_STATUSES.iter().find(|(s, _)| *s == status).map_or("", |(_, zh)| zh).to_owned()
@@ -229,11 +233,26 @@ pub(super) async fn stock(
     ))
 }
 
+/// Which enterprise's data a regulator's laptop is asked about (default: its own).
+#[derive(Debug, Deserialize)]
+pub(super) struct EnterpriseQuery {
+    enterprise: Option<String>,
+}
+
 /// Replication peers: last contact, lag and pending counts.
 pub(super) async fn peers(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<PeerView>>, ApiError> {
     app.authorize(&headers, &[])?;
-    let store = app.store.clone();
-    let (events, nodes) = blocking(move || Ok((store.counts()?.1, store.records("node")?))).await?;
+    let stores: Vec<Store> = app.stores().cloned().collect();
+    // A regulator's laptop has a peer per enterprise: each is named in its own registry.
+    let (events, nodes) = blocking(move || {
+        let (mut events, mut nodes) = (0, Vec::new());
+        for store in &stores {
+            events += store.counts()?.1;
+            nodes.extend(store.records("node")?);
+        }
+        Ok((events, nodes))
+    })
+    .await?;
     Ok(Json(peer_views(&app, &nodes, events)))
 }
 
@@ -283,12 +302,21 @@ async fn resolve(app: &AppState, scan: &str) -> Result<FullCode, ApiError> {
     if let Ok(code) = FullCode::from_scan(scan, app.settings.region) {
         return Ok(code);
     }
-    let store = app.store.clone();
+    let stores: Vec<Store> = app.stores().cloned().collect();
     let tag = scan.trim().to_owned();
     if tag.is_empty() || tag.len() > 128 {
         return Err(bad_code(scan));
     }
-    blocking(move || store.cylinder_by_tag(&tag)).await?.ok_or_else(|| bad_code(scan))
+    blocking(move || {
+        for store in &stores {
+            if let Some(code) = store.cylinder_by_tag(&tag)? {
+                return Ok(Some(code));
+            }
+        }
+        Ok(None)
+    })
+    .await?
+    .ok_or_else(|| bad_code(scan))
 }
 
 fn bad_code(scan: &str) -> ApiError {
@@ -300,11 +328,18 @@ fn bad_code(scan: &str) -> ApiError {
     )
 }
 
-/// One point read. It runs on the async thread: a redb read transaction never waits for
-/// the writer and the read takes microseconds, while a hop through `spawn_blocking` cost
-/// the fill check about 0.5 ms at p99 under 16 handhelds (station_bench).
-fn row_of(app: &AppState, code: FullCode) -> Result<CylinderRow, ApiError> {
-    app.store.cylinder(&code)?.ok_or_else(|| ApiError::from(StoreError::UnknownCylinder(code)))
+/// One point read per store. It runs on the async thread: a redb read transaction never
+/// waits for the writer and the read takes microseconds, while a hop through
+/// `spawn_blocking` cost the fill check about 0.5 ms at p99 under 16 handhelds
+/// (station_bench). Returns the store that holds the cylinder (a regulator's laptop holds
+/// several enterprises) with its row.
+fn row_of(app: &AppState, code: FullCode) -> Result<(Store, CylinderRow), ApiError> {
+    for store in app.stores() {
+        if let Some(row) = store.cylinder(&code)? {
+            return Ok((store.clone(), row));
+        }
+    }
+    Err(ApiError::from(StoreError::UnknownCylinder(code)))
 }
 
 pub(super) async fn detail(
@@ -314,8 +349,7 @@ pub(super) async fn detail(
 ) -> Result<Json<CylinderDetail>, ApiError> {
     app.authorize(&headers, &[])?;
     let code = resolve(&app, &scan).await?;
-    let row = row_of(&app, code)?;
-    let store = app.store.clone();
+    let (store, row) = row_of(&app, code)?;
     let recent = blocking(move || store.events_of(&code, 20)).await?;
     Ok(Json(CylinderDetail {
         archive: archive_view(&row.archive),
@@ -331,8 +365,7 @@ pub(super) async fn events(
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     app.authorize(&headers, &[])?;
     let code = resolve(&app, &scan).await?;
-    row_of(&app, code)?;
-    let store = app.store.clone();
+    let (store, _) = row_of(&app, code)?;
     let all = blocking(move || store.events_of(&code, usize::MAX)).await?;
     Ok(Json(all.iter().map(event_view).collect()))
 }
@@ -375,7 +408,7 @@ pub(super) async fn list(
         place: q.place,
         medium: q.medium.map(|m| m.parse::<Medium>().map(|m| m.code().to_owned()).unwrap_or(m)),
     };
-    let store = app.store.clone();
+    let store = app.store_of(q.enterprise.as_deref())?;
     let (total, rows) = blocking(move || store.list(&filter, page, page_size)).await?;
     Ok(Json(Page { total, page, page_size, items: rows.iter().map(|r| summary(r, &app.settings.rules)).collect() }))
 }
@@ -404,7 +437,7 @@ pub(super) async fn anomalies(
         None | Some("") => None,
         Some(c) => Some(FullCode::from_scan(c, app.settings.region).map_err(|_| bad_code(c))?),
     };
-    let store = app.store.clone();
+    let store = app.store_of(q.enterprise.as_deref())?;
     let filter = AnomalyFilter { kind, cylinder };
     let (total, found) = blocking(move || {
         let all = store.anomalies(&filter)?;
@@ -433,6 +466,8 @@ pub(super) struct TraceQuery {
     /// RFC 3339; default: now.
     to: Option<String>,
     limit: Option<usize>,
+    /// A regulator's laptop: the enterprise to search (default: its own).
+    enterprise: Option<String>,
 }
 
 pub(super) async fn trace(
@@ -470,7 +505,7 @@ pub(super) async fn trace(
         }
     };
     let limit = q.limit.unwrap_or(200).min(5000);
-    let store = app.store.clone();
+    let store = app.store_of(q.enterprise.as_deref())?;
     let found = blocking(move || store.trace(dimension, &value, from, to, limit)).await?;
     Ok(Json(found.iter().map(event_view).collect()))
 }
@@ -486,7 +521,7 @@ pub(super) async fn fill_check(
     let medium = req.medium.as_deref().map(parse_medium).transpose()?;
     let mass = req.filled_mass_kg.map(check_mass).transpose()?;
     let code = resolve(&app, &scan).await?;
-    let row = row_of(&app, code)?;
+    let (_, row) = row_of(&app, code)?;
     let now = app.clock.now_ms();
     let refusals = check_fill(
         &app.settings.rules,
@@ -713,9 +748,13 @@ pub(super) async fn operation(
     let (body, place) = event_body(&app, &req.op, &claims.account)?;
     let request_hash: [u8; 32] = Sha256::digest(serde_json::to_vec(&req).unwrap_or_default()).into();
 
+    // The store holding the cylinder takes the event (a regulator's laptop holds every
+    // enterprise of its region; a finding goes to the cylinder's enterprise). An unknown
+    // cylinder is refused inside the write job, with the same error as ever.
+    let store = row_of(&app, code).map_or_else(|_| app.store.clone(), |(store, _)| store);
     // A retry usually finds its answer without queueing behind the writer (a point read,
     // inline like `row_of`).
-    if let Some(stored) = app.store.operation_result(&op_id)? {
+    if let Some(stored) = store.operation_result(&op_id)? {
         return replay(&app, stored, request_hash);
     }
 
@@ -736,8 +775,7 @@ pub(super) async fn operation(
     };
     let job_app = app.clone();
     let operator = claims.account.clone();
-    let outcome = app
-        .store
+    let outcome = store
         .write(move |ctx| {
             let app = job_app;
             if let Some(stored) = ctx.operation_result(&op_id)? {
@@ -838,7 +876,7 @@ fn replay(app: &AppState, stored: StoredResult, request_hash: [u8; 32]) -> Resul
         return Err(op_id_reused());
     }
     // Event and state are those of the first answer; the archive is today's.
-    let row = row_of(app, stored.event.event.cylinder)?;
+    let (_, row) = row_of(app, stored.event.event.cylinder)?;
     app.metrics.replays.fetch_add(1, Ordering::Relaxed);
     Ok(Json(OperationResponse {
         event: event_view(&stored.event),

@@ -76,7 +76,14 @@ impl T {
             })
             .await
             .unwrap();
-        let app = Arc::new(App { settings, store, clock, metrics: Default::default(), peers: Default::default() });
+        let app = Arc::new(App {
+            settings,
+            store,
+            others: Vec::new(),
+            clock,
+            metrics: Default::default(),
+            peers: Default::default(),
+        });
         T { app }
     }
 
@@ -618,4 +625,20 @@ async fn stock_counts_cylinders_by_place_and_status() {
     assert!(lines.iter().all(|l| !l["status_zh"].as_str().unwrap().is_empty()), "{v}");
     let (s, _) = t.call("GET", "/api/v1/stock", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn another_enterprise_is_asked_of_a_node_that_holds_only_its_own() {
+    let t = T::new().await;
+    let token = t.token("m", Role::Manager);
+    let (s, v) = t.call("GET", "/api/v1/cylinders?enterprise=3701020001", Some(&token), None).await;
+    assert_eq!(s, StatusCode::OK, "its own enterprise by name: {v}");
+    assert_eq!(v["total"], 4);
+    for path in ["/api/v1/cylinders", "/api/v1/anomalies", "/api/v1/trace", "/api/v1/stock"] {
+        let (s, v) = t.call("GET", &format!("{path}?enterprise=3701120001"), Some(&token), None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+        assert_error(&v, "unknown_enterprise");
+    }
+    let (_, v) = t.call("GET", "/healthz", None, None).await;
+    assert_eq!(v["other_enterprises"], serde_json::json!([]));
 }

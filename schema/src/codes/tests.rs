@@ -58,3 +58,22 @@ fn scans_complete_ten_digit_codes_with_the_station_region() {
         assert_eq!(got, expect.map(str::to_owned), "scan {scan:?}");
     }
 }
+
+#[test]
+fn regions_contain_the_regions_below_them() {
+    let r = |s: &str| s.parse::<RegionCode>().unwrap();
+    let cases = [
+        ("370000", "370102", true),
+        ("370000", "370000", true),
+        ("370000", "410102", false),
+        ("370100", "370102", true),
+        ("370100", "370112", true),
+        ("370100", "370202", false),
+        ("370102", "370102", true),
+        ("370102", "370103", false),
+        ("370102", "370100", false),
+    ];
+    for (outer, inner, expect) in cases {
+        assert_eq!(r(outer).contains(r(inner)), expect, "{outer} contains {inner}");
+    }
+}

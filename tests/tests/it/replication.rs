@@ -428,3 +428,107 @@ fn own_events(c: &Client) -> usize {
     let page = manager.cylinders(&handheld_proto::ListQuery { page_size: Some(500), ..Default::default() }).unwrap();
     page.items.iter().map(|row| manager.events(&row.code10).unwrap().len()).sum()
 }
+
+/// `node` with `args`; its exit code and output.
+fn node_cli(args: &[&str]) -> (i32, String) {
+    let mut c = Command::new(node_bin());
+    c.args(args);
+    let (rc, out, err) = run(c).unwrap();
+    (rc, format!("{out}{err}"))
+}
+
+/// A regulator's laptop of 济南市 (370100) enrols with the head offices of two enterprises
+/// of the city and is refused by one of 青岛 (370202); with no `--upstream` it pulls both
+/// enterprises, each into its own store, and its hold on the second enterprise's cylinder
+/// reaches that enterprise's head office, refusing fills there, and nowhere else.
+#[test]
+fn a_regulator_pulls_every_enterprise_of_its_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = |name: &str, text: &str| {
+        let path = d.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let offices = [
+        ("ho-a", config("a", "enterprise = \"3701020001\"\nregion = \"370102\"\n")),
+        ("ho-b", config("b", "enterprise = \"3701120001\"\nregion = \"370112\"\n")),
+        ("ho-c", config("c", "enterprise = \"3702020001\"\nregion = \"370202\"\n")),
+    ];
+    let reg_cfg = config("r", "enterprise = \"3701020001\"\nregion = \"370100\"\nrole = \"regulator\"\n");
+    let reg_data = d.join("regulator").display().to_string();
+    let mut running = Vec::new();
+    let mut enrolled = Vec::new();
+    for (name, cfg) in &offices {
+        let data = d.join(name).display().to_string();
+        let create = ["enrolment", "create", "--name", "regulator-1", "--role", "regulator", "--config", cfg];
+        let (rc, out) = node_cli(&[&create[..], &["--data", &data]].concat());
+        assert_eq!(rc, 0, "{out}");
+        let code = out.lines().last().unwrap().trim().to_owned();
+        let quic = format!("127.0.0.1:{}", free_port());
+        let args = ["--config", cfg, "--role", "head-office", "--quic", &quic, "--demo", "--demo-cylinders", "16"];
+        let ho = node(d, name, &args);
+        let enrol = ["enrol", "--config", &reg_cfg, "--head-office", &ho.url, "--code", &code, "--data", &reg_data];
+        enrolled.push(node_cli(&enrol));
+        running.push(ho);
+    }
+    assert_eq!(enrolled[0].0, 0, "{}", enrolled[0].1);
+    assert_eq!(enrolled[1].0, 0, "{}", enrolled[1].1);
+    assert_ne!(enrolled[2].0, 0, "an enterprise outside the region is refused");
+    assert!(enrolled[2].1.contains("outside this regulator's region 370100"), "{}", enrolled[2].1);
+    assert!(!d.join("regulator/enterprises/3702020001").exists(), "nothing of it is kept");
+    let (ho_a, ho_b) = (&running[0], &running[1]);
+
+    // No `--upstream`: each store replicates with the head office it was enrolled by.
+    let reg = node(d, "regulator", &["--config", &reg_cfg]);
+    let at_reg = Client::new(&reg.url);
+    eventually(Duration::from_secs(30), "enterprise A's data at the laptop", || {
+        fingerprints(&at_reg).is_some() && fingerprints(&at_reg) == fingerprints(&Client::new(&ho_a.url))
+    });
+    assert_eq!(at_reg.health().unwrap().other_enterprises, vec!["3701120001".to_owned()]);
+    let regulator = login(&reg.url, "demo-regulator");
+    let list = |enterprise: Option<&str>| {
+        let q = handheld_proto::ListQuery {
+            page_size: Some(500),
+            enterprise: enterprise.map(str::to_owned),
+            ..Default::default()
+        };
+        regulator.cylinders(&q).map_err(|e| format!("{e:?}"))
+    };
+    eventually(Duration::from_secs(30), "enterprise B's cylinders at the laptop", || {
+        list(Some("3701120001")).is_ok_and(|p| p.total == 16)
+    });
+    let own = list(None).unwrap();
+    assert_eq!(own.total, 16);
+    assert!(own.items.iter().all(|c| c.code.starts_with("370102")), "A's list holds only A's cylinders");
+    let b_list = list(Some("3701120001")).unwrap();
+    assert!(b_list.items.iter().all(|c| c.code.starts_with("370112")), "B's list holds only B's cylinders");
+    let unknown = list(Some("3702020001")).unwrap_err();
+    assert!(unknown.contains("unknown_enterprise"), "{unknown}");
+
+    // A cylinder of B that B's head office would fill now: the laptop holds it back.
+    let b_manager = login(&ho_b.url, "demo-manager");
+    let target = b_list
+        .items
+        .iter()
+        .filter(|c| c.code10.as_str() > "0101000008")
+        .find(|c| b_manager.fill_check(&c.code10, Some("lpg"), None).is_ok_and(|r| r.allowed))
+        .expect("a fillable LPG cylinder of B")
+        .clone();
+    let detail = regulator.cylinder(&target.code).unwrap();
+    assert_eq!(detail.archive.code, target.code, "the laptop answers for B's cylinder by its 16-digit code");
+    let hold =
+        Operation::RegulatorFinding {
+            action: "hold".into(), finding: "JC-B-1".into(), note: "检验标记不清".into()
+        };
+    op(&regulator, "reg-hold-b", &target.code, hold).unwrap();
+    eventually(Duration::from_secs(10), "the hold refuses fills at B's head office", || {
+        b_manager
+            .fill_check(&target.code10, Some("lpg"), None)
+            .is_ok_and(|r| !r.allowed && r.reasons.iter().any(|x| x.rule == "regulator_hold"))
+    });
+    // Nothing of B reached A: its head office does not know the cylinder, and the
+    // laptop's own store still agrees with it.
+    assert!(login(&ho_a.url, "demo-manager").cylinder(&target.code).is_err());
+    assert_eq!(fingerprints(&at_reg), fingerprints(&Client::new(&ho_a.url)));
+}
