@@ -119,7 +119,7 @@ impl Metrics {
 pub fn render_replication(
     out: &mut String,
     peers: &[handheld_proto::PeerView],
-    anomalies: &[schema::anomaly::Anomaly],
+    anomalies: &std::collections::BTreeMap<schema::anomaly::AnomalyKind, u64>,
 ) {
     let label = |p: &handheld_proto::PeerView| {
         let name = p.name.clone().unwrap_or_default().replace(['"', '\\', '\n'], "_");
@@ -147,7 +147,7 @@ pub fn render_replication(
     }
     let _ = writeln!(out, "# HELP node_anomalies Anomalies listed, by kind.\n# TYPE node_anomalies gauge");
     for kind in schema::anomaly::AnomalyKind::ALL {
-        let n = anomalies.iter().filter(|a| a.kind == kind).count();
+        let n = anomalies.get(&kind).copied().unwrap_or(0);
         let _ = writeln!(out, "node_anomalies{{kind=\"{}\"}} {n}", kind.code());
     }
 }

@@ -53,11 +53,6 @@ pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> Sess
         // waits behind at most one of them.
         items_per_frame: 1 << 16,
         frame_bytes_max: 2 << 20,
-        // A week offline at 100,000 cylinders is about 400,000 events: pushed as changes
-        // since the checkpoint, not found by a fingerprint walk (which, at 2.4 million
-        // items, ended in id lists of nearly all of them: 84 MB and 38 s, sync_bench).
-        // Costs up to 32 MB of ids remembered per session.
-        push_max: 1_000_000,
         ..SessionOptions::default()
     }
 }

@@ -49,9 +49,6 @@ pub struct SessionOptions {
     pub retry_ms: u64,
     /// Per scope, this side's change sequence when it was last in sync with this peer.
     pub checkpoints: BTreeMap<Vec<u8>, u64>,
-    /// Push at most this many changes; with more, the fingerprint walk takes over (and the
-    /// ids remembered per scope to avoid echoing a peer's items stay bounded by this).
-    pub push_max: usize,
 }
 
 impl Default for SessionOptions {
@@ -65,7 +62,6 @@ impl Default for SessionOptions {
             ids_per_frame: 4096,
             retry_ms: 1_000,
             checkpoints: BTreeMap::new(),
-            push_max: 200_000,
         }
     }
 }
@@ -104,17 +100,28 @@ pub struct Session {
     tail: VecDeque<Frame>,
     /// Scopes whose root fingerprint the initiator sends once the peer has pushed.
     awaiting_push: BTreeSet<Vec<u8>>,
-    /// Items stored from this peer since the scope was last in sync: not pushed back.
-    /// Beyond `push_max` of them the scope is not pushed at all (the walk is cheaper),
-    /// so this never holds more than `push_max` ids per scope.
-    received: BTreeMap<Vec<u8>, BTreeSet<Id>>,
-    overflowed: BTreeSet<Vec<u8>>,
+    /// Sequence ranges of the items stored from this peer since the scope was last in
+    /// sync (one per `Items` frame): not pushed back.
+    received: BTreeMap<Vec<u8>, Vec<(u64, u64)>>,
+    /// Pushes under way: per scope, the sequence read up to and the one to stop at. The
+    /// log is read a page at a time as frames go out, so a push of millions of changes
+    /// holds one page of ids, not all of them.
+    pushing: BTreeMap<Vec<u8>, (u64, u64)>,
     /// Per scope, the sequence up to which this session already pushed: a later round
     /// pushes only what is newer (what a lost frame dropped, the walk finds).
     pushed_upto: BTreeMap<Vec<u8>, u64>,
     last_progress_ms: u64,
     refusals: Vec<String>,
     pub stats: SessionStats,
+}
+
+/// Ids of one scope.
+type ScopedIds = (Vec<u8>, Vec<Id>);
+
+/// Whether `seq` lies in one of `ranges` (ascending, disjoint).
+fn in_ranges(ranges: &[(u64, u64)], seq: u64) -> bool {
+    let i = ranges.partition_point(|(_, end)| *end < seq);
+    ranges.get(i).is_some_and(|(start, _)| *start <= seq)
 }
 
 fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> SessionError {
@@ -132,7 +139,7 @@ impl Session {
             tail: VecDeque::new(),
             awaiting_push: BTreeSet::new(),
             received: BTreeMap::new(),
-            overflowed: BTreeSet::new(),
+            pushing: BTreeMap::new(),
             pushed_upto: BTreeMap::new(),
             last_progress_ms: 0,
             refusals: Vec::new(),
@@ -156,23 +163,44 @@ impl Session {
         Ok(())
     }
 
-    /// Queues what this side added to `scope` since its checkpoint, then `Pushed`.
+    /// Queues what this side added to `scope` since its checkpoint, then `Pushed`. With no
+    /// checkpoint (a first contact) nothing is pushed: the fingerprint walk decides.
     fn push<S: ItemStore>(&mut self, store: &S, scope: &[u8]) -> Result<(), SessionError> {
         let ckpt = self.opts.checkpoints.get(scope).copied().unwrap_or(0);
         let since = ckpt.max(self.pushed_upto.get(scope).copied().unwrap_or(0));
         let now = store.seq(scope).map_err(store_err)?;
         self.pushed_upto.insert(scope.to_vec(), now);
-        if ckpt > 0
-            && !self.overflowed.contains(scope)
-            && let Some(ids) = store.changes_since(scope, since, self.opts.push_max).map_err(store_err)?
-            && !ids.is_empty()
-        {
-            let theirs = self.received.get(scope);
-            let mine = ids.into_iter().filter(|id| theirs.is_none_or(|t| !t.contains(id)));
-            self.to_send.entry(scope.to_vec()).or_default().extend(mine);
+        if ckpt > 0 && now > since {
+            // A push still under way goes on to the newer end.
+            let push = self.pushing.entry(scope.to_vec()).or_insert((since, now));
+            *push = (push.0.min(since), now);
         }
         self.tail.push_back(Frame::Pushed { scope: scope.to_vec() });
         Ok(())
+    }
+
+    /// The next page of a push under way: ids of this side's log not stored from the
+    /// peer, in the store's preferred order. `None` when no push is under way.
+    fn next_push_page<S: ItemStore>(&mut self, store: &S) -> Result<Option<ScopedIds>, SessionError> {
+        while let Some((scope, (from, upto))) = self.pushing.pop_first() {
+            let page = store.changes_after(&scope, from, self.opts.items_per_frame.max(1)).map_err(store_err)?;
+            let read_to = page.last().map_or(upto, |(seq, _)| *seq).min(upto);
+            let theirs = self.received.get(&scope);
+            let mut ids: Vec<Id> = page
+                .into_iter()
+                .filter(|(seq, _)| *seq <= upto)
+                .filter(|(seq, _)| theirs.is_none_or(|r| !in_ranges(r, *seq)))
+                .map(|(_, id)| id)
+                .collect();
+            if read_to < upto {
+                self.pushing.insert(scope.clone(), (read_to, upto));
+            }
+            if !ids.is_empty() {
+                store.send_order(&scope, &mut ids).map_err(store_err)?;
+                return Ok(Some((scope, ids)));
+            }
+        }
+        Ok(None)
     }
 
     /// Checkpoints reached in this session (or given at its start), for the caller to keep.
@@ -185,7 +213,6 @@ impl Session {
         let ckpt = self.opts.checkpoints.entry(scope.clone()).or_default();
         *ckpt = (*ckpt).max(seq);
         self.received.remove(&scope);
-        self.overflowed.remove(&scope);
         self.in_sync.insert(scope);
     }
 
@@ -194,6 +221,7 @@ impl Session {
         self.opts.scopes.iter().all(|s| self.in_sync.contains(s))
             && self.out.is_empty()
             && self.to_send.is_empty()
+            && self.pushing.is_empty()
             && !self.is_sending()
             && self.tail.is_empty()
     }
@@ -206,7 +234,12 @@ impl Session {
     /// Restarts a round that stalled. Sending counts as progress: a round is stalled only
     /// when nothing is queued and nothing arrived for `retry_ms`.
     pub fn handle_timeout<S: ItemStore>(&mut self, store: &S, now_ms: u64) -> Result<(), SessionError> {
-        if !self.out.is_empty() || !self.to_send.is_empty() || self.is_sending() || !self.tail.is_empty() {
+        if !self.out.is_empty()
+            || !self.to_send.is_empty()
+            || !self.pushing.is_empty()
+            || self.is_sending()
+            || !self.tail.is_empty()
+        {
             self.last_progress_ms = now_ms;
             return Ok(());
         }
@@ -238,16 +271,19 @@ impl Session {
         // now, in the order the store prefers (the node sends a cylinder's events
         // together); `Pushed` markers go out after every item queued before them.
         if !self.is_sending() {
-            let Some((scope, ids)) = self.to_send.pop_first() else {
+            if let Some((scope, ids)) = self.to_send.pop_first() {
+                let mut ids: Vec<Id> = ids.into_iter().collect();
+                store.send_order(&scope, &mut ids).map_err(store_err)?;
+                self.sending = Some((scope, ids.into()));
+            } else if let Some((scope, ids)) = self.next_push_page(store)? {
+                self.sending = Some((scope, ids.into()));
+            } else {
                 let tail = self.tail.pop_front();
                 if tail.is_some() {
                     self.stats.frames_out += 1;
                 }
                 return Ok(tail);
-            };
-            let mut ids: Vec<Id> = ids.into_iter().collect();
-            store.send_order(&scope, &mut ids).map_err(store_err)?;
-            self.sending = Some((scope, ids.into()));
+            }
         }
         let Some((scope, ids)) = self.sending.as_mut() else { return Ok(None) };
         let scope = scope.clone();
@@ -373,13 +409,12 @@ impl Session {
                 self.stats.items_refused += outcome.refused.len() as u64;
                 if !outcome.stored.is_empty() {
                     self.in_sync.remove(&scope);
-                    if !self.overflowed.contains(&scope) {
-                        let got = self.received.entry(scope.clone()).or_default();
-                        got.extend(outcome.stored.iter().copied());
-                        if got.len() > self.opts.push_max {
-                            self.received.remove(&scope);
-                            self.overflowed.insert(scope.clone());
-                        }
+                }
+                if let Some((first, last)) = outcome.seqs {
+                    let got = self.received.entry(scope.clone()).or_default();
+                    match got.last_mut() {
+                        Some((_, end)) if *end + 1 == first => *end = last,
+                        _ => got.push((first, last)),
                     }
                 }
                 for reason in &outcome.refused {

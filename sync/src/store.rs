@@ -15,6 +15,9 @@ pub struct PutOutcome {
     pub stored: Vec<Id>,
     /// Items refused: why, for the log.
     pub refused: Vec<String>,
+    /// The change sequence numbers the stored items took, first and last: every number
+    /// in between went to an item of this put (the session does not push them back).
+    pub seqs: Option<(u64, u64)>,
 }
 
 /// Storage as seen by a session. Ids below a scope are ordered bytewise.
@@ -58,10 +61,10 @@ pub trait ItemStore {
         Ok(())
     }
 
-    /// Ids added to `scope` after sequence `since`, oldest first, or `None` if there are
-    /// more than `limit` (the fingerprint walk is then cheaper than a list). An id may
-    /// no longer be held (a document item replaced since); `get` then skips it.
-    fn changes_since(&self, scope: &[u8], since: u64, limit: usize) -> Result<Option<Vec<Id>>, Self::Error>;
+    /// Up to `limit` ids added to `scope` after sequence `since`, oldest first, with their
+    /// sequence numbers (pushes read the log a page at a time). An id may no longer be
+    /// held (a document item replaced since); `get` then skips it.
+    fn changes_after(&self, scope: &[u8], since: u64, limit: usize) -> Result<Vec<(u64, Id)>, Self::Error>;
 }
 
 /// Never fails.
@@ -129,6 +132,7 @@ impl ItemStore for MemStore {
 
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, Infallible> {
         let mut out = PutOutcome::default();
+        let before = self.seq(scope)?;
         for bytes in items {
             match (self.check)(scope, &bytes) {
                 Ok(id) => {
@@ -141,6 +145,8 @@ impl ItemStore for MemStore {
                 Err(reason) => out.refused.push(reason),
             }
         }
+        let after = self.seq(scope)?;
+        out.seqs = (after > before).then_some((before + 1, after));
         Ok(out)
     }
 
@@ -148,9 +154,9 @@ impl ItemStore for MemStore {
         Ok(self.log.get(scope).map_or(0, |l| l.len() as u64))
     }
 
-    fn changes_since(&self, scope: &[u8], since: u64, limit: usize) -> Result<Option<Vec<Id>>, Infallible> {
+    fn changes_after(&self, scope: &[u8], since: u64, limit: usize) -> Result<Vec<(u64, Id)>, Infallible> {
         let log = self.log.get(scope).map_or(&[][..], Vec::as_slice);
         let new = log.get(since as usize..).unwrap_or_default();
-        Ok((new.len() <= limit).then(|| new.to_vec()))
+        Ok(new.iter().take(limit).enumerate().map(|(i, id)| (since + 1 + i as u64, *id)).collect())
     }
 }

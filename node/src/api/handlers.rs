@@ -143,7 +143,7 @@ pub(super) async fn metrics(State(app): State<AppState>) -> Result<Response, Api
     let (cylinders, events, nodes, anomalies, backlog) = blocking(move || {
         let (cylinders, events) = store.counts()?;
         let nodes = store.records("node")?;
-        Ok((cylinders, events, nodes, store.anomalies(&AnomalyFilter::default())?, store.index_backlog()?))
+        Ok((cylinders, events, nodes, store.anomaly_counts()?, store.index_backlog()?))
     })
     .await?;
     let mut text = app.metrics.render(app.store.stats(), cylinders, events);

@@ -143,8 +143,28 @@ impl Store {
                 by_id.insert(id, a);
             }
         }
-        let mut out: Vec<Anomaly> = by_id.into_values().collect();
-        out.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then_with(|| a.id().cmp(&b.id())));
-        Ok(out)
+        // Newest first; ties by id (the map's key: not hashed again per comparison).
+        let mut out: Vec<([u8; 32], Anomaly)> = by_id.into_iter().collect();
+        out.sort_by(|(ia, a), (ib, b)| b.at_ms.cmp(&a.at_ms).then_with(|| ia.cmp(ib)));
+        Ok(out.into_iter().map(|(_, a)| a).collect())
+    }
+
+    /// How many anomalies of each kind are listed (for `/metrics`: no sorting, and each
+    /// anomaly counted once however many cylinders it names).
+    pub fn anomaly_counts(&self) -> Result<BTreeMap<AnomalyKind, u64>, StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(ANOMALIES_TABLE)?;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut counts = BTreeMap::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let id: [u8; 32] = k.value()[16..].try_into().map_err(|_| StoreError::Corrupt("anomaly key".into()))?;
+            if seen.insert(id) {
+                let a: Anomaly =
+                    postcard::from_bytes(v.value()).map_err(|e| StoreError::Corrupt(format!("anomaly row: {e}")))?;
+                *counts.entry(a.kind).or_default() += 1;
+            }
+        }
+        Ok(counts)
     }
 }

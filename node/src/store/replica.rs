@@ -262,6 +262,13 @@ impl WriteCtx<'_> {
         Ok(fresh)
     }
 
+    /// The last change sequence number of `scope` in this transaction.
+    fn scope_seq(&self, scope: &str) -> Result<u64, StoreError> {
+        let log = self.tx.open_table(ITEM_SEQ_TABLE)?;
+        let last = log.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?;
+        Ok(last.map_or(0, |(k, _)| k.value().1))
+    }
+
     /// Whether the signer `node` may write events of `kind`. Enforced once this node is
     /// enrolled (it holds its enterprise's CA certificate): the signer must be a node
     /// enrolled in this enterprise, and a regulator's laptop may write only findings.
@@ -533,18 +540,16 @@ impl ItemStore for Replica {
         Ok(())
     }
 
-    fn changes_since(&self, scope: &[u8], since: u64, limit: usize) -> Result<Option<Vec<Id>>, StoreError> {
+    fn changes_after(&self, scope: &[u8], since: u64, limit: usize) -> Result<Vec<(u64, Id)>, StoreError> {
         let scope = scope_str(scope)?;
         let r = self.store.db.begin_read()?;
         let log = r.open_table(ITEM_SEQ_TABLE)?;
-        let mut out = Vec::new();
-        for item in log.range((scope, since.saturating_add(1))..=(scope, u64::MAX))? {
-            if out.len() == limit {
-                return Ok(None);
-            }
-            out.push(*item?.1.value());
+        let mut out = Vec::with_capacity(limit.min(1 << 16));
+        for item in log.range((scope, since.saturating_add(1))..=(scope, u64::MAX))?.take(limit) {
+            let (k, id) = item?;
+            out.push((k.value().1, *id.value()));
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, StoreError> {
@@ -606,14 +611,18 @@ impl ItemStore for Replica {
             true => self.take_prechecked(&items).unwrap_or_else(|| verify_items(&items)),
             false => Vec::new(),
         };
-        let results = self.store.write_blocking(move |ctx| {
-            if events {
-                ctx.receive_checked(checked)
+        let (results, seqs) = self.store.write_blocking(move |ctx| {
+            let before = ctx.scope_seq(&scope)?;
+            let results = if events {
+                ctx.receive_checked(checked)?
             } else {
-                items.iter().map(|item| ctx.receive_doc(item)).collect::<Result<Vec<_>, _>>()
-            }
+                items.iter().map(|item| ctx.receive_doc(item)).collect::<Result<Vec<_>, _>>()?
+            };
+            // The writer runs one job at a time: every number in between is this put's.
+            let after = ctx.scope_seq(&scope)?;
+            Ok((results, (after > before).then_some((before + 1, after))))
         })?;
-        let mut out = PutOutcome::default();
+        let mut out = PutOutcome { seqs, ..PutOutcome::default() };
         for r in results {
             match r {
                 Received::Stored(id) => out.stored.push(id),

@@ -44,7 +44,6 @@ fn opts(initiator: bool) -> SessionOptions {
         ids_per_frame: 64,
         retry_ms: 1_000,
         checkpoints: BTreeMap::new(),
-        push_max: 20_000,
     }
 }
 
@@ -270,4 +269,40 @@ fn after_a_sync_the_changes_since_the_checkpoints_are_the_whole_round() {
     let again = run_with(r.a, lost, (oa, ob), Link::new(5, 0, 0, 0), Link::new(6, 0, 0, 0), 10_000);
     assert_eq!(again.a.items, again.b.items);
     assert_eq!(again.sa.stats.items_sent, 7);
+}
+
+#[test]
+fn a_hub_relays_what_others_sent_it_page_by_page_and_echoes_nothing() {
+    let common: BTreeSet<u32> = (0..1_000).collect();
+    let first = run(store_of(&common), store_of(&common), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
+    let (ckpt_a, ckpt_b) = (first.sa.checkpoints().clone(), first.sb.checkpoints().clone());
+    // Offline, the station a records 500 items; the hub b takes 5,000 from other stations
+    // (156 pages of 32).
+    let (mut a, mut b) = (first.a, first.b);
+    for i in 20_000..20_500u32 {
+        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
+        a.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
+    }
+    for i in 30_000..35_000u32 {
+        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
+        b.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
+    }
+    let (mut oa, mut ob) = (opts(true), opts(false));
+    oa.checkpoints = ckpt_a;
+    ob.checkpoints = ckpt_b;
+    let r = run_with(a, b, (oa, ob), Link::new(3, 0, 0, 0), Link::new(4, 0, 0, 0), 100_000);
+    assert!(r.sa.is_in_sync() && r.sb.is_in_sync());
+    assert_eq!(r.a.items, r.b.items);
+    // The hub pushed the 5,000 and none of the 500 it had just stored from a.
+    assert_eq!((r.sa.stats.items_sent, r.sb.stats.items_sent), (500, 5_000));
+    let walk = |k: &[&str]| k.iter().filter(|k| matches!(**k, "split" | "id_list" | "want")).count();
+    assert_eq!(walk(&r.kinds.0) + walk(&r.kinds.1), 0, "{:?}", r.kinds);
+}
+
+#[test]
+fn sequence_ranges_hold_exactly_their_numbers() {
+    let r = [(3, 5), (9, 9), (12, 20)];
+    let inside: Vec<u64> = (0..25).filter(|s| in_ranges(&r, *s)).collect();
+    assert_eq!(inside, [3, 4, 5, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+    assert!(!in_ranges(&[], 1));
 }
