@@ -35,6 +35,27 @@ pub struct Metrics {
     pub replays: AtomicU64,
     operations: BTreeMap<&'static str, AtomicU64>,
     refusals: BTreeMap<&'static str, AtomicU64>,
+    /// Anomaly counts by kind with the store's commit number and the time they were
+    /// counted: counting reads the whole anomalies table.
+    pub anomaly_counts: std::sync::Mutex<Option<AnomalyCounts>>,
+}
+
+/// Anomalies by kind as counted after commit `commit` at `at`.
+#[derive(Debug, Clone)]
+pub struct AnomalyCounts {
+    pub commit: u64,
+    pub at: std::time::Instant,
+    pub counts: BTreeMap<schema::anomaly::AnomalyKind, u64>,
+}
+
+impl AnomalyCounts {
+    /// Counts are recounted when the store committed since, at most every 2 s: a scraper
+    /// polling fast costs one table scan per 2 s, and counts are never older than that.
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub fn fresh(&self, commit: u64) -> bool {
+        self.commit == commit || self.at.elapsed() < Self::MAX_AGE
+    }
 }
 
 impl Default for Metrics {
@@ -47,6 +68,7 @@ impl Default for Metrics {
             replays: AtomicU64::new(0),
             operations: KINDS.iter().map(|k| (*k, AtomicU64::new(0))).collect(),
             refusals: Rule::ALL.iter().map(|r| (r.code(), AtomicU64::new(0))).collect(),
+            anomaly_counts: std::sync::Mutex::new(None),
         }
     }
 }

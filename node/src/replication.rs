@@ -109,6 +109,8 @@ struct Incoming {
     frame: Frame,
     wire_bytes: u64,
     checked: Option<tokio::task::JoinHandle<Vec<Result<SignedEvent, String>>>>,
+    /// Held until the frame is handled: decoded frames wait within a bound.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Stops a task when the session that started it ends, however it ends.
@@ -120,8 +122,19 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Frames decoded ahead at most (each up to 8 MiB).
+/// Frames decoded ahead at most per session (each up to 8 MiB).
 const READ_AHEAD: usize = 2;
+
+/// Frames sent at most before the peer's waiting frames are handled. Sending everything
+/// queued first held a head office's answers to a station's upload behind megabytes of
+/// what it relayed to that station (each side then waits on the other's slowest work).
+const SEND_BURST: usize = 2;
+
+/// Frames a head office holds decoded at once over all its sessions (each up to 8 MiB
+/// and several times that once its events are decoded). Its writer takes one frame at a
+/// time anyway; with a bound per session only, 20 stations uploading at once kept about
+/// 1 GiB of frames waiting (`net_bench --stations 20`).
+const DECODED_MAX: usize = 6;
 
 /// Reads and decodes the peer's frames and starts checking the signatures of each
 /// `Items` frame of events as soon as it is complete: the checks of the next frame run
@@ -130,6 +143,7 @@ const READ_AHEAD: usize = 2;
 fn read_ahead(
     mut recv: quinn::RecvStream,
     (peers, peer, clock): (Arc<Peers>, schema::event::NodeId, Arc<dyn Clock>),
+    permits: Arc<tokio::sync::Semaphore>,
 ) -> (mpsc::Receiver<anyhow::Result<Incoming>>, tokio::task::AbortHandle) {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let task = tokio::spawn(async move {
@@ -159,6 +173,9 @@ fn read_ahead(
                     }
                 };
                 let wire_bytes = std::mem::take(&mut unaccounted);
+                // Nothing more is read from this peer until its frame may go on (QUIC's flow
+                // control then holds the peer back); an idle session holds no permit.
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let checked = match &frame {
                     Frame::Items { scope, items } if scope.starts_with(b"E:") => {
                         let items = items.clone();
@@ -166,7 +183,7 @@ fn read_ahead(
                     }
                     _ => None,
                 };
-                if tx.send(Ok(Incoming { frame, wire_bytes, checked })).await.is_err() {
+                if tx.send(Ok(Incoming { frame, wire_bytes, checked, _permit: permit })).await.is_err() {
                     return;
                 }
             }
@@ -182,6 +199,7 @@ async fn run_session(
     initiator: bool,
     mut commits: watch::Receiver<u64>,
     (tracking, peer): (&Tracking, schema::event::NodeId),
+    permits: Arc<tokio::sync::Semaphore>,
 ) -> anyhow::Result<()> {
     let peers = &tracking.peers;
     let base = peers.item_base(peer);
@@ -197,20 +215,26 @@ async fn run_session(
     let result = async {
         // Storage calls block (redb, the writer's commit): keep them off the async threads.
         tokio::task::block_in_place(|| session.start(&replica, now()))?;
-        let (mut frames, reader) = read_ahead(recv, (peers.clone(), peer, tracking.clock.clone()));
+        let (mut frames, reader) = read_ahead(recv, (peers.clone(), peer, tracking.clock.clone()), permits);
         let _stop_reader = AbortOnDrop(reader);
         let mut tick = tokio::time::interval(ROUND_EVERY.min(Duration::from_millis(250)));
         let mut last_round = Instant::now();
+        // Still sending the frames queued before: not a new flight.
+        let mut continuing = false;
         loop {
-            let mut sent_any = false;
-            while let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))? {
+            let mut sent = 0;
+            while sent < SEND_BURST
+                && let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))?
+            {
                 let bytes = frame.encode();
                 send.write_all(&bytes).await.context("sending")?;
                 peers.sent(peer, bytes.len() as u64);
                 round_bytes += bytes.len() as u64;
-                sent_any = true;
+                sent += 1;
             }
-            flights += sent_any as u64;
+            flights += (sent > 0 && !continuing) as u64;
+            let more_to_send = sent == SEND_BURST;
+            continuing = false;
             let st = &session.stats;
             peers.items(peer, base, st.items_sent, st.items_stored, st.items_refused);
             let in_sync = session.is_in_sync();
@@ -241,17 +265,21 @@ async fn run_session(
                 tracing::warn!(peer = ?peer, reason = %reason, "refused an item from the peer");
             }
             tokio::select! {
+                // The peer's frames first; between them, this side's queued frames go on.
+                biased;
                 incoming = frames.recv() => {
                     let Some(mut incoming) = incoming else { return Ok(()) };
                     // Every frame already here is handled before answering: one flight back.
                     loop {
-                        let Incoming { frame, wire_bytes, checked } = incoming?;
+                        let Incoming { frame, wire_bytes, checked, _permit: permit } = incoming?;
                         round_bytes += wire_bytes;
                         if let Some(checked) = checked {
                             replica.precheck(checked.await.context("checking signatures")?);
                         }
                         let handled = tokio::task::block_in_place(|| session.handle(frame, &mut replica, now()));
                         replica.clear_precheck();
+                        // Stored (or refused): the next frame may be decoded.
+                        drop(permit);
                         handled?;
                         match frames.try_recv() {
                             Ok(next) => incoming = next,
@@ -259,6 +287,7 @@ async fn run_session(
                         }
                     }
                 }
+                () = std::future::ready(()), if more_to_send => continuing = true,
                 changed = commits.changed(), if initiator => {
                     changed.context("store closed")?;
                     if session.is_in_sync() {
@@ -289,10 +318,12 @@ async fn run_session(
 pub fn serve(store: Store, endpoint: quinn::Endpoint, tracking: Tracking) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(DECODED_MAX));
         while let Some(incoming) = endpoint.accept().await {
             while connections.try_join_next().is_some() {}
             let store = store.clone();
             let tracking = tracking.clone();
+            let permits = permits.clone();
             connections.spawn(async move {
                 let remote = incoming.remote_address();
                 let conn = match incoming.await {
@@ -319,7 +350,9 @@ pub fn serve(store: Store, endpoint: quinn::Endpoint, tracking: Tracking) -> tok
                         }
                     };
                     let commits = store.subscribe();
-                    if let Err(e) = run_session(store.clone(), stream, false, commits, (&tracking, peer)).await {
+                    let session =
+                        run_session(store.clone(), stream, false, commits, (&tracking, peer), permits.clone());
+                    if let Err(e) = session.await {
                         tracing::warn!(%remote, error = %e, "replication session ended");
                     }
                 }
@@ -348,7 +381,11 @@ pub fn connect(
                 tracing::info!(%upstream, "connected to the head office");
                 tracking.peers.connected(peer, upstream.to_string(), tracking.clock.now_ms());
                 let stream = conn.open_bi().await?;
-                let result = run_session(store.clone(), stream, true, store.subscribe(), (&tracking, peer)).await;
+                // One session: the bound is the read-ahead itself (the channel, the frame being
+                // handled and the one decoded next).
+                let permits = Arc::new(tokio::sync::Semaphore::new(READ_AHEAD + 2));
+                let result =
+                    run_session(store.clone(), stream, true, store.subscribe(), (&tracking, peer), permits).await;
                 tracking.peers.disconnected(peer);
                 result
             };

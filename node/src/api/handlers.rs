@@ -23,6 +23,7 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::auth;
 use crate::convert::{anomaly_view, archive_from, archive_view, event_view, reason, rfc3339, state_view, summary};
+use crate::metrics::AnomalyCounts;
 use crate::store::anomalies::AnomalyFilter;
 use crate::store::{CylinderFilter, CylinderRow, Store, StoreError, StoredResult};
 
@@ -140,12 +141,22 @@ pub(super) async fn health(State(app): State<AppState>) -> Result<Json<Health>, 
 
 pub(super) async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     let store = app.store.clone();
+    let commit = *store.subscribe().borrow();
+    let cached = app.metrics.anomaly_counts.lock().ok().and_then(|c| c.clone()).filter(|c| c.fresh(commit));
     let (cylinders, events, nodes, anomalies, backlog) = blocking(move || {
         let (cylinders, events) = store.counts()?;
         let nodes = store.records("node")?;
-        Ok((cylinders, events, nodes, store.anomaly_counts()?, store.index_backlog()?))
+        let anomalies = match cached {
+            Some(c) => c,
+            None => AnomalyCounts { commit, at: std::time::Instant::now(), counts: store.anomaly_counts()? },
+        };
+        Ok((cylinders, events, nodes, anomalies, store.index_backlog()?))
     })
     .await?;
+    if let Ok(mut cache) = app.metrics.anomaly_counts.lock() {
+        *cache = Some(anomalies.clone());
+    }
+    let anomalies = anomalies.counts;
     let mut text = app.metrics.render(app.store.stats(), cylinders, events);
     let _ = std::fmt::Write::write_fmt(
         &mut text,

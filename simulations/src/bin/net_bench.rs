@@ -14,7 +14,9 @@
 //! With `--stations K` (K > 1) it measures only the head office's cold ingest instead: K
 //! stations (regions 370102, 370103, ...), each with `--cylinders` demo cylinders, start
 //! together against an empty head office; the figure is events per second until the
-//! head office holds them all, and its peak memory.
+//! head office holds them all, and its peak memory. Then the stations stop (on this one
+//! machine they would take the cores storing what the head office relays to each of them)
+//! and it waits for the head office's traceability index.
 //!
 //! ```text
 //! cargo build --release -p node -p simulations
@@ -152,7 +154,7 @@ fn main() -> anyhow::Result<()> {
     // Received events reach the traceability index in the head office's idle-time passes.
     while metric(&ho.url, "node_index_backlog_events").is_none_or(|n| n > 0.0) {
         anyhow::ensure!(t.elapsed() < Duration::from_secs(3600), "the index backlog never emptied");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let indexed = t.elapsed();
 
@@ -299,27 +301,35 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
     }
     let office = Client::new(&ho.url);
     let mut peak = 0;
+    let mut said = Instant::now();
     loop {
         let held = office.health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
         peak = peak.max(rss_kib(ho.child.id()).1);
         if held >= total {
             break;
         }
+        if said.elapsed() > Duration::from_secs(10) {
+            said = Instant::now();
+            eprintln!("  {:.0} s: {held} of {total} events, RSS peak {} MiB", t.elapsed().as_secs_f64(), peak / 1024);
+        }
         if t.elapsed() > Duration::from_secs(7200) {
             bail!("the head office holds {held} of {total} events after two hours");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let took = t.elapsed();
-    while metric(&ho.url, "node_index_backlog_events").is_none_or(|n| n > 0.0) {
-        peak = peak.max(rss_kib(ho.child.id()).1);
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(7200), "the index backlog never emptied");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let indexed = t.elapsed();
+    // The head office now relays every station's data to every other station; on this
+    // one machine the stations' storing of it would take the cores from the head office's
+    // own work, so they stop here (their uploads are done).
     for mut st in running {
         terminate(&mut st.child);
     }
+    while metric(&ho.url, "node_index_backlog_events").is_none_or(|n| n > 0.0) {
+        peak = peak.max(rss_kib(ho.child.id()).1);
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(7200), "the index backlog never emptied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let indexed = t.elapsed();
     terminate(&mut ho.child);
     println!("net_bench ingest: {stations} stations × {cylinders} cylinders, {total} events into an empty head office");
     println!(
