@@ -225,6 +225,22 @@ fn frames_for_other_scopes_are_ignored() {
     assert!(b.items.is_empty());
 }
 
+/// Adds the items of `range` to `s` (as `store_of` makes them).
+fn add(s: &mut MemStore, range: std::ops::Range<u32>) {
+    for i in range {
+        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
+        s.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
+    }
+}
+
+/// Session settings of an initiator and a responder resuming from their checkpoints.
+fn resumed(a: BTreeMap<Vec<u8>, u64>, b: BTreeMap<Vec<u8>, u64>) -> (SessionOptions, SessionOptions) {
+    let (mut oa, mut ob) = (opts(true), opts(false));
+    oa.checkpoints = a;
+    ob.checkpoints = b;
+    (oa, ob)
+}
+
 #[test]
 fn after_a_sync_the_changes_since_the_checkpoints_are_the_whole_round() {
     let common: BTreeSet<u32> = (0..10_000).collect();
@@ -235,18 +251,9 @@ fn after_a_sync_the_changes_since_the_checkpoints_are_the_whole_round() {
 
     // Offline, a adds 100 items and b adds 50.
     let (mut a, mut b) = (first.a, first.b);
-    for i in 20_000..20_100u32 {
-        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
-        a.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
-    }
-    for i in 30_000..30_050u32 {
-        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
-        b.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
-    }
-    let (mut oa, mut ob) = (opts(true), opts(false));
-    oa.checkpoints = ckpt_a;
-    ob.checkpoints = ckpt_b;
-    let r = run_with(a, b, (oa, ob), Link::new(3, 0, 0, 0), Link::new(4, 0, 0, 0), 10_000);
+    add(&mut a, 20_000..20_100);
+    add(&mut b, 30_000..30_050);
+    let r = run_with(a, b, resumed(ckpt_a, ckpt_b), Link::new(3, 0, 0, 0), Link::new(4, 0, 0, 0), 10_000);
     assert!(r.sa.is_in_sync() && r.sb.is_in_sync());
     assert_eq!((r.sa.stats.items_sent, r.sb.stats.items_sent), (100, 50));
     assert_eq!(r.a.items, r.b.items);
@@ -263,10 +270,8 @@ fn after_a_sync_the_changes_since_the_checkpoints_are_the_whole_round() {
     for id in &gone {
         lost.items.get_mut(SCOPE).unwrap().remove(id);
     }
-    let (mut oa, mut ob) = (opts(true), opts(false));
-    oa.checkpoints = r.sa.checkpoints().clone();
-    ob.checkpoints = r.sb.checkpoints().clone();
-    let again = run_with(r.a, lost, (oa, ob), Link::new(5, 0, 0, 0), Link::new(6, 0, 0, 0), 10_000);
+    let opts = resumed(r.sa.checkpoints().clone(), r.sb.checkpoints().clone());
+    let again = run_with(r.a, lost, opts, Link::new(5, 0, 0, 0), Link::new(6, 0, 0, 0), 10_000);
     assert_eq!(again.a.items, again.b.items);
     assert_eq!(again.sa.stats.items_sent, 7);
 }
@@ -279,18 +284,9 @@ fn a_hub_relays_what_others_sent_it_page_by_page_and_echoes_nothing() {
     // Offline, the station a records 500 items; the hub b takes 5,000 from other stations
     // (156 pages of 32).
     let (mut a, mut b) = (first.a, first.b);
-    for i in 20_000..20_500u32 {
-        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
-        a.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
-    }
-    for i in 30_000..35_000u32 {
-        let bytes = [&[1u8][..], &i.to_le_bytes()].concat();
-        b.insert(SCOPE, check(SCOPE, &bytes).unwrap(), bytes);
-    }
-    let (mut oa, mut ob) = (opts(true), opts(false));
-    oa.checkpoints = ckpt_a;
-    ob.checkpoints = ckpt_b;
-    let r = run_with(a, b, (oa, ob), Link::new(3, 0, 0, 0), Link::new(4, 0, 0, 0), 100_000);
+    add(&mut a, 20_000..20_500);
+    add(&mut b, 30_000..35_000);
+    let r = run_with(a, b, resumed(ckpt_a, ckpt_b), Link::new(3, 0, 0, 0), Link::new(4, 0, 0, 0), 100_000);
     assert!(r.sa.is_in_sync() && r.sb.is_in_sync());
     assert_eq!(r.a.items, r.b.items);
     // The hub pushed the 5,000 and none of the 500 it had just stored from a.
