@@ -310,34 +310,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 upstream.map(|u| u.parse().with_context(|| format!("--upstream {u:?} is not ip:port"))).transpose()?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let store = open_store(&s, clock.clone())?;
-            let granted = crate::enrolment::request(&store, &head_office, code.trim()).and_then(|granted| {
-                let target = crate::enrolment::target(s.enterprise.as_str(), s.region, &granted.answer)?;
-                Ok((granted, target, store.node_seed()?))
-            });
-            let (granted, target, seed) = match granted {
-                Ok(g) => g,
-                Err(e) => {
-                    store.shutdown();
-                    return Err(e);
-                }
-            };
-            let (name, enterprise) = (granted.answer.name.clone(), granted.answer.enterprise.clone());
-            let saved = match target {
-                crate::enrolment::Target::Own => crate::enrolment::save(&store, granted, upstream),
-                crate::enrolment::Target::Other(other) => {
-                    // The same node key signs in every enterprise's store.
-                    let dir = other_dir(&s, other.as_str());
-                    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                    Store::prepare_with_key(&dir.join("node.redb"), &seed)
-                        .map_err(|e| store_error(&dir.join("node.redb"), e))?;
-                    let theirs = open_store_of(&s, &dir, other.as_str(), clock)?;
-                    let saved = crate::enrolment::save(&theirs, granted, upstream);
-                    theirs.shutdown();
-                    saved
-                }
-            };
+            // The store closes cleanly whatever happens (a file closed without it is
+            // repaired at the next start).
+            let enrolled = enrol(&s, &store, (&head_office, code.trim(), upstream), clock);
             store.shutdown();
-            saved?;
+            let (name, enterprise) = enrolled?;
             println!("已注册 / enrolled as {name} of enterprise {enterprise}");
             Ok(ExitCode::SUCCESS)
         }
@@ -381,6 +358,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `node enrol`: asks the head office for a certificate and saves it where it belongs:
+/// in `store`, or for a regulator's laptop enrolled by another enterprise of its region,
+/// in that enterprise's store (created with this node's key). Returns the name and
+/// enterprise the certificate carries.
+fn enrol(
+    s: &Settings,
+    store: &Store,
+    (head_office, code, upstream): (&str, &str, Option<std::net::SocketAddr>),
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(String, String)> {
+    use crate::enrolment::{Target, request, save, target};
+    let granted = request(store, head_office, code)?;
+    let named = (granted.answer.name.clone(), granted.answer.enterprise.clone());
+    match target(s.enterprise.as_str(), s.region, &granted.answer)? {
+        Target::Own => save(store, granted, upstream)?,
+        Target::Other(other) => {
+            let dir = other_dir(s, other.as_str());
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join("node.redb");
+            Store::prepare_with_key(&path, &store.node_seed()?).map_err(|e| store_error(&path, e))?;
+            let theirs = open_store_of(s, &dir, other.as_str(), clock)?;
+            let saved = save(&theirs, granted, upstream);
+            theirs.shutdown();
+            saved?;
+        }
+    }
+    Ok(named)
 }
 
 /// Starts replication for the node's role: a head office accepts enrolled nodes on its
