@@ -966,9 +966,15 @@ fn last_seq_in(
     seqs: &impl ReadableTable<(&'static str, u64), &'static [u8; 32]>,
     enterprise: &str,
 ) -> Result<u64, StoreError> {
-    let scope = replica::events_scope(enterprise);
-    let s = scope.as_str();
-    let last = seqs.range((s, 0)..=(s, u64::MAX))?.next_back().transpose()?;
+    scope_seq(seqs, &replica::events_scope(enterprise))
+}
+
+/// The last change sequence number of `scope` (0: nothing added yet).
+pub(crate) fn scope_seq(
+    seqs: &impl ReadableTable<(&'static str, u64), &'static [u8; 32]>,
+    scope: &str,
+) -> Result<u64, StoreError> {
+    let last = seqs.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?;
     Ok(last.map_or(0, |(k, _)| k.value().1))
 }
 

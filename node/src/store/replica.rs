@@ -128,8 +128,7 @@ impl WriteCtx<'_> {
     pub(crate) fn update_summaries(&mut self, scope: &str, id: &Id, add: bool) -> Result<(), StoreError> {
         if add {
             let mut log = self.tx.open_table(ITEM_SEQ_TABLE)?;
-            let last =
-                log.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
+            let last = super::scope_seq(&log, scope)?;
             log.insert((scope, last + 1), id)?;
         }
         for (level, prefix) in summary_ranges(id) {
@@ -231,7 +230,7 @@ impl WriteCtx<'_> {
             let mut log = self.tx.open_table(EVENTS_TABLE)?;
             let mut seqs = self.tx.open_table(ITEM_SEQ_TABLE)?;
             let s = scope.as_str();
-            let mut seq = seqs.range((s, 0)..=(s, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1);
+            let mut seq = super::scope_seq(&seqs, s)?;
             for event in events {
                 let key = super::event_key(event);
                 if ids.get(&event.id.0)?.is_some() {
@@ -264,9 +263,7 @@ impl WriteCtx<'_> {
 
     /// The last change sequence number of `scope` in this transaction.
     fn scope_seq(&self, scope: &str) -> Result<u64, StoreError> {
-        let log = self.tx.open_table(ITEM_SEQ_TABLE)?;
-        let last = log.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?;
-        Ok(last.map_or(0, |(k, _)| k.value().1))
+        super::scope_seq(&self.tx.open_table(ITEM_SEQ_TABLE)?, scope)
     }
 
     /// Whether the signer `node` may write events of `kind`. Enforced once this node is
@@ -517,9 +514,7 @@ impl ItemStore for Replica {
     fn seq(&self, scope: &[u8]) -> Result<u64, StoreError> {
         let scope = scope_str(scope)?;
         let r = self.store.db.begin_read()?;
-        let log = r.open_table(ITEM_SEQ_TABLE)?;
-        let last = log.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?;
-        Ok(last.map_or(0, |(k, _)| k.value().1))
+        super::scope_seq(&r.open_table(ITEM_SEQ_TABLE)?, scope)
     }
 
     /// Events go out in event-key order (cylinder, then time), so a frame carries whole
