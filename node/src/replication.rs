@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use schema::event::SignedEvent;
 use sync::frame::{Decoder, Frame};
 use sync::session::{Session, SessionOptions};
 use tokio::sync::{mpsc, watch};
@@ -22,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::Clock;
 use crate::replication::peers::{FirstRound, Peers, peer_of};
 use crate::store::Store;
-use crate::store::replica::{Replica, docs_scope, events_scope, verify_items};
+use crate::store::replica::{Prechecked, Replica, docs_scope, events_scope};
 
 /// How often an idle station starts a round anyway (to learn the head office's news).
 const ROUND_EVERY: Duration = Duration::from_secs(1);
@@ -108,7 +107,7 @@ pub fn track_commits(store: &Store, tracking: Tracking) -> tokio::task::JoinHand
 struct Incoming {
     frame: Frame,
     wire_bytes: u64,
-    checked: Option<tokio::task::JoinHandle<Vec<Result<SignedEvent, String>>>>,
+    checked: Option<tokio::task::JoinHandle<Prechecked>>,
     /// Held until the frame is handled: decoded frames wait within a bound.
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -177,9 +176,9 @@ fn read_ahead(
                 // control then holds the peer back); an idle session holds no permit.
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let checked = match &frame {
-                    Frame::Items { scope, items } if scope.starts_with(b"E:") => {
-                        let items = items.clone();
-                        Some(tokio::task::spawn_blocking(move || verify_items(&items)))
+                    Frame::Items { scope, items } => {
+                        let (scope, items) = (scope.clone(), items.clone());
+                        Some(tokio::task::spawn_blocking(move || Prechecked::of(&scope, &items)))
                     }
                     _ => None,
                 };
@@ -274,7 +273,7 @@ async fn run_session(
                         let Incoming { frame, wire_bytes, checked, _permit: permit } = incoming?;
                         round_bytes += wire_bytes;
                         if let Some(checked) = checked {
-                            replica.precheck(checked.await.context("checking signatures")?);
+                            replica.precheck(checked.await.context("checking received items")?);
                         }
                         let handled = tokio::task::block_in_place(|| session.handle(frame, &mut replica, now()));
                         replica.clear_precheck();

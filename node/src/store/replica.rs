@@ -50,7 +50,7 @@ fn doc_item_id(doc_id: &DocId, heads: &[ChangeHash]) -> Id {
 /// batch that fails is checked event by event to name the bad ones). This is most of the
 /// cost of taking in a peer's events, and it runs before the writer's transaction.
 pub fn verify_items(items: &[Vec<u8>]) -> Vec<Result<SignedEvent, String>> {
-    let check = |chunk: &[Vec<u8>]| -> Vec<Result<SignedEvent, String>> {
+    on_every_core(items, "event check panicked", |chunk| {
         let decoded: Vec<Result<SignedEvent, String>> = chunk
             .iter()
             .map(|b| SignedEvent::from_stored_trusted(b).map_err(|e| format!("event refused: {e}")))
@@ -63,18 +63,67 @@ pub fn verify_items(items: &[Vec<u8>]) -> Vec<Result<SignedEvent, String>> {
             .into_iter()
             .map(|d| d.and_then(|e| e.verify().map(|()| e).map_err(|err| format!("event refused: {err}"))))
             .collect()
-    };
+    })
+}
+
+/// A received document, loaded and checked as it came (before any merge).
+#[derive(Debug)]
+pub struct LoadedDoc {
+    doc_id: DocId,
+    bytes: Vec<u8>,
+    doc: AutoCommit,
+    /// A cylinder document's archive, valid and of the cylinder its id names.
+    archive: Option<CylinderArchive>,
+}
+
+/// Loads received documents and checks their archives on every core, before the
+/// writer's transaction: Automerge's load was a sixth of a head office's writer time in
+/// a first sync.
+pub fn load_doc_items(items: &[Vec<u8>]) -> Vec<Result<LoadedDoc, String>> {
+    on_every_core(items, "document check panicked", |chunk| chunk.iter().map(|i| load_doc_item(i)).collect())
+}
+
+fn load_doc_item(item: &[u8]) -> Result<LoadedDoc, String> {
+    let (doc_id, bytes) = decode_doc(item).map_err(|e| format!("document refused: {e}"))?;
+    let doc = AutoCommit::load(bytes).map_err(|e| format!("document {doc_id} refused: {e}"))?;
+    let archive = archive_of(&doc_id, &doc)?;
+    Ok(LoadedDoc { bytes: bytes.to_vec(), doc_id, doc, archive })
+}
+
+/// The archive a cylinder document holds, checked; `None` for other documents.
+fn archive_of(doc_id: &DocId, doc: &AutoCommit) -> Result<Option<CylinderArchive>, String> {
+    if !doc_id.0.starts_with("cyl:") {
+        return Ok(None);
+    }
+    let archive = read_document::<CylinderArchive>(doc)
+        .map_err(|e| e.to_string())
+        .and_then(|a| a.validate().map(|()| a).map_err(|e| e.to_string()))
+        .map_err(|e| format!("document {doc_id} is not a valid archive: {e}"))?;
+    match archive.full_code() {
+        Ok(code) if DocId::cylinder(&code) == *doc_id => Ok(Some(archive)),
+        _ => Err(format!("document {doc_id} holds another cylinder")),
+    }
+}
+
+/// Runs `check` over chunks of `items` on up to 8 threads (one for fewer than 64 items),
+/// verdicts in item order. A chunk whose check panicked is refused item by item, so
+/// verdicts stay aligned.
+fn on_every_core<T: Send>(
+    items: &[Vec<u8>],
+    panicked: &str,
+    check: impl Fn(&[Vec<u8>]) -> Vec<Result<T, String>> + Sync,
+) -> Vec<Result<T, String>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if items.len() < 64 || threads == 1 {
         return check(items);
     }
     let per = items.len().div_ceil(threads);
+    let check = &check;
     std::thread::scope(|s| {
         let handles: Vec<_> = items.chunks(per).map(|c| (c.len(), s.spawn(move || check(c)))).collect();
-        // A chunk whose check panicked is refused item by item, so verdicts stay aligned.
         handles
             .into_iter()
-            .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![Err("event check panicked".to_owned()); n]))
+            .flat_map(|(n, h)| h.join().unwrap_or_else(|_| (0..n).map(|_| Err(panicked.to_owned())).collect()))
             .collect()
     })
 }
@@ -223,7 +272,7 @@ impl WriteCtx<'_> {
     /// index pass. Says of each whether it was new.
     fn insert_received<'e>(&mut self, events: impl Iterator<Item = &'e SignedEvent>) -> Result<Vec<bool>, StoreError> {
         let scope = events_scope(self.scope);
-        let mut fresh = Vec::new();
+        let mut fresh: Vec<bool>;
         let mut deltas: std::collections::BTreeMap<(u8, u16), Summary> = std::collections::BTreeMap::new();
         {
             let mut ids = self.tx.open_table(EVENT_IDS_TABLE)?;
@@ -231,13 +280,21 @@ impl WriteCtx<'_> {
             let mut seqs = self.tx.open_table(ITEM_SEQ_TABLE)?;
             let s = scope.as_str();
             let mut seq = super::scope_seq(&seqs, s)?;
-            for event in events {
-                let key = super::event_key(event);
-                if ids.get(&event.id.0)?.is_some() {
-                    fresh.push(false);
-                    continue;
-                }
-                ids.insert(&event.id.0, key.as_slice())?;
+            let keyed: Vec<(&SignedEvent, Vec<u8>)> = events.map(|e| (e, super::event_key(e))).collect();
+            // The id table is keyed by hash: visited in id order, each of its pages is
+            // loaded and dirtied once per batch instead of at random. An id's value is
+            // its event key, so `insert` is also the duplicate check (a duplicate
+            // rewrites the same value).
+            let mut by_id: Vec<usize> = (0..keyed.len()).collect();
+            by_id.sort_unstable_by_key(|&i| &keyed[i].0.id.0);
+            fresh = vec![false; keyed.len()];
+            for i in by_id {
+                let (event, key) = &keyed[i];
+                fresh[i] = ids.insert(&event.id.0, key.as_slice())?.is_none();
+            }
+            // The log and the change sequence in arrival order (the log in key order
+            // when the sender keeps it).
+            for ((event, key), _) in keyed.iter().zip(&fresh).filter(|(_, f)| **f) {
                 log.insert(key.as_slice(), event.to_stored().as_slice())?;
                 seq += 1;
                 seqs.insert((s, seq), &event.id.0)?;
@@ -245,7 +302,6 @@ impl WriteCtx<'_> {
                 for range in summary_ranges(id) {
                     deltas.entry(range).or_default().add(id);
                 }
-                fresh.push(true);
             }
         }
         let stored = fresh.iter().filter(|f| **f).count();
@@ -289,49 +345,35 @@ impl WriteCtx<'_> {
         Ok(Ok(()))
     }
 
-    /// A document from a peer: merged into ours (or taken as it is), then the derived
-    /// row or record is refreshed.
-    pub fn receive_doc(&mut self, item: &[u8]) -> Result<Received, StoreError> {
-        let (doc_id, bytes) = match decode_doc(item) {
+    /// A document from a peer (loaded by [`load_doc_items`]): merged into ours (or taken
+    /// as it is), then the derived row or record is refreshed.
+    pub fn receive_doc(&mut self, loaded: Result<LoadedDoc, String>) -> Result<Received, StoreError> {
+        let LoadedDoc { doc_id, bytes, doc: theirs, archive } = match loaded {
             Ok(d) => d,
-            Err(e) => return Ok(Received::Refused(format!("document refused: {e}"))),
-        };
-        let mut theirs = match AutoCommit::load(bytes) {
-            Ok(d) => d,
-            Err(e) => return Ok(Received::Refused(format!("document {doc_id} refused: {e}"))),
+            Err(reason) => return Ok(Received::Refused(reason)),
         };
         // A document new here is stored as it came (it loaded, so it is well formed);
         // saving it again would cost more than the rest of its receipt.
-        let (mut doc, verbatim) = match self.load_doc(&doc_id)? {
+        let (mut doc, verbatim, archive) = match self.load_doc(&doc_id)? {
             Some(mut ours) => {
                 let before = ours.get_heads();
+                let mut theirs = theirs;
                 if let Err(e) = ours.merge(&mut theirs) {
                     return Ok(Received::Refused(format!("document {doc_id} does not merge: {e}")));
                 }
                 if ours.get_heads() == before {
                     return Ok(Received::Duplicate);
                 }
-                (ours, None)
-            }
-            None => (theirs.with_actor(self.actor()), Some(bytes)),
-        };
-        // Check the merged result before anything is written.
-        let archive = if doc_id.0.starts_with("cyl:") {
-            match read_document::<CylinderArchive>(&doc)
-                .map_err(|e| e.to_string())
-                .and_then(|a| a.validate().map(|()| a).map_err(|e| e.to_string()))
-            {
-                Ok(a) if DocId::cylinder(&a.full_code().map_err(|e| StoreError::Invalid(e.to_string()))?) == doc_id => {
-                    Some(a)
+                // Check the merged result before anything is written.
+                match archive_of(&doc_id, &ours) {
+                    Ok(archive) => (ours, None, archive),
+                    Err(reason) => return Ok(Received::Refused(reason)),
                 }
-                Ok(_) => return Ok(Received::Refused(format!("document {doc_id} holds another cylinder"))),
-                Err(e) => return Ok(Received::Refused(format!("document {doc_id} is not a valid archive: {e}"))),
             }
-        } else {
-            None
+            None => (theirs.with_actor(self.actor()), Some(bytes), archive),
         };
         match verbatim {
-            Some(bytes) => self.write_snapshot_bytes(&doc_id, bytes, &doc.get_heads())?,
+            Some(bytes) => self.write_snapshot_bytes(&doc_id, &bytes, &doc.get_heads())?,
             None => self.write_snapshot(&doc_id, &mut doc)?,
         }
         let heads = doc.get_heads();
@@ -469,9 +511,49 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct Replica {
     pub store: Store,
-    /// Signature checks of the next `Items` frame, made while the writer was busy with
-    /// the one before (see [`Replica::precheck`]).
-    prechecked: Option<Vec<Result<SignedEvent, String>>>,
+    /// Checks of the next `Items` frame, made while the writer was busy with the one
+    /// before (see [`Replica::precheck`]).
+    prechecked: Option<std::sync::Arc<Prechecked>>,
+}
+
+/// Verdicts on the items of one frame, made before the writer takes it.
+#[derive(Debug)]
+pub enum Prechecked {
+    Events(Vec<Result<SignedEvent, String>>),
+    Docs(Vec<Result<LoadedDoc, String>>),
+}
+
+impl Prechecked {
+    /// The checks an `Items` frame of `scope` needs: signatures for events, loading for
+    /// documents.
+    pub fn of(scope: &[u8], items: &[Vec<u8>]) -> Prechecked {
+        match scope.starts_with(b"E:") {
+            true => Prechecked::Events(verify_items(items)),
+            false => Prechecked::Docs(load_doc_items(items)),
+        }
+    }
+
+    /// Whether these verdicts were made for exactly `items`.
+    fn describes(&self, items: &[Vec<u8>]) -> bool {
+        match self {
+            Prechecked::Events(checked) => {
+                checked.len() == items.len()
+                    && checked.iter().zip(items).all(|(c, item)| match c {
+                        Ok(e) => {
+                            item.len() == 64 + e.bytes.len() && item[..64] == e.signature && item[64..] == e.bytes[..]
+                        }
+                        Err(_) => true,
+                    })
+            }
+            Prechecked::Docs(loaded) => {
+                loaded.len() == items.len()
+                    && loaded.iter().zip(items).all(|(l, item)| match l {
+                        Ok(d) => *item == encode_doc(&d.doc_id.0, &d.bytes),
+                        Err(_) => true,
+                    })
+            }
+        }
+    }
 }
 
 impl Replica {
@@ -479,12 +561,12 @@ impl Replica {
         Replica { store, prechecked: None }
     }
 
-    /// Hands over [`verify_items`]'s verdicts on the items of the frame about to be
+    /// Hands over [`Prechecked::of`]'s verdicts on the items of the frame about to be
     /// handled, so that storing them does not wait for the checks. They are used only if
     /// they describe exactly those items (else the items are checked again); whatever the
     /// frame, they are gone after it.
-    pub fn precheck(&mut self, checked: Vec<Result<SignedEvent, String>>) {
-        self.prechecked = Some(checked);
+    pub fn precheck(&mut self, checked: Prechecked) {
+        self.prechecked = Some(std::sync::Arc::new(checked));
     }
 
     /// Drops verdicts no `Items` frame used.
@@ -493,14 +575,9 @@ impl Replica {
     }
 
     /// The prechecked verdicts if they belong to `items`, item by item.
-    fn take_prechecked(&mut self, items: &[Vec<u8>]) -> Option<Vec<Result<SignedEvent, String>>> {
-        let checked = self.prechecked.take()?;
-        let same = checked.len() == items.len()
-            && checked.iter().zip(items).all(|(c, item)| match c {
-                Ok(e) => item.len() == 64 + e.bytes.len() && item[..64] == e.signature && item[64..] == e.bytes[..],
-                Err(_) => true,
-            });
-        same.then_some(checked)
+    fn take_prechecked(&mut self, items: &[Vec<u8>]) -> Option<Prechecked> {
+        let checked = std::sync::Arc::into_inner(self.prechecked.take()?)?;
+        checked.describes(items).then_some(checked)
     }
 }
 
@@ -598,20 +675,17 @@ impl ItemStore for Replica {
     }
 
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, StoreError> {
+        // Signatures are checked and documents loaded here (or were, ahead of time), on
+        // every core, not in the writer's transaction.
+        let checked = self.take_prechecked(&items).unwrap_or_else(|| Prechecked::of(scope, &items));
         let scope = scope_str(scope)?.to_owned();
-        let events = scope.starts_with("E:");
-        // Signatures are checked here (or were, ahead of time), on every core, not in the
-        // writer's transaction.
-        let checked = match events {
-            true => self.take_prechecked(&items).unwrap_or_else(|| verify_items(&items)),
-            false => Vec::new(),
-        };
         let (results, seqs) = self.store.write_blocking(move |ctx| {
             let before = ctx.scope_seq(&scope)?;
-            let results = if events {
-                ctx.receive_checked(checked)?
-            } else {
-                items.iter().map(|item| ctx.receive_doc(item)).collect::<Result<Vec<_>, _>>()?
+            let results = match checked {
+                Prechecked::Events(checked) => ctx.receive_checked(checked)?,
+                Prechecked::Docs(loaded) => {
+                    loaded.into_iter().map(|doc| ctx.receive_doc(doc)).collect::<Result<Vec<_>, _>>()?
+                }
             };
             // The writer runs one job at a time: every number in between is this put's.
             let after = ctx.scope_seq(&scope)?;

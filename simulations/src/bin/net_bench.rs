@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use handheld_proto::client::Client;
 use handheld_proto::{ListQuery, Operation, OperationRequest, PeerView};
-use simulations::proc::{node_bin, rss_kib, spawn, terminate, wait_healthy};
+use simulations::proc::{cpu_seconds, node_bin, rss_kib, spawn, terminate, wait_healthy};
 use simulations::stats::{ms, percentile};
 
 /// One unlabelled figure from a node's `/metrics`.
@@ -149,6 +149,7 @@ fn main() -> anyhow::Result<()> {
     let ho_peer = ho_view.iter().find(|p| p.connected).context("station not connected at the head office")?;
     let first_bytes = ho_peer.bytes_in + ho_peer.bytes_out;
     let (ho_rss, ho_peak) = rss_kib(ho.child.id());
+    let (ho_cpu, st_cpu) = (cpu_seconds(ho.child.id()), cpu_seconds(st.child.id()));
     // How much of the first sync the head office's writer spent in write batches.
     let writer_s = metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| us / 1e6);
     // Received events reach the traceability index in the head office's idle-time passes.
@@ -232,6 +233,7 @@ fn main() -> anyhow::Result<()> {
         ho_peak as f64 / 1024.0,
         writer_s
     );
+    println!("    CPU used so far: head office {ho_cpu:.1} s, station {st_cpu:.1} s (2 cores here)");
     println!(
         "    traceability index complete at the head office {:.2} s after the station started",
         indexed.as_secs_f64()

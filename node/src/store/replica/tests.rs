@@ -372,13 +372,43 @@ fn prechecked_verdicts_count_only_for_the_items_they_describe() {
     let scope = events_scope(ENT);
 
     let mut rb = Replica::new(store(1_795_579_300_000));
-    rb.precheck(verify_items(&good));
+    rb.precheck(Prechecked::of(scope.as_bytes(), &good));
     let out = rb.put(scope.as_bytes(), forged).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (n - 1, 1), "{:?}", out.refused);
     assert!(out.refused[0].contains("signature"), "{:?}", out.refused);
 
     // The right verdicts for the right items are taken as they are.
-    rb.precheck(verify_items(&good));
+    rb.precheck(Prechecked::of(scope.as_bytes(), &good));
     let out = rb.put(scope.as_bytes(), good).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (1, 0));
+}
+
+/// The same holds for documents loaded ahead of time: verdicts on a good document do not
+/// let a damaged copy of it in.
+#[test]
+fn prechecked_documents_count_only_for_the_items_they_describe() {
+    let a = store(1_795_579_200_000);
+    a.write_blocking(|ctx| ctx.register(archive(1), "k", "W").map(|_| ())).unwrap();
+    let ra = Replica::new(a);
+    let scope = docs_scope(ENT);
+    let good: Vec<Vec<u8>> = ra
+        .ids(scope.as_bytes(), &[])
+        .unwrap()
+        .iter()
+        .map(|id| ra.get(scope.as_bytes(), id).unwrap().expect("listed item"))
+        .collect();
+    assert!(!good.is_empty());
+    let mut damaged = good.clone();
+    let last = damaged[0].len() - 1;
+    damaged[0][last] ^= 0x55;
+
+    let mut rb = Replica::new(store(1_795_579_300_000));
+    rb.precheck(Prechecked::of(scope.as_bytes(), &good));
+    let out = rb.put(scope.as_bytes(), damaged).unwrap();
+    assert_eq!(out.refused.len(), 1, "{:?}", out.refused);
+    assert_eq!(out.stored.len(), good.len() - 1);
+
+    rb.precheck(Prechecked::of(scope.as_bytes(), &good));
+    let out = rb.put(scope.as_bytes(), good).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (1, 0), "{:?}", out.refused);
 }
