@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::Clock;
 use crate::replication::peers::{FirstRound, Peers, peer_of};
 use crate::store::Store;
-use crate::store::replica::{Prechecked, Replica, docs_scope, events_scope};
+use crate::store::replica::{Prechecked, Replica, docs_scope, events_scope, seals_scope};
 
 /// How often an idle station starts a round anyway (to learn the head office's news).
 const ROUND_EVERY: Duration = Duration::from_secs(1);
@@ -43,7 +43,7 @@ pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> Sess
     let e = store.enterprise();
     SessionOptions {
         initiator,
-        scopes: vec![docs_scope(e).into_bytes(), events_scope(e).into_bytes()],
+        scopes: vec![seals_scope(e).into_bytes(), docs_scope(e).into_bytes(), events_scope(e).into_bytes()],
         checkpoints,
         // The receiver commits once per frame: 2 MiB frames (about 10,000 events) make
         // fewer, larger commits than 2,048 items did (each commit rewrites every page its
@@ -124,10 +124,12 @@ impl Drop for AbortOnDrop {
 /// Frames decoded ahead at most per session (each up to 8 MiB).
 const READ_AHEAD: usize = 2;
 
-/// Frames sent at most before the peer's waiting frames are handled. Sending everything
-/// queued first held a head office's answers to a station's upload behind megabytes of
-/// what it relayed to that station (each side then waits on the other's slowest work).
-const SEND_BURST: usize = 2;
+/// Bytes sent at most (two full item frames) before the peer's waiting frames are
+/// handled. Sending everything queued first held a head office's answers to a station's
+/// upload behind megabytes of what it relayed to that station (each side then waits on
+/// the other's slowest work). Counted in bytes, not frames, so that a round's small
+/// frames (one per scope) still go out in one flight.
+const SEND_BURST: usize = 4 << 20;
 
 /// Frames a head office holds decoded at once over all its sessions (each up to 8 MiB
 /// and several times that once its events are decoded). Its writer takes one frame at a
@@ -143,6 +145,7 @@ fn read_ahead(
     mut recv: quinn::RecvStream,
     (peers, peer, clock): (Arc<Peers>, schema::event::NodeId, Arc<dyn Clock>),
     permits: Arc<tokio::sync::Semaphore>,
+    store: Store,
 ) -> (mpsc::Receiver<anyhow::Result<Incoming>>, tokio::task::AbortHandle) {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let task = tokio::spawn(async move {
@@ -177,8 +180,8 @@ fn read_ahead(
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let checked = match &frame {
                     Frame::Items { scope, items } => {
-                        let (scope, items) = (scope.clone(), items.clone());
-                        Some(tokio::task::spawn_blocking(move || Prechecked::of(&scope, &items)))
+                        let (scope, items, store) = (scope.clone(), items.clone(), store.clone());
+                        Some(tokio::task::spawn_blocking(move || Prechecked::of(&scope, &items, &store)))
                     }
                     _ => None,
                 };
@@ -214,10 +217,12 @@ async fn run_session(
     let result = async {
         // Storage calls block (redb, the writer's commit): keep them off the async threads.
         tokio::task::block_in_place(|| session.start(&replica, now()))?;
-        let (mut frames, reader) = read_ahead(recv, (peers.clone(), peer, tracking.clock.clone()), permits);
+        let (mut frames, reader) =
+            read_ahead(recv, (peers.clone(), peer, tracking.clock.clone()), permits, store.clone());
         let _stop_reader = AbortOnDrop(reader);
         let mut tick = tokio::time::interval(ROUND_EVERY.min(Duration::from_millis(250)));
         let mut last_round = Instant::now();
+        let mut changed_in_round = false;
         // Still sending the frames queued before: not a new flight.
         let mut continuing = false;
         loop {
@@ -229,10 +234,10 @@ async fn run_session(
                 send.write_all(&bytes).await.context("sending")?;
                 peers.sent(peer, bytes.len() as u64);
                 round_bytes += bytes.len() as u64;
-                sent += 1;
+                sent += bytes.len();
             }
             flights += (sent > 0 && !continuing) as u64;
-            let more_to_send = sent == SEND_BURST;
+            let more_to_send = sent >= SEND_BURST;
             continuing = false;
             let st = &session.stats;
             peers.items(peer, base, st.items_sent, st.items_stored, st.items_refused);
@@ -252,6 +257,12 @@ async fn run_session(
                 }
             }
             was_in_sync = in_sync;
+            if in_sync && changed_in_round {
+                changed_in_round = false;
+                tokio::task::block_in_place(|| session.start(&replica, now()))?;
+                last_round = Instant::now();
+                continue;
+            }
             if *session.checkpoints() != saved {
                 peers.set_checkpoints(peer, session.checkpoints().clone());
                 if saved_at.elapsed() >= CHECKPOINT_EVERY {
@@ -280,6 +291,12 @@ async fn run_session(
                         // Stored (or refused): the next frame may be decoded.
                         drop(permit);
                         handled?;
+                        // Frames that came in one packet are decoded one after the other
+                        // on another thread: give it a turn before answering, or the
+                        // answer to the first goes out alone (one more flight per round).
+                        if frames.is_empty() {
+                            tokio::task::yield_now().await;
+                        }
                         match frames.try_recv() {
                             Ok(next) => incoming = next,
                             Err(_) => break,
@@ -289,6 +306,9 @@ async fn run_session(
                 () = std::future::ready(()), if more_to_send => continuing = true,
                 changed = commits.changed(), if initiator => {
                     changed.context("store closed")?;
+                    // A commit during a round is pushed as soon as that round ends, not at
+                    // the next idle round a second later.
+                    changed_in_round = !session.is_in_sync();
                     if session.is_in_sync() {
                         tokio::task::block_in_place(|| session.start(&replica, now()))?;
                         last_round = Instant::now();

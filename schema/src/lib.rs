@@ -10,6 +10,7 @@
 //! - [`records`]: the station records a handheld needs (enterprise, staff, warehouse, ...).
 //! - [`hlc`]: the hybrid logical clock that orders events across nodes.
 //! - [`event`]: immutable, signed events (the facts) and their canonical encoding.
+//! - [`seal`]: one signature for many events of a node, so events travel without their own.
 //! - [`state`]: a cylinder's derived state, a pure function of archive and events.
 //! - [`rules`]: the safety rules and their versioned threshold table.
 //! - [`anomaly`]: forbidden concurrent histories, found after a merge, with their proof.
@@ -27,5 +28,6 @@ pub mod event;
 pub mod hlc;
 pub mod records;
 pub mod rules;
+pub mod seal;
 pub mod state;
 pub mod vocab;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use node::clock::Clock;
-use node::store::replica::{Replica, docs_scope, events_scope};
+use node::store::replica::{Replica, docs_scope, events_scope, seals_scope};
 use node::store::{Store, StoreError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -306,7 +306,11 @@ impl World {
     }
 
     fn scopes() -> Vec<Vec<u8>> {
-        vec![docs_scope(ENTERPRISE).into_bytes(), events_scope(ENTERPRISE).into_bytes()]
+        vec![
+            seals_scope(ENTERPRISE).into_bytes(),
+            docs_scope(ENTERPRISE).into_bytes(),
+            events_scope(ENTERPRISE).into_bytes(),
+        ]
     }
 
     /// Opens the sessions of a link (a connection), with the checkpoints both sides kept.

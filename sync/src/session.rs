@@ -100,6 +100,10 @@ pub struct Session {
     tail: VecDeque<Frame>,
     /// Scopes whose root fingerprint the initiator sends once the peer has pushed.
     awaiting_push: BTreeSet<Vec<u8>>,
+    /// Scopes whose peer push is in, waiting for the others of the round: their root
+    /// fingerprints go out together, so that a round is two flights however the peer's
+    /// answers were split on the way.
+    pushed_back: Vec<Vec<u8>>,
     /// Sequence ranges of the items stored from this peer since the scope was last in
     /// sync (one per `Items` frame): not pushed back.
     received: BTreeMap<Vec<u8>, Vec<(u64, u64)>>,
@@ -138,6 +142,7 @@ impl Session {
             in_sync: BTreeSet::new(),
             tail: VecDeque::new(),
             awaiting_push: BTreeSet::new(),
+            pushed_back: Vec::new(),
             received: BTreeMap::new(),
             pushing: BTreeMap::new(),
             pushed_upto: BTreeMap::new(),
@@ -156,6 +161,7 @@ impl Session {
         }
         self.in_sync.clear();
         self.stats.rounds += 1;
+        self.pushed_back.clear();
         for scope in self.opts.scopes.clone() {
             self.push(store, &scope)?;
             self.awaiting_push.insert(scope);
@@ -361,8 +367,13 @@ impl Session {
                     self.in_sync.remove(&scope);
                     self.push(store, &scope)?;
                 } else if self.awaiting_push.remove(&scope) {
-                    let fp = store.summary(&scope, &[]).map_err(store_err)?.fingerprint();
-                    self.out.push_back(Frame::Fingerprint { scope, prefix: Vec::new(), fp });
+                    self.pushed_back.push(scope);
+                    if self.awaiting_push.is_empty() {
+                        for scope in std::mem::take(&mut self.pushed_back) {
+                            let fp = store.summary(&scope, &[]).map_err(store_err)?.fingerprint();
+                            self.out.push_back(Frame::Fingerprint { scope, prefix: Vec::new(), fp });
+                        }
+                    }
                 }
             }
             Frame::Split { scope, prefix, children } => {

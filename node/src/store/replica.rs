@@ -7,9 +7,10 @@
 //! transaction, so the sync session's fingerprint questions are point reads.
 
 use automerge::{AutoCommit, ChangeHash};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use schema::archive::{CylinderArchive, DocId, read_document};
-use schema::event::SignedEvent;
+use schema::event::{NodeId, SignedEvent};
+use schema::seal::{Seal, sealed_id};
 use schema::state::derive;
 use sha2::{Digest, Sha256};
 use sync::fingerprint::{Id, Summary};
@@ -25,6 +26,19 @@ pub fn events_scope(enterprise: &str) -> String {
 pub fn docs_scope(enterprise: &str) -> String {
     format!("D:{enterprise}")
 }
+
+/// The scope of seals (`schema::seal`). It sorts before the others, so a session pushes
+/// seals before the events they vouch for.
+pub fn seals_scope(enterprise: &str) -> String {
+    format!("A:{enterprise}")
+}
+
+/// The signature an event travels with when a seal vouches for it instead.
+pub const NO_SIGNATURE: [u8; 64] = [0; 64];
+
+/// The kind [`WriteCtx::may_write`] is asked about for a seal: any node enrolled in the
+/// enterprise may seal its own events (what they are is checked event by event).
+const SEAL_KIND: &str = "seal";
 
 /// What became of one received item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,24 +60,63 @@ fn doc_item_id(doc_id: &DocId, heads: &[ChangeHash]) -> Id {
     h.finalize().into()
 }
 
+/// A received event after the checks made before the writer.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Its signature, or a seal of its node stored here, vouches for it.
+    Checked(SignedEvent),
+    /// It came without a signature and no seal of its node listed it when checked: the
+    /// writer looks again (the seal may be in the frame stored just before).
+    AwaitsSeal(SignedEvent),
+    Refused(String),
+}
+
 /// Decodes received events and checks their signatures: in batches, on every core (a
-/// batch that fails is checked event by event to name the bad ones). This is most of the
-/// cost of taking in a peer's events, and it runs before the writer's transaction.
-pub fn verify_items(items: &[Vec<u8>]) -> Vec<Result<SignedEvent, String>> {
-    on_every_core(items, "event check panicked", |chunk| {
-        let decoded: Vec<Result<SignedEvent, String>> = chunk
-            .iter()
-            .map(|b| SignedEvent::from_stored_trusted(b).map_err(|e| format!("event refused: {e}")))
-            .collect();
-        let good: Vec<SignedEvent> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
-        if SignedEvent::verify_batch(&good) {
-            return decoded;
+/// batch that fails is checked event by event to name the bad ones). An event without a
+/// signature is looked up among the seals stored here. This is most of the cost of taking
+/// in a peer's events, and it runs before the writer's transaction.
+pub fn verify_items(items: &[Vec<u8>], store: &Store) -> Vec<Verdict> {
+    let verdicts = on_every_core(items, "event check panicked", |chunk| {
+        let read = store.db.begin_read().ok();
+        let sealed = read.as_ref().and_then(|r| r.open_table(SEALED_TABLE).ok());
+        let signer_of = |e: &SignedEvent| -> Option<NodeId> {
+            let t = sealed.as_ref()?;
+            t.get(&sealed_id(&e.id)).ok().flatten().map(|v| NodeId(*v.value()))
+        };
+        let mut verdicts: Vec<Verdict> = Vec::with_capacity(chunk.len());
+        let mut signed = Vec::new();
+        for item in chunk {
+            match SignedEvent::from_stored_trusted(item) {
+                Err(e) => verdicts.push(Verdict::Refused(format!("event refused: {e}"))),
+                Ok(e) if e.signature == NO_SIGNATURE => match signer_of(&e) {
+                    Some(signer) if signer == e.event.node => verdicts.push(Verdict::Checked(e)),
+                    _ => verdicts.push(Verdict::AwaitsSeal(e)),
+                },
+                Ok(e) => {
+                    signed.push(verdicts.len());
+                    verdicts.push(Verdict::Checked(e));
+                }
+            }
         }
-        decoded
-            .into_iter()
-            .map(|d| d.and_then(|e| e.verify().map(|()| e).map_err(|err| format!("event refused: {err}"))))
-            .collect()
-    })
+        let events: Vec<SignedEvent> = signed
+            .iter()
+            .filter_map(|&i| match &verdicts[i] {
+                Verdict::Checked(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        if !SignedEvent::verify_batch(&events) {
+            for i in signed {
+                if let Verdict::Checked(e) = &verdicts[i]
+                    && let Err(err) = e.verify()
+                {
+                    verdicts[i] = Verdict::Refused(format!("event refused: {err}"));
+                }
+            }
+        }
+        verdicts.into_iter().map(Ok).collect()
+    });
+    verdicts.into_iter().map(|v| v.unwrap_or_else(Verdict::Refused)).collect()
 }
 
 /// A received document, loaded and checked as it came (before any merge).
@@ -208,20 +261,30 @@ impl WriteCtx<'_> {
     /// Events from a peer: each verified and stored; then each cylinder they touch is
     /// re-derived once from its whole history (they arrive in id order, not time order,
     /// so folding them in one by one would replay the history for nearly every event).
-    pub fn receive_events(&mut self, items: &[Vec<u8>]) -> Result<Vec<Received>, StoreError> {
-        self.receive_checked(verify_items(items))
+    pub fn receive_events(&mut self, items: &[Vec<u8>], store: &Store) -> Result<Vec<Received>, StoreError> {
+        self.receive_checked(verify_items(items, store))
     }
 
-    /// [`WriteCtx::receive_events`] for items whose signatures [`verify_items`] checked.
-    pub fn receive_checked(&mut self, checked: Vec<Result<SignedEvent, String>>) -> Result<Vec<Received>, StoreError> {
+    /// [`WriteCtx::receive_events`] for items [`verify_items`] checked.
+    pub fn receive_checked(&mut self, checked: Vec<Verdict>) -> Result<Vec<Received>, StoreError> {
         let mut out = Vec::with_capacity(checked.len());
         let mut accepted = Vec::with_capacity(checked.len());
         let mut rights: std::collections::BTreeMap<(schema::event::NodeId, &str), Result<(), String>> =
             std::collections::BTreeMap::new();
         for event in checked {
             let event = match event {
-                Ok(e) => e,
-                Err(reason) => {
+                Verdict::Checked(e) => e,
+                Verdict::AwaitsSeal(e) => match self.sealed_by(&e)? {
+                    Some(signer) if signer == e.event.node => e,
+                    _ => {
+                        out.push(Received::Refused(format!(
+                            "event {} refused: it carries no signature and no seal of its node is here",
+                            e.id
+                        )));
+                        continue;
+                    }
+                },
+                Verdict::Refused(reason) => {
                     out.push(Received::Refused(reason));
                     continue;
                 }
@@ -339,10 +402,78 @@ impl WriteCtx<'_> {
         if record.enterprise != self.scope {
             return Ok(Err(format!("signer {} belongs to enterprise {}", record.name, record.enterprise)));
         }
-        if !record.may_write(kind) {
+        if kind != SEAL_KIND && !record.may_write(kind) {
             return Ok(Err(format!("a {} node ({}) may not write {kind}", record.role, record.name)));
         }
         Ok(Ok(()))
+    }
+
+    /// The node whose seal stored here lists `event`, if any.
+    fn sealed_by(&self, event: &SignedEvent) -> Result<Option<NodeId>, StoreError> {
+        let t = self.tx.open_table(SEALED_TABLE)?;
+        Ok(t.get(&sealed_id(&event.id))?.map(|v| NodeId(*v.value())))
+    }
+
+    /// A seal from a peer: checked, then stored with the events it lists.
+    pub fn receive_seal(&mut self, item: &[u8]) -> Result<Received, StoreError> {
+        let seal = match Seal::decode(item) {
+            Ok(seal) => seal,
+            Err(e) => return Ok(Received::Refused(format!("seal refused: {e}"))),
+        };
+        if let Err(reason) = self.may_write(seal.signer, SEAL_KIND)? {
+            return Ok(Received::Refused(format!("seal refused: {reason}")));
+        }
+        let id: Id = Sha256::digest(item).into();
+        Ok(match self.store_seal(&seal, &id, item)? {
+            true => Received::Stored(id),
+            false => Received::Duplicate,
+        })
+    }
+
+    /// Adds a checked seal to its scope and its ids to `sealed-1`; false if it was here.
+    fn store_seal(&mut self, seal: &Seal, id: &Id, encoded: &[u8]) -> Result<bool, StoreError> {
+        if !self.add_item(&seals_scope(self.scope), id, encoded)? {
+            return Ok(false);
+        }
+        let mut ids = seal.ids.clone();
+        ids.sort_unstable();
+        let mut t = self.tx.open_table(SEALED_TABLE)?;
+        for sealed in &ids {
+            t.insert(sealed, &seal.signer.0)?;
+        }
+        Ok(true)
+    }
+
+    /// Notes an event of this node for its next seal, and seals when a seal's worth waits.
+    pub(crate) fn await_seal(&mut self, event: &SignedEvent) -> Result<(), StoreError> {
+        let waiting = {
+            let mut t = self.tx.open_table(UNSEALED_TABLE)?;
+            let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
+            t.insert(next, &event.id.0)?;
+            t.len()?
+        };
+        if waiting as usize >= Seal::MAX_IDS {
+            self.seal_own()?;
+        }
+        Ok(())
+    }
+
+    /// Seals up to [`Seal::MAX_IDS`] of this node's events that wait for a seal; says how
+    /// many.
+    pub(crate) fn seal_own(&mut self) -> Result<usize, StoreError> {
+        let waiting: Vec<(u64, [u8; 32])> = {
+            let t = self.tx.open_table(UNSEALED_TABLE)?;
+            t.iter()?.take(Seal::MAX_IDS).map(|r| r.map(|(k, v)| (k.value(), *v.value()))).collect::<Result<_, _>>()?
+        };
+        let Some(&(last, _)) = waiting.last() else { return Ok(0) };
+        let seal =
+            Seal::make(self.key, waiting.iter().map(|(_, id)| sealed_id(&schema::event::EventId(*id))).collect());
+        let encoded = seal.encode();
+        let id: Id = Sha256::digest(&encoded).into();
+        self.store_seal(&seal, &id, &encoded)?;
+        let mut t = self.tx.open_table(UNSEALED_TABLE)?;
+        t.retain_in(..=last, |_, _| false)?;
+        Ok(waiting.len())
     }
 
     /// A document from a peer (loaded by [`load_doc_items`]): merged into ours (or taken
@@ -496,9 +627,22 @@ impl Store {
             let ids = r.open_table(EVENT_IDS_TABLE)?;
             let Some(key) = ids.get(id)? else { return Ok(None) };
             let events = r.open_table(EVENTS_TABLE)?;
-            return Ok(events.get(key.value())?.map(|v| v.value().to_vec()));
+            let Some(mut stored) = events.get(key.value())?.map(|v| v.value().to_vec()) else { return Ok(None) };
+            // A sealed event goes without its signature: the seal vouches for it.
+            let mut sealed_id = [0; 16];
+            sealed_id.copy_from_slice(&id[..16]);
+            if stored.len() > 64
+                && stored[..64] != NO_SIGNATURE
+                && r.open_table(SEALED_TABLE)?.get(&sealed_id)?.is_some()
+            {
+                stored[..64].copy_from_slice(&NO_SIGNATURE);
+            }
+            return Ok(Some(stored));
         }
         let items = r.open_table(SYNC_ITEMS_TABLE)?;
+        if scope.starts_with("A:") {
+            return Ok(items.get((scope, id))?.map(|v| v.value().to_vec()));
+        }
         let Some(doc_id) = items.get((scope, id))?.map(|v| String::from_utf8_lossy(v.value()).into_owned()) else {
             return Ok(None);
         };
@@ -519,17 +663,20 @@ pub struct Replica {
 /// Verdicts on the items of one frame, made before the writer takes it.
 #[derive(Debug)]
 pub enum Prechecked {
-    Events(Vec<Result<SignedEvent, String>>),
+    Events(Vec<Verdict>),
     Docs(Vec<Result<LoadedDoc, String>>),
+    /// Seals are few (one per 4,096 events) and checked by the writer.
+    Seals,
 }
 
 impl Prechecked {
-    /// The checks an `Items` frame of `scope` needs: signatures for events, loading for
-    /// documents.
-    pub fn of(scope: &[u8], items: &[Vec<u8>]) -> Prechecked {
-        match scope.starts_with(b"E:") {
-            true => Prechecked::Events(verify_items(items)),
-            false => Prechecked::Docs(load_doc_items(items)),
+    /// The checks an `Items` frame of `scope` needs: signatures or seals for events,
+    /// loading for documents.
+    pub fn of(scope: &[u8], items: &[Vec<u8>], store: &Store) -> Prechecked {
+        match scope.get(..2) {
+            Some(b"E:") => Prechecked::Events(verify_items(items, store)),
+            Some(b"A:") => Prechecked::Seals,
+            _ => Prechecked::Docs(load_doc_items(items)),
         }
     }
 
@@ -539,12 +686,13 @@ impl Prechecked {
             Prechecked::Events(checked) => {
                 checked.len() == items.len()
                     && checked.iter().zip(items).all(|(c, item)| match c {
-                        Ok(e) => {
+                        Verdict::Checked(e) | Verdict::AwaitsSeal(e) => {
                             item.len() == 64 + e.bytes.len() && item[..64] == e.signature && item[64..] == e.bytes[..]
                         }
-                        Err(_) => true,
+                        Verdict::Refused(_) => true,
                     })
             }
+            Prechecked::Seals => true,
             Prechecked::Docs(loaded) => {
                 loaded.len() == items.len()
                     && loaded.iter().zip(items).all(|(l, item)| match l {
@@ -677,7 +825,7 @@ impl ItemStore for Replica {
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, StoreError> {
         // Signatures are checked and documents loaded here (or were, ahead of time), on
         // every core, not in the writer's transaction.
-        let checked = self.take_prechecked(&items).unwrap_or_else(|| Prechecked::of(scope, &items));
+        let checked = self.take_prechecked(&items).unwrap_or_else(|| Prechecked::of(scope, &items, &self.store));
         let scope = scope_str(scope)?.to_owned();
         let (results, seqs) = self.store.write_blocking(move |ctx| {
             let before = ctx.scope_seq(&scope)?;
@@ -686,6 +834,7 @@ impl ItemStore for Replica {
                 Prechecked::Docs(loaded) => {
                     loaded.into_iter().map(|doc| ctx.receive_doc(doc)).collect::<Result<Vec<_>, _>>()?
                 }
+                Prechecked::Seals => items.iter().map(|item| ctx.receive_seal(item)).collect::<Result<Vec<_>, _>>()?,
             };
             // The writer runs one job at a time: every number in between is this put's.
             let after = ctx.scope_seq(&scope)?;

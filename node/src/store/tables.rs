@@ -15,11 +15,19 @@ pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new
 
 /// The event log. Key: 16-byte cylinder code ++ 12-byte HLC ++ 32-byte event id, so one
 /// cylinder's history is one contiguous range in time order. Value: 64-byte Ed25519
-/// signature ++ canonical event encoding.
+/// signature ++ canonical event encoding; 64 zero bytes instead of the signature for an
+/// event received under a seal (`sealed-1`).
 pub(crate) const EVENTS_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-1");
 
 /// Event id → its key in `events-1` (deduplication and look-up by id).
 pub(crate) const EVENT_IDS_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("event-ids-1");
+
+/// Sealed events: first 16 bytes of the event id → 32-byte key of the node whose seal
+/// lists it (`schema::seal`). An event found here travels without its own signature.
+pub(crate) const SEALED_TABLE: TableDefinition<&[u8; 16], &[u8; 32]> = TableDefinition::new("sealed-1");
+
+/// This node's own events not yet sealed. Key: u64 counter. Value: 32-byte event id.
+pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("unsealed-1");
 
 /// Traceability indexes. Key: `<dimension>\0<value>\0` ++ 8-byte big-endian wall ms ++
 /// 32-byte event id, for dimensions `time` (empty value), `operator`, `kind` and `place`.
@@ -52,9 +60,10 @@ pub(crate) const OPS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(
 /// Counters: `cylinders`, `events`. Value: u64.
 pub(crate) const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("counters-1");
 
-/// Replication items of document scopes (`D:<enterprise>`). Key: (scope, 32-byte item
-/// id). Value: the document id. The event scope (`E:<enterprise>`) needs no table of its
-/// own: its items are the keys of `event-ids-1`.
+/// Replication items of document scopes (`D:<enterprise>`) and seal scopes
+/// (`A:<enterprise>`). Key: (scope, 32-byte item id). Value: the document id, or the
+/// seal's encoding (`schema::seal`). The event scope (`E:<enterprise>`) needs no table of
+/// its own: its items are the keys of `event-ids-1`.
 pub(crate) const SYNC_ITEMS_TABLE: TableDefinition<(&str, &[u8; 32]), &[u8]> = TableDefinition::new("sync-items-1");
 
 /// A document's current item id: SHA-256 of the document id and its sorted heads.

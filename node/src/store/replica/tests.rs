@@ -33,7 +33,7 @@ fn store(at: i64) -> Store {
 fn opts(initiator: bool) -> SessionOptions {
     SessionOptions {
         initiator,
-        scopes: vec![docs_scope(ENT).into_bytes(), events_scope(ENT).into_bytes()],
+        scopes: vec![seals_scope(ENT).into_bytes(), docs_scope(ENT).into_bytes(), events_scope(ENT).into_bytes()],
         ..SessionOptions::default()
     }
 }
@@ -123,9 +123,10 @@ fn a_station_and_an_empty_head_office_converge_then_merge_offline_work() {
     assert_same(&a, &b, 30);
     assert_eq!(b.record(&DocId::record("customer", "C1")).unwrap().unwrap()["name"], "王家");
 
-    // Nothing changed: two round trips (pushes of nothing, then root fingerprints).
+    // Nothing changed: two round trips (pushes of nothing, then root fingerprints), a
+    // frame per scope (seals, documents, events) each way.
     let frames = replicate(&a, &b);
-    assert!(frames <= 8, "{frames} frames when nothing changed");
+    assert!(frames <= 12, "{frames} frames when nothing changed");
 
     // Offline on both sides: a fills and edits the maker, b scraps and edits the tare.
     a.write_blocking(|ctx| {
@@ -372,13 +373,13 @@ fn prechecked_verdicts_count_only_for_the_items_they_describe() {
     let scope = events_scope(ENT);
 
     let mut rb = Replica::new(store(1_795_579_300_000));
-    rb.precheck(Prechecked::of(scope.as_bytes(), &good));
+    rb.precheck(Prechecked::of(scope.as_bytes(), &good, &rb.store));
     let out = rb.put(scope.as_bytes(), forged).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (n - 1, 1), "{:?}", out.refused);
     assert!(out.refused[0].contains("signature"), "{:?}", out.refused);
 
     // The right verdicts for the right items are taken as they are.
-    rb.precheck(Prechecked::of(scope.as_bytes(), &good));
+    rb.precheck(Prechecked::of(scope.as_bytes(), &good, &rb.store));
     let out = rb.put(scope.as_bytes(), good).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (1, 0));
 }
@@ -403,12 +404,83 @@ fn prechecked_documents_count_only_for_the_items_they_describe() {
     damaged[0][last] ^= 0x55;
 
     let mut rb = Replica::new(store(1_795_579_300_000));
-    rb.precheck(Prechecked::of(scope.as_bytes(), &good));
+    rb.precheck(Prechecked::of(scope.as_bytes(), &good, &rb.store));
     let out = rb.put(scope.as_bytes(), damaged).unwrap();
     assert_eq!(out.refused.len(), 1, "{:?}", out.refused);
     assert_eq!(out.stored.len(), good.len() - 1);
 
-    rb.precheck(Prechecked::of(scope.as_bytes(), &good));
+    rb.precheck(Prechecked::of(scope.as_bytes(), &good, &rb.store));
     let out = rb.put(scope.as_bytes(), good).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (1, 0), "{:?}", out.refused);
+}
+
+/// Sealed events travel without their signatures and are taken only under a seal of the
+/// node that wrote them; a relay passes them on the same way.
+#[test]
+fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
+    let a = store(1_795_579_200_000);
+    a.write_blocking(|ctx| {
+        ctx.register(archive(1), "k", "W")?;
+        for i in 0..5 {
+            let wall = ctx.wall_ms + i;
+            ctx.record(code(1), "f", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let (events, seals) = (events_scope(ENT), seals_scope(ENT));
+    let ra = Replica::new(a.clone());
+    let items = |r: &Replica, scope: &str| -> Vec<Vec<u8>> {
+        let ids = r.ids(scope.as_bytes(), &[]).unwrap();
+        ids.iter().map(|id| r.get(scope.as_bytes(), id).unwrap().expect("listed item")).collect()
+    };
+    let signed = items(&ra, &events);
+    assert!(signed.len() >= 6, "{}", signed.len());
+    assert!(signed.iter().all(|i| i[..64] != NO_SIGNATURE), "not sealed yet: every event carries its signature");
+    assert!(items(&ra, &seals).is_empty());
+
+    assert_eq!(a.seal_all().unwrap(), signed.len());
+    assert_eq!(a.seal_all().unwrap(), 0, "nothing is sealed twice");
+    let sealed = items(&ra, &events);
+    assert!(sealed.iter().all(|i| i[..64] == NO_SIGNATURE), "sealed events go without their signature");
+    let seal = items(&ra, &seals);
+    assert_eq!(seal.len(), 1);
+
+    // Without the seal, nothing unsigned is taken.
+    let b = store(1_795_579_300_000);
+    let mut rb = Replica::new(b.clone());
+    let out = rb.put(events.as_bytes(), sealed.clone()).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (0, sealed.len()), "{:?}", out.refused.first());
+    assert!(out.refused[0].contains("no seal"), "{:?}", out.refused[0]);
+
+    // Another node's seal over the same ids does not vouch for them.
+    let c = store(1_795_579_400_000);
+    let forged = Seal::make(
+        &ed25519_dalek::SigningKey::from_bytes(&c.node_seed().unwrap()),
+        sealed.iter().map(|i| sealed_id(&schema::event::Event::id_of(&i[64..]))).collect(),
+    );
+    let out = rb.put(seals.as_bytes(), vec![forged.encode()]).unwrap();
+    assert_eq!(out.stored.len(), 1, "a valid seal of node c is kept: {:?}", out.refused);
+    let out = rb.put(events.as_bytes(), sealed.clone()).unwrap();
+    assert_eq!(out.stored.len(), 0, "c's seal let a's events in");
+
+    // With a's seal they are taken; a changed event is not (its id is not sealed).
+    let mut changed = sealed[0].clone();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    let b2 = store(1_795_579_300_000);
+    let mut rb2 = Replica::new(b2.clone());
+    let out = rb2.put(seals.as_bytes(), seal.clone()).unwrap();
+    assert_eq!(out.stored.len(), 1);
+    let out = rb2.put(events.as_bytes(), [vec![changed], sealed.clone()].concat()).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (sealed.len(), 1), "{:?}", out.refused);
+    assert_eq!(b2.cylinder(&code(1)).unwrap(), None, "no archive yet, but the events are stored");
+    assert_eq!(b2.counts().unwrap().1, sealed.len() as u64);
+
+    // A relay passes them on sealed, and a third store takes them through a session.
+    assert!(items(&rb2, &events).iter().all(|i| i[..64] == NO_SIGNATURE));
+    let d = store(1_795_579_500_000);
+    replicate(&a, &d);
+    assert_same(&a, &d, 1);
+    assert_eq!(d.fingerprints().unwrap(), a.fingerprints().unwrap());
 }
