@@ -11,6 +11,7 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -43,7 +44,7 @@ pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> Sess
     let e = store.enterprise();
     SessionOptions {
         initiator,
-        scopes: vec![seals_scope(e).into_bytes(), docs_scope(e).into_bytes(), events_scope(e).into_bytes()],
+        scopes: vec![docs_scope(e).into_bytes(), seals_scope(e).into_bytes(), events_scope(e).into_bytes()],
         checkpoints,
         // The receiver commits once per frame: 2 MiB frames (about 10,000 events) make
         // fewer, larger commits than 2,048 items did (each commit rewrites every page its
@@ -194,10 +195,42 @@ fn read_ahead(
     (rx, task.abort_handle())
 }
 
+/// Frames handed to [`write_behind`]'s task: the frames, the bytes not yet written,
+/// a signal each time a frame was written, and the task (it ends only on an error).
+type WriteBehind = (
+    mpsc::UnboundedSender<Vec<u8>>,
+    Arc<AtomicUsize>,
+    Arc<tokio::sync::Notify>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// Writes a session's frames in a task of its own, so that the session goes on taking
+/// its peer's frames while a write waits for QUIC flow control. With the write in the
+/// session's loop, both sides could block in writes while their read-aheads were full
+/// and neither read: twenty stations at once stalled that way for good. The session
+/// stops producing frames while [`SEND_BURST`] bytes wait here.
+fn write_behind(mut send: quinn::SendStream) -> WriteBehind {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let unsent = Arc::new(AtomicUsize::new(0));
+    let drained = Arc::new(tokio::sync::Notify::new());
+    let task = tokio::spawn({
+        let (unsent, drained) = (unsent.clone(), drained.clone());
+        async move {
+            while let Some(bytes) = rx.recv().await {
+                send.write_all(&bytes).await.context("sending")?;
+                unsent.fetch_sub(bytes.len(), Ordering::AcqRel);
+                drained.notify_one();
+            }
+            Ok(())
+        }
+    });
+    (tx, unsent, drained, task)
+}
+
 /// Runs one session over a stream until the peer closes it or an error occurs.
 async fn run_session(
     store: Store,
-    (mut send, recv): (quinn::SendStream, quinn::RecvStream),
+    (send, recv): (quinn::SendStream, quinn::RecvStream),
     initiator: bool,
     mut commits: watch::Receiver<u64>,
     (tracking, peer): (&Tracking, schema::event::NodeId),
@@ -220,6 +253,9 @@ async fn run_session(
         let (mut frames, reader) =
             read_ahead(recv, (peers.clone(), peer, tracking.clock.clone()), permits, store.clone());
         let _stop_reader = AbortOnDrop(reader);
+        let (out, unsent, drained, writer) = write_behind(send);
+        let _stop_writer = AbortOnDrop(writer.abort_handle());
+        let mut writer_done = writer;
         let mut tick = tokio::time::interval(ROUND_EVERY.min(Duration::from_millis(250)));
         let mut last_round = Instant::now();
         let mut changed_in_round = false;
@@ -227,17 +263,20 @@ async fn run_session(
         let mut continuing = false;
         loop {
             let mut sent = 0;
-            while sent < SEND_BURST
+            while unsent.load(Ordering::Acquire) < SEND_BURST
                 && let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))?
             {
                 let bytes = frame.encode();
-                send.write_all(&bytes).await.context("sending")?;
-                peers.sent(peer, bytes.len() as u64);
-                round_bytes += bytes.len() as u64;
-                sent += bytes.len();
+                let n = bytes.len();
+                unsent.fetch_add(n, Ordering::AcqRel);
+                out.send(bytes).map_err(|_| anyhow::anyhow!("sending: the stream's writer stopped"))?;
+                peers.sent(peer, n as u64);
+                round_bytes += n as u64;
+                sent += n;
             }
             flights += (sent > 0 && !continuing) as u64;
-            let more_to_send = sent >= SEND_BURST;
+            // Frames wait in the session until the writer has room again.
+            let more_to_send = unsent.load(Ordering::Acquire) >= SEND_BURST;
             continuing = false;
             let st = &session.stats;
             peers.items(peer, base, st.items_sent, st.items_stored, st.items_refused);
@@ -303,7 +342,14 @@ async fn run_session(
                         }
                     }
                 }
-                () = std::future::ready(()), if more_to_send => continuing = true,
+                () = drained.notified(), if more_to_send => continuing = true,
+                done = &mut writer_done => {
+                    // The writer only stops on an error (or a closed stream).
+                    return match done {
+                        Ok(Err(e)) => Err(e),
+                        _ => Err(anyhow::anyhow!("sending: the stream's writer stopped")),
+                    };
+                }
                 changed = commits.changed(), if initiator => {
                     changed.context("store closed")?;
                     // A commit during a round is pushed as soon as that round ends, not at

@@ -753,6 +753,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
         tx.open_table(ITEM_SEQ_TABLE)?;
         tx.open_table(SEALED_TABLE)?;
         tx.open_table(UNSEALED_TABLE)?;
+        tx.open_table(AWAITING_SEAL_TABLE)?;
         let layout = meta.get("layout")?.map(|v| v.value().to_vec());
         match layout {
             None => {

@@ -307,8 +307,8 @@ impl World {
 
     fn scopes() -> Vec<Vec<u8>> {
         vec![
-            seals_scope(ENTERPRISE).into_bytes(),
             docs_scope(ENTERPRISE).into_bytes(),
+            seals_scope(ENTERPRISE).into_bytes(),
             events_scope(ENTERPRISE).into_bytes(),
         ]
     }

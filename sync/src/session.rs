@@ -188,7 +188,10 @@ impl Session {
     /// The next page of a push under way: ids of this side's log not stored from the
     /// peer, in the store's preferred order. `None` when no push is under way.
     fn next_push_page<S: ItemStore>(&mut self, store: &S) -> Result<Option<ScopedIds>, SessionError> {
-        while let Some((scope, (from, upto))) = self.pushing.pop_first() {
+        // Scopes in the order the options list them: a scope whose items the next one's
+        // checks rely on goes first (a node's records before its seals and events).
+        while let Some(scope) = self.opts.scopes.iter().find(|s| self.pushing.contains_key(*s)).cloned() {
+            let Some((from, upto)) = self.pushing.remove(&scope) else { break };
             let page = store.changes_after(&scope, from, self.opts.items_per_frame.max(1)).map_err(store_err)?;
             let read_to = page.last().map_or(upto, |(seq, _)| *seq).min(upto);
             let theirs = self.received.get(&scope);

@@ -27,8 +27,9 @@ pub fn docs_scope(enterprise: &str) -> String {
     format!("D:{enterprise}")
 }
 
-/// The scope of seals (`schema::seal`). It sorts before the others, so a session pushes
-/// seals before the events they vouch for.
+/// The scope of seals (`schema::seal`). Sessions list it after documents and before
+/// events, and push scopes in that order: a node's enrolment record, then its seals, then
+/// the events they vouch for.
 pub fn seals_scope(enterprise: &str) -> String {
     format!("A:{enterprise}")
 }
@@ -36,15 +37,17 @@ pub fn seals_scope(enterprise: &str) -> String {
 /// The signature an event travels with when a seal vouches for it instead.
 pub const NO_SIGNATURE: [u8; 64] = [0; 64];
 
-/// The kind [`WriteCtx::may_write`] is asked about for a seal: any node enrolled in the
-/// enterprise may seal its own events (what they are is checked event by event).
-const SEAL_KIND: &str = "seal";
+/// Received events kept aside for their seal at most; beyond, they are refused (and sent
+/// again by a later round).
+const AWAITING_SEAL_MAX: u64 = 4_000_000;
 
 /// What became of one received item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
     Stored(Id),
     Duplicate,
+    /// Kept aside until the seal that vouches for it arrives (see `awaiting-seal-1`).
+    AwaitsSeal,
     Refused(String),
 }
 
@@ -276,11 +279,15 @@ impl WriteCtx<'_> {
                 Verdict::Checked(e) => e,
                 Verdict::AwaitsSeal(e) => match self.sealed_by(&e)? {
                     Some(signer) if signer == e.event.node => e,
-                    _ => {
+                    Some(_) => {
                         out.push(Received::Refused(format!(
-                            "event {} refused: it carries no signature and no seal of its node is here",
+                            "event {} refused: it carries no signature and the seal listing it is another node's",
                             e.id
                         )));
+                        continue;
+                    }
+                    None => {
+                        out.push(self.await_its_seal(&e)?);
                         continue;
                     }
                 },
@@ -402,7 +409,7 @@ impl WriteCtx<'_> {
         if record.enterprise != self.scope {
             return Ok(Err(format!("signer {} belongs to enterprise {}", record.name, record.enterprise)));
         }
-        if kind != SEAL_KIND && !record.may_write(kind) {
+        if !record.may_write(kind) {
             return Ok(Err(format!("a {} node ({}) may not write {kind}", record.role, record.name)));
         }
         Ok(Ok(()))
@@ -420,9 +427,10 @@ impl WriteCtx<'_> {
             Ok(seal) => seal,
             Err(e) => return Ok(Received::Refused(format!("seal refused: {e}"))),
         };
-        if let Err(reason) = self.may_write(seal.signer, SEAL_KIND)? {
-            return Ok(Received::Refused(format!("seal refused: {reason}")));
-        }
+        // No check of the signer's enrolment here: a seal vouches only for events of its
+        // own signer, and each of those is checked (enrolled, allowed to write its kind)
+        // when it is taken in. A relay may pass on a node's seals before the record of
+        // its enrolment (documents follow seals), so a check here refused good seals.
         let id: Id = Sha256::digest(item).into();
         Ok(match self.store_seal(&seal, &id, item)? {
             true => Received::Stored(id),
@@ -430,16 +438,52 @@ impl WriteCtx<'_> {
         })
     }
 
-    /// Adds a checked seal to its scope and its ids to `sealed-1`; false if it was here.
+    /// Keeps an unsigned event aside until a seal listing it arrives.
+    fn await_its_seal(&mut self, event: &SignedEvent) -> Result<Received, StoreError> {
+        let mut t = self.tx.open_table(AWAITING_SEAL_TABLE)?;
+        if t.len()? >= AWAITING_SEAL_MAX {
+            return Ok(Received::Refused(format!(
+                "event {} refused: it carries no signature, no seal of its node is here, and {AWAITING_SEAL_MAX} events already wait for theirs",
+                event.id
+            )));
+        }
+        t.insert(&sealed_id(&event.id), event.to_stored().as_slice())?;
+        Ok(Received::AwaitsSeal)
+    }
+
+    /// Adds a checked seal to its scope and its ids to `sealed-1`, then takes in the
+    /// received events that waited for it; false if it was here.
     fn store_seal(&mut self, seal: &Seal, id: &Id, encoded: &[u8]) -> Result<bool, StoreError> {
         if !self.add_item(&seals_scope(self.scope), id, encoded)? {
             return Ok(false);
         }
         let mut ids = seal.ids.clone();
         ids.sort_unstable();
-        let mut t = self.tx.open_table(SEALED_TABLE)?;
-        for sealed in &ids {
-            t.insert(sealed, &seal.signer.0)?;
+        let mut waited = Vec::new();
+        {
+            let mut t = self.tx.open_table(SEALED_TABLE)?;
+            let mut awaiting = self.tx.open_table(AWAITING_SEAL_TABLE)?;
+            for sealed in &ids {
+                t.insert(sealed, &seal.signer.0)?;
+                if let Some(stored) = awaiting.remove(sealed)? {
+                    waited.push(stored.value().to_vec());
+                }
+            }
+        }
+        if !waited.is_empty() {
+            // Checked as on receipt (the writer's rights, then the seal's signer).
+            let verdicts = waited
+                .iter()
+                .map(|stored| match SignedEvent::from_stored_trusted(stored) {
+                    Ok(e) => Verdict::AwaitsSeal(e),
+                    Err(e) => Verdict::Refused(format!("event refused: {e}")),
+                })
+                .collect();
+            for r in self.receive_checked(verdicts)? {
+                if let Received::Refused(reason) = r {
+                    tracing::warn!(%reason, "an event that waited for its seal was refused");
+                }
+            }
         }
         Ok(true)
     }
@@ -844,7 +888,7 @@ impl ItemStore for Replica {
         for r in results {
             match r {
                 Received::Stored(id) => out.stored.push(id),
-                Received::Duplicate => {}
+                Received::Duplicate | Received::AwaitsSeal => {}
                 Received::Refused(reason) => out.refused.push(reason),
             }
         }

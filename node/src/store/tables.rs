@@ -26,6 +26,11 @@ pub(crate) const EVENT_IDS_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefin
 /// lists it (`schema::seal`). An event found here travels without its own signature.
 pub(crate) const SEALED_TABLE: TableDefinition<&[u8; 16], &[u8; 32]> = TableDefinition::new("sealed-1");
 
+/// Received events without a signature whose seal has not arrived yet (a relay may pass
+/// on a node's events before its seals). Key: first 16 bytes of the event id. Value: the
+/// stored form. Taken in, checked like any received event, when a seal listing them comes.
+pub(crate) const AWAITING_SEAL_TABLE: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("awaiting-seal-1");
+
 /// This node's own events not yet sealed. Key: u64 counter. Value: 32-byte event id.
 pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("unsealed-1");
 
