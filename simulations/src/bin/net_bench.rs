@@ -234,10 +234,7 @@ fn main() -> anyhow::Result<()> {
         writer_s
     );
     println!("    CPU used so far: head office {ho_cpu:.1} s, station {st_cpu:.1} s (2 cores here)");
-    println!(
-        "    items the head office stored {}, refused {} (an event before its seal is refused and sent again)",
-        ho_peer.items_received, ho_peer.items_refused
-    );
+    println!("    items the head office stored {}, refused {}", ho_peer.items_received, ho_peer.items_refused);
     println!(
         "    traceability index complete at the head office {:.2} s after the station started",
         indexed.as_secs_f64()
