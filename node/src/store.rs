@@ -1297,7 +1297,7 @@ impl WriteCtx<'_> {
         let scope = replica::events_scope(self.scope);
         self.update_summaries(&scope, &event.id.0, true)?;
         if event.event.node == self.node {
-            self.await_seal(event)?;
+            self.queue_for_sealing(event)?;
         }
         let Some(old) = old else {
             return Ok(None);

@@ -115,11 +115,6 @@ impl Seal {
         key.verify(&Seal::message(&self.signer, &self.ids), &Signature::from_bytes(&self.signature))
             .map_err(|_| SealError::Signature)
     }
-
-    /// The seal's id: SHA-256 of its encoding.
-    pub fn id(&self) -> [u8; 32] {
-        Sha256::digest(self.encode()).into()
-    }
 }
 
 #[cfg(test)]

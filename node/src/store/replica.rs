@@ -489,7 +489,7 @@ impl WriteCtx<'_> {
     }
 
     /// Notes an event of this node for its next seal, and seals when a seal's worth waits.
-    pub(crate) fn await_seal(&mut self, event: &SignedEvent) -> Result<(), StoreError> {
+    pub(crate) fn queue_for_sealing(&mut self, event: &SignedEvent) -> Result<(), StoreError> {
         let waiting = {
             let mut t = self.tx.open_table(UNSEALED_TABLE)?;
             let next = t.last()?.map_or(0, |(k, _)| k.value() + 1);
@@ -673,8 +673,7 @@ impl Store {
             let events = r.open_table(EVENTS_TABLE)?;
             let Some(mut stored) = events.get(key.value())?.map(|v| v.value().to_vec()) else { return Ok(None) };
             // A sealed event goes without its signature: the seal vouches for it.
-            let mut sealed_id = [0; 16];
-            sealed_id.copy_from_slice(&id[..16]);
+            let sealed_id = sealed_id(&schema::event::EventId(*id));
             if stored.len() > 64
                 && stored[..64] != NO_SIGNATURE
                 && r.open_table(SEALED_TABLE)?.get(&sealed_id)?.is_some()
