@@ -320,7 +320,9 @@ fn spec(
             PropertyKind::Own
         },
         customer: None,
-        tags: vec![code10.to_string()],
+        // A tag's number is the chip's, unique across stations (the 10-digit code alone
+        // repeats in every region).
+        tags: vec![format!("T{code}")],
     };
     let stays_out = i >= 9 && flavour == Flavour::Good && rng.random_bool(0.3);
     Spec {

@@ -37,6 +37,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// ends); a lost checkpoint costs one fingerprint walk, never data.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
+/// Items a walk found wait until the peer has sent nothing for WALK_QUIET, and for
+/// HOLD_MAX at most (see `SessionOptions::hold_items_below`): a walk's next answers
+/// follow within a round trip, but a busy head office may walk slowly or stream
+/// relayed items meanwhile.
+const WALK_QUIET: Duration = Duration::from_millis(10);
+const HOLD_MAX: Duration = Duration::from_secs(5);
+
 type Checkpoints = std::collections::BTreeMap<Vec<u8>, u64>;
 
 /// The session settings of a node's replication with one peer.
@@ -53,6 +60,16 @@ pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> Sess
         // waits behind at most one of them.
         items_per_frame: 1 << 16,
         frame_bytes_max: 2 << 20,
+        // A first contact with a peer that holds other data (a station joining a head
+        // office that has the others') is a walk: its differences come back a few ids
+        // per range. Held until the peer is quiet (WALK_QUIET; HOLD_MAX at most: a
+        // head office relaying to the station may never be) they go out sorted, a
+        // cylinder's events together, in full frames: a twenty-station ingest otherwise
+        // committed frames of about 100 events of 100 cylinders, each cylinder derived
+        // again in each.
+        hold_items_below: 1 << 16,
+        hold_quiet_ms: WALK_QUIET.as_millis() as u64,
+        hold_max_ms: HOLD_MAX.as_millis() as u64,
         ..SessionOptions::default()
     }
 }
@@ -313,6 +330,9 @@ async fn run_session(
             for reason in session.take_refusals() {
                 tracing::warn!(peer = ?peer, reason = %reason, "refused an item from the peer");
             }
+            let held = session.release_at();
+            let release_at = tokio::time::Instant::from_std(started + Duration::from_millis(held.unwrap_or(0)));
+            let held = held.is_some();
             tokio::select! {
                 // The peer's frames first; between them, this side's queued frames go on.
                 biased;
@@ -343,6 +363,10 @@ async fn run_session(
                     }
                 }
                 () = drained.notified(), if more_to_send => continuing = true,
+                // Items a walk found go once the walk is over.
+                () = tokio::time::sleep_until(release_at), if held => {
+                    tokio::task::block_in_place(|| session.handle_timeout(&replica, now()))?;
+                }
                 done = &mut writer_done => {
                     // The writer only stops on an error (or a closed stream).
                     return match done {

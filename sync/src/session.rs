@@ -49,6 +49,16 @@ pub struct SessionOptions {
     pub retry_ms: u64,
     /// Per scope, this side's change sequence when it was last in sync with this peer.
     pub checkpoints: BTreeMap<Vec<u8>, u64>,
+    /// Items a walk found the peer lacks wait until this many are queued, or until the
+    /// peer has sent nothing for `hold_quiet_ms`, or for `hold_max_ms` at most (a peer
+    /// that streams items or walks slowly): a walk's answers come a few
+    /// ids per range, and sent as they come every frame would carry a few items of
+    /// unrelated cylinders; held, they go out together, in the store's order, in full
+    /// frames. 0 sends them at once. [`Session::release_at`] says when to call
+    /// [`Session::handle_timeout`] for them.
+    pub hold_items_below: usize,
+    pub hold_quiet_ms: u64,
+    pub hold_max_ms: u64,
 }
 
 impl Default for SessionOptions {
@@ -62,6 +72,9 @@ impl Default for SessionOptions {
             ids_per_frame: 4096,
             retry_ms: 1_000,
             checkpoints: BTreeMap::new(),
+            hold_items_below: 0,
+            hold_quiet_ms: 0,
+            hold_max_ms: 0,
         }
     }
 }
@@ -93,6 +106,11 @@ pub struct Session {
     out: VecDeque<Frame>,
     /// Items to send, per scope, read from the store when frames go out.
     to_send: BTreeMap<Vec<u8>, BTreeSet<Id>>,
+    /// The items held in `to_send` may go (see `hold_items_below`).
+    released: bool,
+    /// When the last frame came, and when the items held began to wait.
+    last_frame_ms: u64,
+    held_since_ms: u64,
     /// The items of one scope being sent now, in the store's preferred order.
     sending: Option<(Vec<u8>, VecDeque<Id>)>,
     in_sync: BTreeSet<Vec<u8>>,
@@ -138,6 +156,9 @@ impl Session {
             opts,
             out: VecDeque::new(),
             to_send: BTreeMap::new(),
+            released: false,
+            last_frame_ms: 0,
+            held_since_ms: 0,
             sending: None,
             in_sync: BTreeSet::new(),
             tail: VecDeque::new(),
@@ -243,6 +264,9 @@ impl Session {
     /// Restarts a round that stalled. Sending counts as progress: a round is stalled only
     /// when nothing is queued and nothing arrived for `retry_ms`.
     pub fn handle_timeout<S: ItemStore>(&mut self, store: &S, now_ms: u64) -> Result<(), SessionError> {
+        if self.release_at().is_some_and(|at| now_ms >= at) {
+            self.released = true;
+        }
         if !self.out.is_empty()
             || !self.to_send.is_empty()
             || !self.pushing.is_empty()
@@ -266,6 +290,20 @@ impl Session {
         (self.opts.initiator && !self.is_in_sync()).then_some(self.last_progress_ms + self.opts.retry_ms)
     }
 
+    /// Whether items a walk found wait for more of their kind (see
+    /// [`SessionOptions::hold_items_below`]).
+    pub fn holds_items(&self) -> bool {
+        !self.released
+            && !self.to_send.is_empty()
+            && self.to_send.values().map(BTreeSet::len).sum::<usize>() < self.opts.hold_items_below
+    }
+
+    /// When held items may go, if some are held: call `handle_timeout` then.
+    pub fn release_at(&self) -> Option<u64> {
+        let quiet = self.last_frame_ms + self.opts.hold_quiet_ms;
+        self.holds_items().then_some(quiet.min(self.held_since_ms + self.opts.hold_max_ms))
+    }
+
     fn is_sending(&self) -> bool {
         self.sending.as_ref().is_some_and(|(_, ids)| !ids.is_empty())
     }
@@ -280,7 +318,11 @@ impl Session {
         // now, in the order the store prefers (the node sends a cylinder's events
         // together); `Pushed` markers go out after every item queued before them.
         if !self.is_sending() {
-            if let Some((scope, ids)) = self.to_send.pop_first() {
+            let held = self.holds_items();
+            if let Some((scope, ids)) = (!held).then(|| self.to_send.pop_first()).flatten() {
+                if self.to_send.is_empty() {
+                    self.released = false;
+                }
                 let mut ids: Vec<Id> = ids.into_iter().collect();
                 store.send_order(&scope, &mut ids).map_err(store_err)?;
                 self.sending = Some((scope, ids.into()));
@@ -329,6 +371,7 @@ impl Session {
     /// Handles one frame from the peer.
     pub fn handle<S: ItemStore>(&mut self, frame: Frame, store: &mut S, now_ms: u64) -> Result<(), SessionError> {
         self.stats.frames_in += 1;
+        self.last_frame_ms = now_ms;
         let scope = match &frame {
             Frame::Fingerprint { scope, .. }
             | Frame::InSync { scope, .. }
@@ -341,6 +384,9 @@ impl Session {
         if !self.opts.scopes.contains(&scope) {
             tracing::debug!(target: "station::events::frame_out_of_scope", scope_len = scope.len());
             return Ok(());
+        }
+        if self.to_send.is_empty() {
+            self.held_since_ms = now_ms;
         }
         match frame {
             Frame::Fingerprint { scope, prefix, fp } => {

@@ -14,9 +14,10 @@
 //! With `--stations K` (K > 1) it measures only the head office's cold ingest instead: K
 //! stations (regions 370102, 370103, ...), each with `--cylinders` demo cylinders, start
 //! together against an empty head office; the figure is events per second until the
-//! head office holds them all, and its peak memory. Then the stations stop (on this one
-//! machine they would take the cores storing what the head office relays to each of them)
-//! and it waits for the head office's traceability index.
+//! head office holds them all, and its peak memory, and the CPU the head office used until
+//! then (on this one machine the stations, storing what the head office relays to each of
+//! them, take most of the cores). Then the stations stop and it waits for the head
+//! office's traceability index.
 //!
 //! ```text
 //! cargo build --release -p node -p simulations
@@ -321,6 +322,14 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let took = t.elapsed();
+    // What the head office itself spent: on this shared machine the stations' share of
+    // the cores sets the wall time, the head office's CPU what it would need on its own.
+    let (ho_cpu, writer_s) =
+        (cpu_seconds(ho.child.id()), metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| us / 1e6));
+    let (commits, jobs) = (
+        metric(&ho.url, "node_store_commits_total").unwrap_or_default(),
+        metric(&ho.url, "node_store_jobs_total").unwrap_or_default(),
+    );
     // The head office now relays every station's data to every other station; on this
     // one machine the stations' storing of it would take the cores from the head office's
     // own work, so they stop here (their uploads are done).
@@ -342,6 +351,10 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         peak as f64 / 1024.0,
         indexed.as_secs_f64(),
         total as f64 / indexed.as_secs_f64(),
+    );
+    println!(
+        "  head office CPU until it held them: {ho_cpu:.1} s ({:.0} events per CPU-second); writer busy {writer_s:.1} s in {commits} commits of {jobs} jobs",
+        total as f64 / ho_cpu.max(0.01),
     );
     Ok(())
 }

@@ -44,6 +44,9 @@ fn opts(initiator: bool) -> SessionOptions {
         ids_per_frame: 64,
         retry_ms: 1_000,
         checkpoints: BTreeMap::new(),
+        hold_items_below: 0,
+        hold_quiet_ms: 0,
+        hold_max_ms: 0,
     }
 }
 
@@ -301,4 +304,67 @@ fn sequence_ranges_hold_exactly_their_numbers() {
     let inside: Vec<u64> = (0..25).filter(|s| in_ranges(&r, *s)).collect();
     assert_eq!(inside, [3, 4, 5, 9, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
     assert!(!in_ranges(&[], 1));
+}
+
+#[test]
+fn items_a_walk_finds_wait_for_the_walk_and_go_in_full_frames() {
+    let (x, y): (BTreeSet<u32>, BTreeSet<u32>) = ((0..4000).collect(), (2000..6000).collect());
+    let items_frames = |hold: usize, seed: u64, lossy: u64| {
+        let o = |initiator| SessionOptions {
+            hold_items_below: hold,
+            hold_quiet_ms: 30,
+            hold_max_ms: 1 << 40,
+            ..opts(initiator)
+        };
+        let r = run_with(
+            store_of(&x),
+            store_of(&y),
+            (o(true), o(false)),
+            Link::new(seed, lossy, lossy, lossy),
+            Link::new(seed.rotate_left(9), lossy, lossy, lossy),
+            200_000,
+        );
+        let union = store_of(&x.union(&y).copied().collect());
+        assert_eq!(r.a.items, union.items, "hold {hold}, seed {seed}");
+        assert_eq!(r.b.items, union.items, "hold {hold}, seed {seed}");
+        r.kinds.0.iter().filter(|k| **k == "items").count()
+    };
+    // 2,000 items of 5 bytes, at most 32 per frame.
+    let full = 2000usize.div_ceil(32);
+    let held = items_frames(1 << 16, 1, 0);
+    assert!(held <= full + 1, "{held} items frames with holding, {full} full ones would do");
+    let unheld = items_frames(0, 1, 0);
+    assert!(unheld > 2 * full, "{unheld} items frames without holding: the walk answers range by range");
+    // Held items still arrive over a link that drops, duplicates and reorders frames.
+    for seed in 1..20 {
+        items_frames(1 << 16, seed, 15);
+    }
+}
+
+#[test]
+fn held_items_go_after_the_longest_hold_though_the_peer_never_goes_quiet() {
+    let mut a = store_of(&(0..10).collect());
+    let ids: Vec<Id> = a.items[SCOPE].keys().copied().collect();
+    let mut s =
+        Session::new(SessionOptions { hold_items_below: 1 << 16, hold_quiet_ms: 30, hold_max_ms: 500, ..opts(false) });
+    s.handle(Frame::Want { scope: SCOPE.to_vec(), ids }, &mut a, 0).unwrap();
+    let mut now = 0;
+    loop {
+        let mut items = 0;
+        while let Some(f) = s.poll_transmit(&a).unwrap() {
+            items += matches!(f, Frame::Items { .. }) as usize;
+        }
+        if now < 500 {
+            assert_eq!(items, 0, "items sent after {now} ms, before the longest hold");
+            assert!(s.holds_items() && s.release_at() == Some((now + 30).min(500)), "{now} ms: {:?}", s.release_at());
+        } else {
+            assert!(items > 0 && !s.holds_items(), "nothing sent after {now} ms");
+            break;
+        }
+        // The peer sends something every 10 ms: never quiet for 30.
+        now += 10;
+        let fp = Fingerprint::default();
+        s.handle(Frame::InSync { scope: SCOPE.to_vec(), fp }, &mut a, now).unwrap();
+        s.handle_timeout(&a, now).unwrap();
+    }
 }
