@@ -51,11 +51,11 @@ pub struct SessionOptions {
     pub checkpoints: BTreeMap<Vec<u8>, u64>,
     /// Items a walk found the peer lacks wait until this many are queued, or until the
     /// peer has sent nothing for `hold_quiet_ms`, or for `hold_max_ms` at most (a peer
-    /// that streams items or walks slowly): a walk's answers come a few
-    /// ids per range, and sent as they come every frame would carry a few items of
-    /// unrelated cylinders; held, they go out together, in the store's order, in full
-    /// frames. 0 sends them at once. [`Session::release_at`] says when to call
-    /// [`Session::handle_timeout`] for them.
+    /// that streams items or walks slowly). A walk's answers come a few ids per range:
+    /// sent as they come, every frame would carry a few items of unrelated cylinders;
+    /// held, they go out together, in the store's order, in full frames. 0 sends them at
+    /// once. [`Session::release_at`] says when to call [`Session::handle_timeout`] for
+    /// them.
     pub hold_items_below: usize,
     pub hold_quiet_ms: u64,
     pub hold_max_ms: u64,
@@ -136,6 +136,10 @@ pub struct Session {
     refusals: Vec<String>,
     pub stats: SessionStats,
 }
+
+/// An id list sent because this side holds far fewer ids in a range than the peer has
+/// at most this many ids (128 KiB; an id list goes in one frame).
+const DENSE_IDS_MAX: u64 = 4096;
 
 /// Ids of one scope.
 type ScopedIds = (Vec<u8>, Vec<Id>);
@@ -503,7 +507,14 @@ impl Session {
         } else if mine.count == 0 {
             // I have nothing here: an empty list asks for all of theirs.
             self.out.push_back(Frame::IdList { scope, prefix, ids: Vec::new() });
-        } else if mine.count + theirs.count <= self.opts.id_list_max || prefix.len() >= 32 {
+        } else if mine.count + theirs.count <= self.opts.id_list_max
+            || prefix.len() >= 32
+            || (mine.count.saturating_mul(4) <= theirs.count && mine.count <= DENSE_IDS_MAX)
+        {
+            // Also when I hold far fewer here than they do (a station meeting a head
+            // office that holds the other stations' data): nearly every sub-range would
+            // differ too, and splitting down to small ranges would trade both sides' ids
+            // range by range; my few ids name the whole difference at once.
             let ids = store.ids(&scope, &prefix).map_err(store_err)?;
             self.out.push_back(Frame::IdList { scope, prefix, ids });
         } else {

@@ -368,3 +368,17 @@ fn held_items_go_after_the_longest_hold_though_the_peer_never_goes_quiet() {
         s.handle_timeout(&a, now).unwrap();
     }
 }
+
+#[test]
+fn a_side_with_far_fewer_items_names_them_instead_of_splitting_down() {
+    // A station meeting a head office that holds other stations' data.
+    let (x, y): (BTreeSet<u32>, BTreeSet<u32>) = ((0..300).collect(), (300..20_300).collect());
+    let r = run(store_of(&x), store_of(&y), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 100_000);
+    let union = store_of(&x.union(&y).copied().collect());
+    assert_eq!(r.a.items, union.items);
+    assert_eq!(r.b.items, union.items);
+    assert_eq!((r.sa.stats.items_sent, r.sb.stats.items_sent), (300, 20_000));
+    let splits = |kinds: &[&str]| kinds.iter().filter(|k| **k == "split").count();
+    // The head office splits the root once; the station answers each part with its ids.
+    assert_eq!((splits(&r.kinds.0), splits(&r.kinds.1)), (0, 1), "{:?}", r.sa.stats);
+}
