@@ -322,8 +322,8 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let took = t.elapsed();
-    // What the head office itself spent: on this shared machine the stations' share of
-    // the cores sets the wall time, the head office's CPU what it would need on its own.
+    // What the head office itself spent (relaying to the stations included): on this
+    // shared machine the stations' share of the cores sets much of the wall time.
     let (ho_cpu, writer_s) =
         (cpu_seconds(ho.child.id()), metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| us / 1e6));
     let (commits, jobs) = (
