@@ -309,6 +309,18 @@ async fn run_session(
                         flights,
                         item_bytes: session.stats.item_bytes_sent,
                     };
+                    let st = &session.stats;
+                    tracing::info!(
+                        peer = ?peer,
+                        ms = round.ms,
+                        bytes = round.bytes,
+                        flights,
+                        frames_in = st.frames_in,
+                        frames_out = st.frames_out,
+                        items_sent = st.items_sent,
+                        items_stored = st.items_stored,
+                        "first round with the peer done"
+                    );
                     peers.first_round(peer, round);
                 }
             }
