@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::Clock;
 use crate::replication::peers::{FirstRound, Peers, peer_of};
 use crate::store::Store;
-use crate::store::replica::{Prechecked, Replica, docs_scope, events_scope, seals_scope};
+use crate::store::replica::{Prechecked, Replica, scopes};
 
 /// How often an idle station starts a round anyway (to learn the head office's news).
 const ROUND_EVERY: Duration = Duration::from_secs(1);
@@ -51,7 +51,7 @@ pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> Sess
     let e = store.enterprise();
     SessionOptions {
         initiator,
-        scopes: vec![docs_scope(e).into_bytes(), seals_scope(e).into_bytes(), events_scope(e).into_bytes()],
+        scopes: scopes(e),
         checkpoints,
         // The receiver commits once per frame: 2 MiB frames (about 10,000 events) make
         // fewer, larger commits than 2,048 items did (each commit rewrites every page its

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use node::clock::Clock;
-use node::store::replica::{Replica, docs_scope, events_scope, seals_scope};
+use node::store::replica::{Replica, scopes};
 use node::store::{Store, StoreError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -305,20 +305,12 @@ impl World {
         self.queue.push(Timed { at, seq: self.seq, what });
     }
 
-    fn scopes() -> Vec<Vec<u8>> {
-        vec![
-            docs_scope(ENTERPRISE).into_bytes(),
-            seals_scope(ENTERPRISE).into_bytes(),
-            events_scope(ENTERPRISE).into_bytes(),
-        ]
-    }
-
     /// Opens the sessions of a link (a connection), with the checkpoints both sides kept.
     pub fn connect(&mut self, link: usize) -> anyhow::Result<()> {
         let (edge_ckpt, office_ckpt) = self.checkpoints[link].clone();
         let opts = |initiator, checkpoints| SessionOptions {
             initiator,
-            scopes: World::scopes(),
+            scopes: scopes(ENTERPRISE),
             checkpoints,
             items_per_frame: 512,
             retry_ms: 3_000,

@@ -34,6 +34,12 @@ pub fn seals_scope(enterprise: &str) -> String {
     format!("A:{enterprise}")
 }
 
+/// An enterprise's scopes in the order sessions list and push them: documents (a node's
+/// enrolment record among them), then seals, then the events they vouch for.
+pub fn scopes(enterprise: &str) -> Vec<Vec<u8>> {
+    [docs_scope(enterprise), seals_scope(enterprise), events_scope(enterprise)].map(String::into_bytes).to_vec()
+}
+
 /// The signature an event travels with when a seal vouches for it instead.
 pub const NO_SIGNATURE: [u8; 64] = [0; 64];
 

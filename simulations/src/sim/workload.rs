@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use node::store::replica::Replica;
+use node::store::replica::{Replica, scopes};
 use node::store::{Store, StoreError};
 use rand::Rng;
 use schema::archive::{CylinderArchive, Day, DocId};
@@ -127,7 +127,7 @@ pub fn set_up(w: &mut World) -> anyhow::Result<()> {
 fn direct_sync(a: &Store, b: &Store) -> anyhow::Result<()> {
     let opts = |initiator| SessionOptions {
         initiator,
-        scopes: World::scopes(),
+        scopes: scopes(ENTERPRISE),
         items_per_frame: 2048,
         ..SessionOptions::default()
     };

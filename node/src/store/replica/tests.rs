@@ -31,11 +31,7 @@ fn store(at: i64) -> Store {
 }
 
 fn opts(initiator: bool) -> SessionOptions {
-    SessionOptions {
-        initiator,
-        scopes: vec![docs_scope(ENT).into_bytes(), seals_scope(ENT).into_bytes(), events_scope(ENT).into_bytes()],
-        ..SessionOptions::default()
-    }
+    SessionOptions { initiator, scopes: scopes(ENT), ..SessionOptions::default() }
 }
 
 /// Runs a session pair over a perfect in-process link, through the frame encoding, until
