@@ -191,10 +191,7 @@ fn open_store_of(
         &path,
         crate::store::StoreOptions {
             enterprise: enterprise.to_owned(),
-            cache_bytes: s.cache_bytes.unwrap_or(match s.role {
-                crate::config::Role::HeadOffice => 256 << 20,
-                _ => 48 << 20,
-            }),
+            cache_bytes: s.cache_bytes.unwrap_or(s.role.default_cache_bytes()),
             quick_repair: s.quick_repair,
             judge: schema::anomaly::Judge {
                 table: s.rules.clone(),

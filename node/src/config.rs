@@ -100,6 +100,17 @@ pub enum Role {
     Regulator,
 }
 
+impl Role {
+    /// The redb page cache when the config sets none: a head office takes in every
+    /// station's data, and a small cache makes bulk ingest evict and re-read pages.
+    pub fn default_cache_bytes(self) -> usize {
+        match self {
+            Role::HeadOffice => 256 << 20,
+            Role::Station | Role::Regulator => 48 << 20,
+        }
+    }
+}
+
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {

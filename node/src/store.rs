@@ -33,7 +33,7 @@ use schema::archive::{CylinderArchive, DocId, new_document, read_document, updat
 use schema::codes::FullCode;
 use schema::event::{Event, EventBody, EventId, NodeId, SignedEvent};
 use schema::hlc::{Hlc, HlcClock};
-use schema::state::{CylinderState, apply, derive};
+use schema::state::{CylinderState, derive};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -1257,29 +1257,21 @@ impl WriteCtx<'_> {
             body,
         }
         .sign(self.key);
-        let row = self.insert_event(&event, Some(row.clone()))?.unwrap_or(row);
-        if anomalies::may_change_anomalies(&event.event.body) {
-            let history = self.history(&code)?;
-            self.refresh_anomalies(&code, &row, &history)?;
-        }
+        let row = match self.insert_event(&event)? {
+            true => self.cylinder_changed(&code, &row, std::slice::from_ref(&event))?,
+            false => row,
+        };
         Ok((event, row))
     }
 
-    /// Stores an event (already signed), adds it to the replication set and, when the
-    /// cylinder's archive is here, updates the derived row. A duplicate is ignored.
-    /// Returns the new row, or `None` for a duplicate or an event whose archive has not
-    /// arrived yet (the row is derived from the whole history when it does).
-    fn insert_event(
-        &mut self,
-        event: &SignedEvent,
-        old: Option<CylinderRow>,
-    ) -> Result<Option<CylinderRow>, StoreError> {
-        let code = event.event.cylinder;
+    /// Stores an event (already signed) and adds it to the replication set; false for a
+    /// duplicate, which is ignored.
+    fn insert_event(&mut self, event: &SignedEvent) -> Result<bool, StoreError> {
         let key = event_key(event);
         {
             let mut ids = self.tx.open_table(EVENT_IDS_TABLE)?;
             if ids.get(&event.id.0)?.is_some() {
-                return Ok(None);
+                return Ok(false);
             }
             ids.insert(&event.id.0, key.as_slice())?;
         }
@@ -1299,17 +1291,7 @@ impl WriteCtx<'_> {
         if event.event.node == self.node {
             self.queue_for_sealing(event)?;
         }
-        let Some(old) = old else {
-            return Ok(None);
-        };
-        // Usually the new event is the latest: fold it in. Otherwise replay the history.
-        let state = match apply(&old.state, event) {
-            Some(state) => state,
-            None => derive(&old.archive, &self.history(&code)?),
-        };
-        let row = CylinderRow { state, archive: old.archive.clone() };
-        self.put_row(&code, Some(&old), &row)?;
-        Ok(Some(row))
+        Ok(true)
     }
 
     /// Every event of one cylinder in this transaction.

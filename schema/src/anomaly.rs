@@ -24,7 +24,7 @@ use crate::archive::{CylinderArchive, Day};
 use crate::codes::FullCode;
 use crate::event::{EventBody, EventId, SignedEvent};
 use crate::rules::{FillCheck, RuleTable, check_fill};
-use crate::state::{apply_one, initial};
+use crate::state::{CylinderState, apply_one, initial};
 
 /// Two handling events at different places by different nodes closer than this (10
 /// minutes) are physically implausible for one cylinder.
@@ -149,9 +149,7 @@ fn handled_at_place(body: &EventBody) -> bool {
 /// Anomalies found in one cylinder's history. `events` may hold duplicates and come in any
 /// order (as for [`crate::state::derive`]).
 pub fn cylinder_anomalies(archive: &CylinderArchive, events: &[SignedEvent], judge: &Judge) -> Vec<Anomaly> {
-    let mut sorted: Vec<&SignedEvent> = events.iter().collect();
-    sorted.sort_by_key(|e| e.order_key());
-    sorted.dedup_by_key(|e| e.id);
+    let sorted = sorted_unique(events.iter());
     let mut out = Vec::new();
     let Ok(code) = archive.full_code() else { return out };
     let corrections: BTreeSet<EventId> = sorted
@@ -163,9 +161,35 @@ pub fn cylinder_anomalies(archive: &CylinderArchive, events: &[SignedEvent], jud
         .collect();
     let mut state = initial(archive);
     state.correction_targets = corrections.clone();
-    let mut scrap: Option<EventId> = None;
-    let mut holds: Vec<(String, EventId)> = Vec::new();
+    let mut fills = Fills { archive, judge, code, scrap: None, holds: Vec::new(), state };
     for e in &sorted {
+        fills.step(e, &mut out);
+    }
+    out.extend(two_places(code, &sorted, &corrections));
+    out
+}
+
+fn sorted_unique<'e>(events: impl Iterator<Item = &'e SignedEvent>) -> Vec<&'e SignedEvent> {
+    let mut sorted: Vec<&SignedEvent> = events.collect();
+    sorted.sort_by_key(|e| e.order_key());
+    sorted.dedup_by_key(|e| e.id);
+    sorted
+}
+
+/// Judges a history's fills one event at a time, in order: the state before each event,
+/// the first scrap and the regulator holds in force (each with the event that made it).
+struct Fills<'a> {
+    archive: &'a CylinderArchive,
+    judge: &'a Judge,
+    code: FullCode,
+    scrap: Option<EventId>,
+    holds: Vec<(String, EventId)>,
+    state: CylinderState,
+}
+
+impl Fills<'_> {
+    fn step(&mut self, e: &SignedEvent, out: &mut Vec<Anomaly>) {
+        let code = self.code;
         if let EventBody::Fill { medium, filled_mass_g, .. } = &e.event.body {
             let one = |kind: AnomalyKind, mut events: Vec<EventId>, rules: Vec<String>, zh: String, en: String| {
                 events.push(e.id);
@@ -179,7 +203,7 @@ pub fn cylinder_anomalies(archive: &CylinderArchive, events: &[SignedEvent], jud
                     detail_en: en,
                 }
             };
-            if let Some(s) = scrap {
+            if let Some(s) = self.scrap {
                 out.push(one(
                     AnomalyKind::FillAfterScrap,
                     vec![s],
@@ -187,23 +211,23 @@ pub fn cylinder_anomalies(archive: &CylinderArchive, events: &[SignedEvent], jud
                     format!("气瓶 {code} 报废后仍被充装（操作员 {}）", e.event.operator),
                     format!("cylinder {code} was filled after it was scrapped (operator {})", e.event.operator),
                 ));
-            } else if !holds.is_empty() {
-                let findings: Vec<&str> = holds.iter().map(|(f, _)| f.as_str()).collect();
+            } else if !self.holds.is_empty() {
+                let findings: Vec<&str> = self.holds.iter().map(|(f, _)| f.as_str()).collect();
                 out.push(one(
                     AnomalyKind::FillDuringHold,
-                    holds.iter().map(|(_, id)| *id).collect(),
+                    self.holds.iter().map(|(_, id)| *id).collect(),
                     vec![crate::rules::Rule::RegulatorHold.code().to_owned()],
                     format!("气瓶 {code} 在监管查封（{}）期间被充装", findings.join("、")),
                     format!("cylinder {code} was filled while held by finding(s) {}", findings.join(", ")),
                 ));
             } else {
                 let refusals = check_fill(
-                    &judge.table,
+                    &self.judge.table,
                     &FillCheck {
-                        archive,
-                        state: &state,
-                        today: judge.day(e.event.wall_ms),
-                        station_enterprise: &judge.enterprise,
+                        archive: self.archive,
+                        state: &self.state,
+                        today: self.judge.day(e.event.wall_ms),
+                        station_enterprise: &self.judge.enterprise,
                         medium: Some(*medium),
                         filled_mass_kg: Some(*filled_mass_g as f64 / 1000.0),
                     },
@@ -224,18 +248,89 @@ pub fn cylinder_anomalies(archive: &CylinderArchive, events: &[SignedEvent], jud
         }
         match &e.event.body {
             EventBody::Scrap { .. } => {
-                scrap.get_or_insert(e.id);
+                self.scrap.get_or_insert(e.id);
             }
             EventBody::RegulatorFinding { action, finding, .. } => match action {
-                crate::event::FindingAction::Hold => holds.push((finding.clone(), e.id)),
-                crate::event::FindingAction::Release => holds.retain(|(f, _)| f != finding),
+                crate::event::FindingAction::Hold => self.holds.push((finding.clone(), e.id)),
+                crate::event::FindingAction::Release => self.holds.retain(|(f, _)| f != finding),
             },
             _ => {}
         }
-        apply_one(&mut state, e);
+        apply_one(&mut self.state, e);
     }
-    out.extend(two_places(code, &sorted, &corrections));
-    out
+}
+
+/// What events appended to a cylinder's history change in its anomalies, found from the
+/// state before them and the recent events only (see [`appended`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// The state after the new events (as [`crate::state::derive`] over the whole history).
+    pub state: CylinderState,
+    /// Anomalies of the new events' fills. Those of earlier fills do not change: a fill is
+    /// judged on the history before it.
+    pub fills: Vec<Anomaly>,
+    /// Every two-places anomaly whose offending event has a wall time at or after
+    /// `two_places_from_ms`: they replace the stored ones of that span, the only span the
+    /// new events can change. `i64::MAX` (nothing to replace) when no new event was
+    /// handled at a place.
+    pub two_places: Vec<Anomaly>,
+    pub two_places_from_ms: i64,
+}
+
+/// Whether a new event takes part in the two-places check.
+fn placed(e: &SignedEvent) -> bool {
+    handled_at_place(&e.event.body) && !e.event.place.is_empty()
+}
+
+/// The wall time after which [`appended`] needs the history's events (`recent`): a new
+/// event handled at a place pairs with events up to [`TWO_PLACES_WINDOW_MS`] before it.
+/// `None` when it needs none of them.
+pub fn recent_after_ms(new: &[SignedEvent]) -> Option<i64> {
+    new.iter().filter(|e| placed(e)).map(|e| e.event.wall_ms).min().map(|w| w.saturating_sub(TWO_PLACES_WINDOW_MS))
+}
+
+/// The anomalies that `new` events, appended to a history whose derived state is
+/// `before`, add or change, without replaying that history: the same as
+/// [`cylinder_anomalies`] over the whole history would say for those spans.
+///
+/// `recent` must hold every event of the history whose wall time is after
+/// [`recent_after_ms`] (it may hold more). `None` when the whole history must be judged
+/// again: a new event does not sort after every event of the history, is a correction or
+/// the target of one, or a regulator hold is in force before them (the state keeps the
+/// findings, not the events that made them).
+pub fn appended(
+    archive: &CylinderArchive,
+    before: &CylinderState,
+    recent: &[SignedEvent],
+    new: &[SignedEvent],
+    judge: &Judge,
+) -> Option<Appended> {
+    let code = archive.full_code().ok()?;
+    let new = sorted_unique(new.iter());
+    let first = new.first()?;
+    let after_all = before.last_applied.is_none_or(|last| first.order_key() > last);
+    let plain = new
+        .iter()
+        .all(|e| !matches!(e.event.body, EventBody::Correction { .. }) && !before.correction_targets.contains(&e.id));
+    if !after_all || !plain || !before.regulator_holds.is_empty() {
+        return None;
+    }
+    let mut fills = Fills { archive, judge, code, scrap: before.scrapped, holds: Vec::new(), state: before.clone() };
+    let mut found = Vec::new();
+    for e in &new {
+        fills.step(e, &mut found);
+    }
+    let from = new.iter().filter(|e| placed(e)).map(|e| e.event.wall_ms).min();
+    let two = match from {
+        Some(from) => {
+            let all = sorted_unique(recent.iter().chain(new.iter().copied()));
+            let mut two = two_places(code, &all, &before.correction_targets);
+            two.retain(|a| a.at_ms >= from);
+            two
+        }
+        None => Vec::new(),
+    };
+    Some(Appended { state: fills.state, fills: found, two_places: two, two_places_from_ms: from.unwrap_or(i64::MAX) })
 }
 
 /// Handling events of different nodes at different places within the window: each event

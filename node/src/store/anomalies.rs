@@ -8,23 +8,16 @@
 use std::collections::BTreeMap;
 
 use redb::{ReadableMultimapTable, ReadableTable};
-use schema::anomaly::{Anomaly, AnomalyKind, cylinder_anomalies, tag_anomaly};
+use schema::anomaly::{Anomaly, AnomalyKind, appended, cylinder_anomalies, recent_after_ms, tag_anomaly};
 use schema::codes::FullCode;
 use schema::event::{EventBody, SignedEvent};
 use schema::rules::{FillCheck, Refusal, check_fill};
 use schema::vocab::Medium;
 
-use super::tables::{ANOMALIES_TABLE, CYLINDER_INDEX_TABLE};
-use super::{CylinderRow, Store, StoreError, WriteCtx, code_of};
+use schema::state::derive;
 
-/// Whether a newly recorded local event can make or clear an anomaly. A local event
-/// sorts after everything this node has seen (its clock observes received events), so
-/// usually only it can offend; but a scrap or hold can also turn a fill that arrived
-/// earlier with a later timestamp (a peer's clock ahead) into an anomaly, so every kind
-/// but the registration is checked.
-pub(crate) fn may_change_anomalies(body: &EventBody) -> bool {
-    !matches!(body, EventBody::Register { .. })
-}
+use super::tables::{ANOMALIES_TABLE, CYLINDER_INDEX_TABLE, EVENTS_TABLE};
+use super::{CylinderRow, Store, StoreError, WriteCtx, code_of, decode_keyed_event, prefix_range};
 
 /// Every key of one cylinder's anomalies lies in `lo..=hi`.
 fn cylinder_range(code: &FullCode) -> (Vec<u8>, Vec<u8>) {
@@ -64,6 +57,61 @@ impl WriteCtx<'_> {
         ))
     }
 
+    /// Brings a cylinder's derived row and anomalies up to date after `fresh` events of it
+    /// were stored in this transaction. Usually they sort after everything it held: then
+    /// the row is folded forward and only the recent events are read, so a write does not
+    /// cost the cylinder's whole history; otherwise the history is judged again.
+    pub(crate) fn cylinder_changed(
+        &mut self,
+        code: &FullCode,
+        old: &CylinderRow,
+        fresh: &[SignedEvent],
+    ) -> Result<CylinderRow, StoreError> {
+        let recent = match recent_after_ms(fresh) {
+            Some(after) => self.recent_history(code, after)?,
+            None => Vec::new(),
+        };
+        if let Some(a) = appended(&old.archive, &old.state, &recent, fresh, self.judge) {
+            let row = CylinderRow { state: a.state, archive: old.archive.clone() };
+            self.put_row(code, Some(old), &row)?;
+            let mut found = a.fills;
+            found.extend(a.two_places);
+            found.extend(self.tag_anomalies(code, &row, None)?);
+            let from = a.two_places_from_ms;
+            self.replace_anomalies(
+                code,
+                Some(&|x: &Anomaly| {
+                    x.kind == AnomalyKind::TagOnTwoCylinders || (x.kind == AnomalyKind::TwoPlaces && x.at_ms >= from)
+                }),
+                &found,
+            )?;
+            return Ok(row);
+        }
+        let history = self.history(code)?;
+        let row = CylinderRow { state: derive(&old.archive, &history), archive: old.archive.clone() };
+        self.put_row(code, Some(old), &row)?;
+        self.refresh_anomalies(code, &row, &history)?;
+        Ok(row)
+    }
+
+    /// The latest events of a cylinder, back to the first whose HLC is at or before
+    /// `after_ms`: with it, every event whose wall time is after `after_ms` (a node's HLC
+    /// never runs behind its wall clock; received events that do are refused).
+    fn recent_history(&self, code: &FullCode, after_ms: i64) -> Result<Vec<SignedEvent>, StoreError> {
+        let events = self.tx.open_table(EVENTS_TABLE)?;
+        let (lo, hi) = prefix_range(code.as_bytes());
+        let mut recent = Vec::new();
+        for item in events.range(lo.as_slice()..hi.as_slice())?.rev() {
+            let (k, v) = item?;
+            let e = decode_keyed_event(k.value(), v.value())?;
+            if e.event.hlc.physical_ms <= after_ms {
+                break;
+            }
+            recent.push(e);
+        }
+        Ok(recent)
+    }
+
     /// Replaces the stored anomalies of one cylinder with those its history shows now.
     pub(crate) fn refresh_anomalies(
         &mut self,
@@ -72,6 +120,20 @@ impl WriteCtx<'_> {
         history: &[SignedEvent],
     ) -> Result<(), StoreError> {
         let mut found = cylinder_anomalies(&row.archive, history, self.judge);
+        found.extend(self.tag_anomalies(code, row, Some(history))?);
+        self.replace_anomalies(code, None, &found)
+    }
+
+    /// The anomalies of the tags bound to this cylinder that are bound to others too; the
+    /// cylinder's history is read when one is (unless given).
+    fn tag_anomalies(
+        &self,
+        code: &FullCode,
+        row: &CylinderRow,
+        history: Option<&[SignedEvent]>,
+    ) -> Result<Vec<Anomaly>, StoreError> {
+        let mut found = Vec::new();
+        let mut own: Option<Vec<SignedEvent>> = history.map(<[SignedEvent]>::to_vec);
         for tag in &row.state.tags {
             let codes: Vec<FullCode> = {
                 let idx = self.tx.open_multimap_table(CYLINDER_INDEX_TABLE)?;
@@ -84,9 +146,12 @@ impl WriteCtx<'_> {
             if codes.len() < 2 {
                 continue;
             }
+            if own.is_none() {
+                own = Some(self.history(code)?);
+            }
             let mut histories = Vec::with_capacity(codes.len());
             for c in &codes {
-                histories.push((*c, if c == code { history.to_vec() } else { self.history(c)? }));
+                histories.push((*c, if c == code { own.clone().unwrap_or_default() } else { self.history(c)? }));
             }
             let bindings: Vec<(FullCode, Vec<&SignedEvent>)> = histories
                 .iter()
@@ -97,19 +162,41 @@ impl WriteCtx<'_> {
                 .collect();
             found.extend(tag_anomaly(tag, &bindings));
         }
+        Ok(found)
+    }
+
+    /// Removes the stored anomalies of one cylinder that `drop` picks (all with `None`)
+    /// and stores `add`.
+    fn replace_anomalies(
+        &mut self,
+        code: &FullCode,
+        drop: Option<&dyn Fn(&Anomaly) -> bool>,
+        add: &[Anomaly],
+    ) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(ANOMALIES_TABLE)?;
         let (lo, hi) = cylinder_range(code);
         let old: Vec<Vec<u8>> = {
             let mut keys = Vec::new();
             for item in t.range(lo.as_slice()..=hi.as_slice())? {
-                keys.push(item?.0.value().to_vec());
+                let (k, v) = item?;
+                let dropped = match drop {
+                    None => true,
+                    Some(drop) => {
+                        let a: Anomaly = postcard::from_bytes(v.value())
+                            .map_err(|e| StoreError::Corrupt(format!("stored anomaly: {e}")))?;
+                        drop(&a)
+                    }
+                };
+                if dropped {
+                    keys.push(k.value().to_vec());
+                }
             }
             keys
         };
         for k in old {
             t.remove(k.as_slice())?;
         }
-        for a in &found {
+        for a in add {
             let bytes = postcard::to_allocvec(a).map_err(|e| StoreError::Invalid(format!("anomaly: {e}")))?;
             t.insert(key(code, a).as_slice(), bytes.as_slice())?;
         }

@@ -97,6 +97,12 @@ pub fn verify_items(items: &[Vec<u8>], store: &Store) -> Vec<Verdict> {
         for item in chunk {
             match SignedEvent::from_stored_trusted(item) {
                 Err(e) => verdicts.push(Verdict::Refused(format!("event refused: {e}"))),
+                // A node's HLC never runs behind its own wall clock; the store relies on it
+                // to find a cylinder's recent events without reading its whole history.
+                Ok(e) if e.event.hlc.physical_ms < e.event.wall_ms => verdicts.push(Verdict::Refused(format!(
+                    "event {} refused: its HLC ({} ms) is behind its wall time ({} ms)",
+                    e.id, e.event.hlc.physical_ms, e.event.wall_ms
+                ))),
                 Ok(e) if e.signature == NO_SIGNATURE => match signer_of(&e) {
                     Some(signer) if signer == e.event.node => verdicts.push(Verdict::Checked(e)),
                     _ => verdicts.push(Verdict::AwaitsSeal(e)),
@@ -320,23 +326,21 @@ impl WriteCtx<'_> {
             accepted.push((out.len() - 1, event));
         }
         let fresh = self.insert_received(accepted.iter().map(|(_, e)| e))?;
-        let mut touched = std::collections::BTreeSet::new();
-        for ((at, event), fresh) in accepted.iter().zip(fresh) {
+        let mut touched: std::collections::BTreeMap<schema::codes::FullCode, Vec<SignedEvent>> =
+            std::collections::BTreeMap::new();
+        for ((at, event), fresh) in accepted.into_iter().zip(fresh) {
             if fresh {
                 // Our clock moves past what we have seen: a local event recorded after
                 // this one sorts after it (a later scrap must come after the fill it
                 // follows).
                 self.observe_hlc(event.event.hlc);
-                touched.insert(event.event.cylinder);
-                out[*at] = Received::Stored(event.id.0);
+                out[at] = Received::Stored(event.id.0);
+                touched.entry(event.event.cylinder).or_default().push(event);
             }
         }
-        for code in touched {
+        for (code, fresh) in touched {
             if let Some(old) = self.row(&code)? {
-                let history = self.history(&code)?;
-                let row = CylinderRow { state: derive(&old.archive, &history), archive: old.archive.clone() };
-                self.put_row(&code, Some(&old), &row)?;
-                self.refresh_anomalies(&code, &row, &history)?;
+                self.cylinder_changed(&code, &old, &fresh)?;
             }
         }
         Ok(out)

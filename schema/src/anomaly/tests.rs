@@ -166,3 +166,72 @@ proptest! {
         );
     }
 }
+
+fn any_body() -> impl Strategy<Value = EventBody> {
+    prop_oneof![
+        6 => body(),
+        2 => Just(EventBody::StoreFull { warehouse: "W2".into() }),
+        1 => Just(EventBody::Deliver { customer: "C1".into(), order: None }),
+        1 => Just(EventBody::BindTag { tag: "T-1".into() }),
+    ]
+}
+
+proptest! {
+    /// Events appended to a history, judged from the state before them and the recent
+    /// events only, change the anomalies exactly as judging the whole history again does.
+    #[test]
+    fn appended_events_are_judged_as_the_whole_history_would_be(
+        spec in proptest::collection::vec((0u8..3, 0i64..90, 0i64..15, "[A-C]", any_body()), 1..30),
+        split in any::<proptest::sample::Index>(),
+        corrections in proptest::collection::vec(any::<proptest::sample::Index>(), 0..2),
+    ) {
+        let keys = [key(1), key(2), key(3)];
+        // A node's HLC never runs behind its own wall clock; its wall clock may lag.
+        let mut events: Vec<SignedEvent> = spec
+            .iter()
+            .map(|(k, m, lag, p, b)| {
+                let k = &keys[*k as usize];
+                let mut e = event(k, T + m * MIN, b.clone());
+                e.wall_ms -= lag * MIN;
+                e.place = p.clone();
+                e.sign(k)
+            })
+            .collect();
+        for c in &corrections {
+            let target = c.get(&events).clone();
+            let e = event(
+                &keys[0],
+                target.event.hlc.physical_ms + MIN,
+                EventBody::Correction { target: target.id, reason: CorrectionReason::DidNotOccur, note: String::new() },
+            );
+            events.push(e.sign(&keys[0]));
+        }
+        events.sort_by_key(|e| e.order_key());
+        let (old, new) = events.split_at(split.index(events.len() + 1));
+        let before = crate::state::derive(&sample(), old);
+        let judged_before = cylinder_anomalies(&sample(), old, &judge());
+        let recent: Vec<SignedEvent> = match recent_after_ms(new) {
+            Some(after) => old.iter().filter(|e| e.event.wall_ms > after).cloned().collect(),
+            None => Vec::new(),
+        };
+        let appended = appended(&sample(), &before, &recent, new, &judge());
+        let may = !new.is_empty()
+            && before.regulator_holds.is_empty()
+            && new.iter().all(|e| {
+                !matches!(e.event.body, EventBody::Correction { .. }) && !before.correction_targets.contains(&e.id)
+            });
+        prop_assert_eq!(appended.is_some(), may);
+        let Some(a) = appended else { return Ok(()) };
+        prop_assert_eq!(&a.state, &crate::state::derive(&sample(), &events));
+        let mut expected = cylinder_anomalies(&sample(), &events, &judge());
+        let mut got: Vec<Anomaly> = judged_before
+            .into_iter()
+            .filter(|x| !(x.kind == AnomalyKind::TwoPlaces && x.at_ms >= a.two_places_from_ms))
+            .chain(a.fills)
+            .chain(a.two_places)
+            .collect();
+        expected.sort_by_key(Anomaly::id);
+        got.sort_by_key(Anomaly::id);
+        prop_assert_eq!(got, expected);
+    }
+}

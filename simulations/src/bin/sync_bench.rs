@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use node::clock::{Clock, SystemClock};
+use node::config::Role;
 use node::replication::options;
 use node::store::replica::Replica;
 use node::store::{Store, StoreOptions};
@@ -93,25 +94,34 @@ fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> any
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut n, mut per, mut catch_up) = (10_000usize, 20usize, None);
+    // The caches a station and a head office run with unless configured otherwise.
+    let mut station_cache = Role::Station.default_cache_bytes();
+    let mut office_cache = Role::HeadOffice.default_cache_bytes();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cylinders" => n = args.next().context("--cylinders N")?.parse()?,
             "--events" => per = args.next().context("--events N")?.parse()?,
             "--catch-up" => catch_up = Some(args.next().context("--catch-up N")?.parse::<usize>()?),
-            other => anyhow::bail!("unknown flag {other}; flags: --cylinders N --events N --catch-up N"),
+            "--office-cache-mib" => office_cache = args.next().context("--office-cache-mib N")?.parse::<usize>()? << 20,
+            "--station-cache-mib" => {
+                station_cache = args.next().context("--station-cache-mib N")?.parse::<usize>()? << 20
+            }
+            other => anyhow::bail!(
+                "unknown flag {other}; flags: --cylinders N --events N --catch-up N --office-cache-mib N --station-cache-mib N"
+            ),
         }
     }
     let catch_up = catch_up.unwrap_or(4 * n);
     let dir = tempfile::tempdir()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let opts = || StoreOptions {
+    let opts = |cache_bytes| StoreOptions {
         enterprise: ENT.into(),
-        cache_bytes: 64 << 20,
+        cache_bytes,
         quick_repair: false,
         judge: schema::anomaly::Judge::embedded(ENT),
     };
-    let station = Store::open(&dir.path().join("station.redb"), opts(), clock.clone())?;
-    let office = Store::open(&dir.path().join("office.redb"), opts(), clock.clone())?;
+    let station = Store::open(&dir.path().join("station.redb"), opts(station_cache), clock.clone())?;
+    let office = Store::open(&dir.path().join("office.redb"), opts(office_cache), clock.clone())?;
 
     eprintln!("writing {n} cylinders × {per} events at the station ...");
     let t = Instant::now();

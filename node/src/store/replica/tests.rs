@@ -177,6 +177,33 @@ fn a_tampered_event_is_refused_and_not_stored() {
 }
 
 #[test]
+fn an_event_whose_clock_runs_behind_its_wall_time_is_refused() {
+    let at = 1_795_579_200_000;
+    let a = store(at);
+    a.write_blocking(|ctx| ctx.register(archive(1), "k", "W")).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&a.node_seed().unwrap());
+    let event = |hlc_ms: i64| {
+        schema::event::Event {
+            cylinder: code(1),
+            hlc: schema::hlc::Hlc { physical_ms: hlc_ms, logical: 0 },
+            wall_ms: at,
+            node: a.node_id(),
+            operator: "k".into(),
+            place: "W".into(),
+            body: EventBody::Repair { description: "阀".into() },
+        }
+        .sign(&key)
+    };
+    let (behind, in_step) = (event(at - 1), event(at));
+    let mut ra = Replica::new(a.clone());
+    let out = ra.put(events_scope(ENT).as_bytes(), vec![behind.to_stored(), in_step.to_stored()]).unwrap();
+    assert_eq!(out.stored, vec![in_step.id.0]);
+    assert_eq!(out.refused.len(), 1, "{out:?}");
+    assert!(out.refused[0].contains("behind its wall time"), "{out:?}");
+    assert!(a.events_of(&code(1), usize::MAX).unwrap().iter().all(|e| e.id != behind.id));
+}
+
+#[test]
 fn an_enrolled_node_takes_events_only_from_enrolled_signers_within_their_rights() {
     use schema::records::NodeRecord;
     let station = store(1_795_579_200_000);
