@@ -733,6 +733,22 @@ impl Prechecked {
         }
     }
 
+    /// The verdicts on two frames' items, one after the other, when they are of one kind.
+    pub fn join(self, next: Prechecked) -> Option<Prechecked> {
+        match (self, next) {
+            (Prechecked::Events(mut a), Prechecked::Events(b)) => {
+                a.extend(b);
+                Some(Prechecked::Events(a))
+            }
+            (Prechecked::Docs(mut a), Prechecked::Docs(b)) => {
+                a.extend(b);
+                Some(Prechecked::Docs(a))
+            }
+            (Prechecked::Seals, Prechecked::Seals) => Some(Prechecked::Seals),
+            _ => None,
+        }
+    }
+
     /// Whether these verdicts were made for exactly `items`.
     fn describes(&self, items: &[Vec<u8>]) -> bool {
         match self {

@@ -19,6 +19,8 @@
 //! them, take most of the cores). Then the stations stop and it waits for the head
 //! office's traceability index.
 //!
+//! `--keep` leaves the nodes' data directories and logs in place (the path is printed).
+//!
 //! ```text
 //! cargo build --release -p node -p simulations
 //! cargo run --release -p simulations --bin net_bench -- --cylinders 10000 --live 200
@@ -108,17 +110,26 @@ fn upstream_round(station: &Client, within: Duration) -> anyhow::Result<PeerView
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut cylinders, mut live, mut stations) = (10_000usize, 200usize, 1usize);
+    let (mut cylinders, mut live, mut stations, mut keep) = (10_000usize, 200usize, 1usize, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cylinders" => cylinders = args.next().context("--cylinders N")?.parse()?,
             "--live" => live = args.next().context("--live N")?.parse()?,
             "--stations" => stations = args.next().context("--stations N")?.parse()?,
-            other => bail!("unknown flag {other}; flags: --cylinders N --live N --stations N"),
+            "--keep" => keep = true,
+            other => bail!("unknown flag {other}; flags: --cylinders N --live N --stations N --keep"),
         }
     }
     let dir = tempfile::tempdir()?;
-    let d = dir.path();
+    // `--keep`: the nodes' data directories and logs stay for a look afterwards.
+    let (d, _dir) = match keep {
+        true => (dir.keep(), None),
+        false => (dir.path().to_owned(), Some(dir)),
+    };
+    if keep {
+        eprintln!("keeping the nodes' data and logs in {}", d.display());
+    }
+    let d = d.as_path();
     if stations > 1 {
         return ingest(d, stations, cylinders);
     }

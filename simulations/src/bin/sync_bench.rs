@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use node::clock::{Clock, SystemClock};
 use node::config::Role;
-use node::replication::options;
+use node::replication::{MERGE_ITEM_BYTES, options};
 use node::store::replica::Replica;
 use node::store::{Store, StoreOptions};
 use schema::archive::CylinderArchive;
@@ -48,12 +48,31 @@ fn flight(
     t: &mut Traffic,
 ) -> anyhow::Result<bool> {
     let mut any = false;
+    // As the QUIC driver does: consecutive items frames of one scope go to the store as
+    // one put, up to `MERGE_ITEM_BYTES` (there, those already decoded when the writer is
+    // free; here, all of a flight's).
+    let mut pending: Option<Frame> = None;
     while let Some(f) = from.poll_transmit(from_store)? {
         let bytes = f.encode();
         t.bytes += bytes.len() as u64;
         t.frames += 1;
-        to.handle(Frame::decode(&bytes[4..])?, to_store, now)?;
+        let f = Frame::decode(&bytes[4..])?;
+        match (&mut pending, f) {
+            (Some(Frame::Items { scope, items }), Frame::Items { scope: s, items: more })
+                if *scope == s && items.iter().map(Vec::len).sum::<usize>() < MERGE_ITEM_BYTES =>
+            {
+                items.extend(more)
+            }
+            (pending, f) => {
+                if let Some(ready) = pending.replace(f) {
+                    to.handle(ready, to_store, now)?;
+                }
+            }
+        }
         any = true;
+    }
+    if let Some(ready) = pending {
+        to.handle(ready, to_store, now)?;
     }
     if any {
         t.flights += 1;
