@@ -148,6 +148,11 @@ const READ_AHEAD: usize = 8;
 /// 6.3 s instead of 9.3 s and a first sync 15.5 s instead of 20.1 s (`sync_bench`).
 pub const MERGE_ITEM_BYTES: usize = 16 << 20;
 
+/// How long a head office's session waits at most, while other sessions' items are being
+/// stored, before it sends (see `run_session`). A bound so that relaying goes on, in
+/// bursts, under a load that never stops.
+const RELAY_WAIT_MAX: Duration = Duration::from_secs(10);
+
 /// Bytes sent at most (two full item frames) before the peer's waiting frames are
 /// handled. Sending everything queued first held a head office's answers to a station's
 /// upload behind megabytes of what it relayed to that station (each side then waits on
@@ -284,9 +289,24 @@ async fn run_session(
         let mut changed_in_round = false;
         // Still sending the frames queued before: not a new flight.
         let mut continuing = false;
+        // Since when this (head office) side has been waiting for other sessions' puts.
+        let mut waiting_since: Option<Instant> = None;
         loop {
+            // A head office takes in what its peers send before it answers or relays: while
+            // another session's items are being stored, this one sends nothing (up to
+            // `RELAY_WAIT_MAX` at a time). Relaying each station's data to the others while
+            // they still uploaded made each station store the others' data in the loop
+            // that also sends its own, and the uploads crawled (`net_bench --stations 20`).
+            // Puts need no answer, so what waits is only this side's frames.
+            let waits = !initiator
+                && store.receiving() > 0
+                && waiting_since.get_or_insert_with(Instant::now).elapsed() < RELAY_WAIT_MAX;
+            if !waits {
+                waiting_since = None;
+            }
             let mut sent = 0;
-            while unsent.load(Ordering::Acquire) < SEND_BURST
+            while !waits
+                && unsent.load(Ordering::Acquire) < SEND_BURST
                 && let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))?
             {
                 let bytes = frame.encode();
@@ -427,14 +447,17 @@ async fn run_session(
                         _ => Err(anyhow::anyhow!("sending: the stream's writer stopped")),
                     };
                 }
-                changed = commits.changed(), if initiator => {
+                // (A head office waiting for other sessions' puts looks again after each commit.)
+                changed = commits.changed(), if initiator || waits => {
                     changed.context("store closed")?;
-                    // A commit during a round is pushed as soon as that round ends, not at
-                    // the next idle round a second later.
-                    changed_in_round = !session.is_in_sync();
-                    if session.is_in_sync() {
-                        tokio::task::block_in_place(|| session.start(&replica, now()))?;
-                        last_round = Instant::now();
+                    if initiator {
+                        // A commit during a round is pushed as soon as that round ends, not
+                        // at the next idle round a second later.
+                        changed_in_round = !session.is_in_sync();
+                        if session.is_in_sync() {
+                            tokio::task::block_in_place(|| session.start(&replica, now()))?;
+                            last_round = Instant::now();
+                        }
                     }
                 }
                 _ = tick.tick() => {

@@ -165,6 +165,17 @@ pub struct WriterStats {
     pub jobs: AtomicU64,
     pub commit_micros: AtomicU64,
     pub failed_batches: AtomicU64,
+    /// Puts of a peer's items being stored right now (see [`Store::receiving`]).
+    pub receiving: AtomicU64,
+}
+
+/// Counts one put of a peer's items for as long as it lives.
+pub(crate) struct Receiving(Arc<WriterStats>);
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.0.receiving.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type JobResult = Result<Box<dyn Any + Send>, StoreError>;
@@ -315,6 +326,17 @@ impl Store {
     /// Wakes up after every commit (replication's live mode).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.commits.subscribe()
+    }
+
+    /// How many puts of peers' items are being stored right now: a head office's sessions
+    /// wait for them before they send (see `replication::RELAY_WAIT_MAX`).
+    pub fn receiving(&self) -> u64 {
+        self.stats.receiving.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn start_receiving(&self) -> Receiving {
+        self.stats.receiving.fetch_add(1, Ordering::AcqRel);
+        Receiving(self.stats.clone())
     }
 
     /// The node's Ed25519 secret seed (its TLS key too). Never logged.

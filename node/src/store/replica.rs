@@ -894,6 +894,7 @@ impl ItemStore for Replica {
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, StoreError> {
         // Signatures are checked and documents loaded here (or were, ahead of time), on
         // every core, not in the writer's transaction.
+        let _receiving = self.store.start_receiving();
         let checked = self.take_prechecked(&items).unwrap_or_else(|| Prechecked::of(scope, &items, &self.store));
         let scope = scope_str(scope)?.to_owned();
         let (results, seqs) = self.store.write_blocking(move |ctx| {
