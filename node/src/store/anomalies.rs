@@ -12,9 +12,8 @@ use schema::anomaly::{Anomaly, AnomalyKind, appended, cylinder_anomalies, recent
 use schema::codes::FullCode;
 use schema::event::{EventBody, SignedEvent};
 use schema::rules::{FillCheck, Refusal, check_fill};
-use schema::vocab::Medium;
-
 use schema::state::derive;
+use schema::vocab::Medium;
 
 use super::tables::{ANOMALIES_TABLE, CYLINDER_INDEX_TABLE, EVENTS_TABLE};
 use super::{CylinderRow, Store, StoreError, WriteCtx, code_of, decode_keyed_event, prefix_range};
@@ -133,7 +132,6 @@ impl WriteCtx<'_> {
         history: Option<&[SignedEvent]>,
     ) -> Result<Vec<Anomaly>, StoreError> {
         let mut found = Vec::new();
-        let mut own: Option<Vec<SignedEvent>> = history.map(<[SignedEvent]>::to_vec);
         for tag in &row.state.tags {
             let codes: Vec<FullCode> = {
                 let idx = self.tx.open_multimap_table(CYLINDER_INDEX_TABLE)?;
@@ -146,12 +144,13 @@ impl WriteCtx<'_> {
             if codes.len() < 2 {
                 continue;
             }
-            if own.is_none() {
-                own = Some(self.history(code)?);
-            }
             let mut histories = Vec::with_capacity(codes.len());
             for c in &codes {
-                histories.push((*c, if c == code { own.clone().unwrap_or_default() } else { self.history(c)? }));
+                let h = match history {
+                    Some(h) if c == code => h.to_vec(),
+                    _ => self.history(c)?,
+                };
+                histories.push((*c, h));
             }
             let bindings: Vec<(FullCode, Vec<&SignedEvent>)> = histories
                 .iter()
