@@ -223,6 +223,14 @@ fn read_ahead(
     (rx, task.abort_handle())
 }
 
+/// The verdicts of a frame's checks started by [`read_ahead`], once they are made.
+async fn verdicts(checked: Option<tokio::task::JoinHandle<Prechecked>>) -> anyhow::Result<Option<Prechecked>> {
+    match checked {
+        Some(checked) => Ok(Some(checked.await.context("checking received items")?)),
+        None => Ok(None),
+    }
+}
+
 /// Frames handed to [`write_behind`]'s task: the frames, the bytes not yet written,
 /// a signal each time a frame was written, and the task (it ends only on an error).
 type WriteBehind = (
@@ -380,15 +388,16 @@ async fn run_session(
                     loop {
                         let Incoming { mut frame, wire_bytes, checked, _permit: permit } = incoming?;
                         round_bytes += wire_bytes;
-                        let mut checked = match checked {
-                            Some(checked) => Some(checked.await.context("checking received items")?),
-                            None => None,
-                        };
+                        let mut checked = verdicts(checked).await?;
                         // Items of the same scope decoded meanwhile go with them, in one commit.
                         let mut permits = vec![permit];
                         let mut after = None;
+                        let mut item_bytes = match &frame {
+                            Frame::Items { items, .. } => items.iter().map(Vec::len).sum(),
+                            _ => 0,
+                        };
                         while let Frame::Items { scope, items } = &mut frame
-                            && items.iter().map(Vec::len).sum::<usize>() < MERGE_ITEM_BYTES
+                            && item_bytes < MERGE_ITEM_BYTES
                         {
                             match frames.try_recv() {
                                 Ok(Ok(Incoming { frame: Frame::Items { scope: s, items: more }, wire_bytes, checked: c, _permit: p }))
@@ -396,12 +405,10 @@ async fn run_session(
                                 {
                                     round_bytes += wire_bytes;
                                     permits.push(p);
-                                    let c = match c {
-                                        Some(c) => Some(c.await.context("checking received items")?),
-                                        None => None,
-                                    };
                                     // Verdicts that cannot be joined are made again by the put.
+                                    let c = verdicts(c).await?;
                                     checked = checked.zip(c).and_then(|(a, b)| a.join(b));
+                                    item_bytes += more.iter().map(Vec::len).sum::<usize>();
                                     items.extend(more);
                                 }
                                 Ok(other) => {

@@ -137,8 +137,8 @@ pub struct Session {
     pub stats: SessionStats,
 }
 
-/// An id list sent because this side holds far fewer ids in a range than the peer has
-/// at most this many ids (128 KiB; an id list goes in one frame).
+/// The most ids a side sends as a list because it holds far fewer in a range than the
+/// peer (128 KiB; an id list goes in one frame).
 const DENSE_IDS_MAX: u64 = 4096;
 
 /// Ids of one scope.
