@@ -40,8 +40,9 @@ use tokio::sync::oneshot;
 use crate::clock::Clock;
 use tables::*;
 
-/// Storage layout version written into `meta-1`.
-pub const LAYOUT: u64 = 1;
+/// Storage layout version written into `meta-1`. Layout 1 (the events scope's change
+/// sequence held ids, not keys) is converted on open.
+pub const LAYOUT: u64 = 2;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
 /// Received events whose traceability index entries one pass writes at most.
@@ -620,8 +621,7 @@ impl Store {
         let mut waiting = false;
         for item in seqs.range((s, cursor.saturating_add(1))..=(s, u64::MAX))? {
             waiting = true;
-            let (_, id) = item?;
-            let Some(ekey) = ids.get(id.value())? else { continue };
+            let (_, ekey) = item?;
             let Some(v) = events.get(ekey.value())? else { continue };
             let event = decode_keyed_event(ekey.value(), v.value())?;
             if let Some(k) = index_keys(&event).into_iter().find(|k| lo <= *k && *k < hi) {
@@ -782,6 +782,10 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == LAYOUT.to_le_bytes() => {}
+            Some(v) if v == 1u64.to_le_bytes() => {
+                migrate_change_log(&tx)?;
+                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
+            }
             Some(v) => return Err(StoreError::Corrupt(format!("unknown storage layout {v:?}"))),
         }
         let existing = meta.get("node_key")?.map(|v| v.value().to_vec());
@@ -817,6 +821,36 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
     };
     tx.commit()?;
     Ok((key, hlc, token_key))
+}
+
+/// Converts layout 1's change sequence (`item-seq-1`: ids) into `item-seq-2`, where the
+/// events scope's rows hold event keys, and drops the old table. Runs once, in the
+/// opening transaction, so a crash leaves either layout whole.
+fn migrate_change_log(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut rows = 0u64;
+    {
+        let old = tx.open_table(ITEM_SEQ_V1_TABLE)?;
+        let ids = tx.open_table(EVENT_IDS_TABLE)?;
+        let mut new = tx.open_table(ITEM_SEQ_TABLE)?;
+        for item in old.iter()? {
+            let (k, id) = item?;
+            let (scope, seq) = k.value();
+            let id = id.value();
+            if scope.starts_with("E:") {
+                let key = ids.get(id)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("change {seq} of {scope} names an event that is not stored"))
+                })?;
+                new.insert((scope, seq), key.value())?;
+            } else {
+                new.insert((scope, seq), id.as_slice())?;
+            }
+            rows += 1;
+        }
+    }
+    tx.delete_table(ITEM_SEQ_V1_TABLE)?;
+    tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 1 converted to 2");
+    Ok(())
 }
 
 /// The writer thread's state: the only holder of the write side of the database.
@@ -1003,7 +1037,7 @@ fn saved_cursor(
 
 /// The last change sequence number of the events scope.
 fn last_seq_in(
-    seqs: &impl ReadableTable<(&'static str, u64), &'static [u8; 32]>,
+    seqs: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     enterprise: &str,
 ) -> Result<u64, StoreError> {
     scope_seq(seqs, &replica::events_scope(enterprise))
@@ -1011,7 +1045,7 @@ fn last_seq_in(
 
 /// The last change sequence number of `scope` (0: nothing added yet).
 pub(crate) fn scope_seq(
-    seqs: &impl ReadableTable<(&'static str, u64), &'static [u8; 32]>,
+    seqs: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     scope: &str,
 ) -> Result<u64, StoreError> {
     let last = seqs.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?;
@@ -1068,7 +1102,6 @@ impl Writer {
             let (mut cursor, mut n, mut exhausted) = (self.index_cursor, 0, false);
             {
                 let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
-                let ids = tx.open_table(EVENT_IDS_TABLE)?;
                 let events = tx.open_table(EVENTS_TABLE)?;
                 let mut index = tx.open_table(EVENT_INDEX_TABLE)?;
                 // Chunks end where the log does (fewer than a chunk left) or after INDEX_PASS.
@@ -1078,10 +1111,9 @@ impl Writer {
                     keys.clear();
                     let mut taken = 0;
                     for item in entries.by_ref().take(INDEX_CHUNK) {
-                        let (k, id) = item?;
+                        let (k, ekey) = item?;
                         cursor = k.value().1;
                         taken += 1;
-                        let Some(ekey) = ids.get(id.value())? else { continue };
                         if let Some(v) = events.get(ekey.value())? {
                             keys.extend(index_keys(&decode_keyed_event(ekey.value(), v.value())?));
                         }
@@ -1309,7 +1341,7 @@ impl WriteCtx<'_> {
         }
         self.bump("events", 1)?;
         let scope = replica::events_scope(self.scope);
-        self.update_summaries(&scope, &event.id.0, true)?;
+        self.update_summaries(&scope, &event.id.0, Some(&key))?;
         if event.event.node == self.node {
             self.queue_for_sealing(event)?;
         }

@@ -112,7 +112,7 @@ pub struct Session {
     last_frame_ms: u64,
     held_since_ms: u64,
     /// The items of one scope being sent now, in the store's preferred order.
-    sending: Option<(Vec<u8>, VecDeque<Id>)>,
+    sending: Option<Sending>,
     in_sync: BTreeSet<Vec<u8>>,
     /// Frames that must follow every queued item (`Pushed`).
     tail: VecDeque<Frame>,
@@ -141,8 +141,30 @@ pub struct Session {
 /// peer (128 KiB; an id list goes in one frame).
 const DENSE_IDS_MAX: u64 = 4096;
 
-/// Ids of one scope.
-type ScopedIds = (Vec<u8>, Vec<Id>);
+/// Changes of one scope (sequence number, id).
+type ScopedChanges = (Vec<u8>, Vec<(u64, Id)>);
+
+/// Items of one scope on their way out: those already read from the store first, then
+/// ids still to read, a few at a time ([`READ_CHUNK`]).
+#[derive(Debug)]
+struct Sending {
+    scope: Vec<u8>,
+    ready: VecDeque<Vec<u8>>,
+    ids: VecDeque<Id>,
+}
+
+impl Sending {
+    fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.ids.is_empty()
+    }
+}
+
+/// Ids read from the store in one call while frames are built.
+const READ_CHUNK: usize = 1024;
+
+/// Changes a push reads from the log at a time, at most: their items are read at once
+/// and held until sent.
+const PUSH_PAGE_MAX: usize = 16_384;
 
 /// Whether `seq` lies in one of `ranges` (ascending, disjoint).
 fn in_ranges(ranges: &[(u64, u64)], seq: u64) -> bool {
@@ -210,28 +232,27 @@ impl Session {
         Ok(())
     }
 
-    /// The next page of a push under way: ids of this side's log not stored from the
-    /// peer, in the store's preferred order. `None` when no push is under way.
-    fn next_push_page<S: ItemStore>(&mut self, store: &S) -> Result<Option<ScopedIds>, SessionError> {
+    /// The next page of a push under way: changes of this side's log not stored from
+    /// the peer. `None` when no push is under way.
+    fn next_push_page<S: ItemStore>(&mut self, store: &S) -> Result<Option<ScopedChanges>, SessionError> {
         // Scopes in the order the options list them: a scope whose items the next one's
         // checks rely on goes first (a node's records before its seals and events).
         while let Some(scope) = self.opts.scopes.iter().find(|s| self.pushing.contains_key(*s)).cloned() {
             let Some((from, upto)) = self.pushing.remove(&scope) else { break };
-            let page = store.changes_after(&scope, from, self.opts.items_per_frame.max(1)).map_err(store_err)?;
+            let limit = self.opts.items_per_frame.clamp(1, PUSH_PAGE_MAX);
+            let page = store.changes_after(&scope, from, limit).map_err(store_err)?;
             let read_to = page.last().map_or(upto, |(seq, _)| *seq).min(upto);
             let theirs = self.received.get(&scope);
-            let mut ids: Vec<Id> = page
+            let changes: Vec<(u64, Id)> = page
                 .into_iter()
                 .filter(|(seq, _)| *seq <= upto)
                 .filter(|(seq, _)| theirs.is_none_or(|r| !in_ranges(r, *seq)))
-                .map(|(_, id)| id)
                 .collect();
             if read_to < upto {
                 self.pushing.insert(scope.clone(), (read_to, upto));
             }
-            if !ids.is_empty() {
-                store.send_order(&scope, &mut ids).map_err(store_err)?;
-                return Ok(Some((scope, ids)));
+            if !changes.is_empty() {
+                return Ok(Some((scope, changes)));
             }
         }
         Ok(None)
@@ -309,7 +330,7 @@ impl Session {
     }
 
     fn is_sending(&self) -> bool {
-        self.sending.as_ref().is_some_and(|(_, ids)| !ids.is_empty())
+        self.sending.as_ref().is_some_and(|s| !s.is_empty())
     }
 
     /// The next frame to send, if any.
@@ -329,9 +350,10 @@ impl Session {
                 }
                 let mut ids: Vec<Id> = ids.into_iter().collect();
                 store.send_order(&scope, &mut ids).map_err(store_err)?;
-                self.sending = Some((scope, ids.into()));
-            } else if let Some((scope, ids)) = self.next_push_page(store)? {
-                self.sending = Some((scope, ids.into()));
+                self.sending = Some(Sending { scope, ready: VecDeque::new(), ids: ids.into() });
+            } else if let Some((scope, changes)) = self.next_push_page(store)? {
+                let ready = store.get_changes(&scope, &changes).map_err(store_err)?;
+                self.sending = Some(Sending { scope, ready: ready.into(), ids: VecDeque::new() });
             } else {
                 let tail = self.tail.pop_front();
                 if tail.is_some() {
@@ -340,20 +362,26 @@ impl Session {
                 return Ok(tail);
             }
         }
-        let Some((scope, ids)) = self.sending.as_mut() else { return Ok(None) };
-        let scope = scope.clone();
+        let Some(sending) = self.sending.as_mut() else { return Ok(None) };
+        let scope = sending.scope.clone();
         let mut items = Vec::new();
         let mut bytes_in_frame = 0;
         while items.len() < self.opts.items_per_frame && bytes_in_frame < self.opts.frame_bytes_max {
-            let Some(id) = ids.front().copied() else { break };
-            if let Some(bytes) = store.get(&scope, &id).map_err(store_err)? {
-                if !items.is_empty() && bytes_in_frame + bytes.len() > self.opts.frame_bytes_max {
+            if sending.ready.is_empty() {
+                if sending.ids.is_empty() {
                     break;
                 }
-                bytes_in_frame += bytes.len();
-                items.push(bytes);
+                let n = sending.ids.len().min(READ_CHUNK);
+                let chunk: Vec<Id> = sending.ids.drain(..n).collect();
+                sending.ready = store.get_many(&scope, &chunk).map_err(store_err)?.into();
+                continue;
             }
-            ids.pop_front();
+            let Some(bytes) = sending.ready.front() else { break };
+            if !items.is_empty() && bytes_in_frame + bytes.len() > self.opts.frame_bytes_max {
+                break;
+            }
+            bytes_in_frame += bytes.len();
+            items.extend(sending.ready.pop_front());
         }
         if items.is_empty() {
             return self.poll_transmit(store);

@@ -48,6 +48,26 @@ pub trait ItemStore {
     /// An item's stored bytes.
     fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, Self::Error>;
 
+    /// Several items' bytes, in the order asked; ids not held are left out. A store may
+    /// read them in one go.
+    fn get_many(&self, scope: &[u8], ids: &[Id]) -> Result<Vec<Vec<u8>>, Self::Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.get(scope, id)?);
+        }
+        Ok(out)
+    }
+
+    /// The items of changes `changes_after` listed (ascending; the session may have left
+    /// some out), in the order they should go out; items no longer held are left out. By
+    /// default [`ItemStore::send_order`], then [`ItemStore::get_many`]; a store that keeps
+    /// where each change lies reads them from there.
+    fn get_changes(&self, scope: &[u8], changes: &[(u64, Id)]) -> Result<Vec<Vec<u8>>, Self::Error> {
+        let mut ids: Vec<Id> = changes.iter().map(|(_, id)| *id).collect();
+        self.send_order(scope, &mut ids)?;
+        self.get_many(scope, &ids)
+    }
+
     /// Checks and stores items from a peer; refuses what does not verify or what the
     /// peer may not write.
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, Self::Error>;

@@ -10,7 +10,7 @@ use automerge::{AutoCommit, ChangeHash};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use schema::archive::{CylinderArchive, DocId, read_document};
 use schema::event::{NodeId, SignedEvent};
-use schema::seal::{Seal, sealed_id};
+use schema::seal::{Seal, SealedId, sealed_id};
 use schema::state::derive;
 use sha2::{Digest, Sha256};
 use sync::fingerprint::{Id, Summary};
@@ -225,7 +225,7 @@ impl WriteCtx<'_> {
                 return Ok(false);
             }
         }
-        self.update_summaries(scope, id, true)?;
+        self.update_summaries(scope, id, Some(id))?;
         Ok(true)
     }
 
@@ -235,18 +235,21 @@ impl WriteCtx<'_> {
             items.remove((scope, id))?.is_some()
         };
         if removed {
-            self.update_summaries(scope, id, false)?;
+            self.update_summaries(scope, id, None)?;
         }
         Ok(())
     }
 
-    /// Records an item's effect on its scope's summaries. The changes of a whole batch
-    /// are folded into the summary tables once, before its commit (`apply_summaries`).
-    pub(crate) fn update_summaries(&mut self, scope: &str, id: &Id, add: bool) -> Result<(), StoreError> {
-        if add {
+    /// Records an item's effect on its scope's summaries: `added` is what the change
+    /// sequence keeps of an added item (its id; an event's key), `None` for a removal.
+    /// The changes of a whole batch are folded into the summary tables once, before its
+    /// commit (`apply_summaries`).
+    pub(crate) fn update_summaries(&mut self, scope: &str, id: &Id, added: Option<&[u8]>) -> Result<(), StoreError> {
+        let add = added.is_some();
+        if let Some(change) = added {
             let mut log = self.tx.open_table(ITEM_SEQ_TABLE)?;
             let last = super::scope_seq(&log, scope)?;
-            log.insert((scope, last + 1), id)?;
+            log.insert((scope, last + 1), change)?;
         }
         for (level, prefix) in summary_ranges(id) {
             let (added, removed) = self.summaries.entry((scope.to_owned(), level, prefix)).or_default();
@@ -286,10 +289,11 @@ impl WriteCtx<'_> {
         let mut accepted = Vec::with_capacity(checked.len());
         let mut rights: std::collections::BTreeMap<(schema::event::NodeId, &str), Result<(), String>> =
             std::collections::BTreeMap::new();
-        for event in checked {
+        let signers = self.signers_by_seal(&checked)?;
+        for (event, sealed_by) in checked.into_iter().zip(signers) {
             let event = match event {
                 Verdict::Checked(e) => e,
-                Verdict::AwaitsSeal(e) => match self.sealed_by(&e)? {
+                Verdict::AwaitsSeal(e) => match sealed_by {
                     Some(signer) if signer == e.event.node => e,
                     Some(_) => {
                         out.push(Received::Refused(format!(
@@ -372,12 +376,17 @@ impl WriteCtx<'_> {
                 let (event, key) = &keyed[i];
                 fresh[i] = ids.insert(&event.id.0, key.as_slice())?.is_none();
             }
-            // The log and the change sequence in arrival order (the log in key order
-            // when the sender keeps it).
-            for ((event, key), _) in keyed.iter().zip(&fresh).filter(|(_, f)| **f) {
+            // The log in key order (a merged put holds several sorted runs), the change
+            // sequence in arrival order.
+            let mut by_key: Vec<usize> = (0..keyed.len()).filter(|&i| fresh[i]).collect();
+            by_key.sort_unstable_by_key(|&i| &keyed[i].1);
+            for i in by_key {
+                let (event, key) = &keyed[i];
                 log.insert(key.as_slice(), event.to_stored().as_slice())?;
+            }
+            for ((event, key), _) in keyed.iter().zip(&fresh).filter(|(_, f)| **f) {
                 seq += 1;
-                seqs.insert((s, seq), &event.id.0)?;
+                seqs.insert((s, seq), key.as_slice())?;
                 let id = &event.id.0;
                 for range in summary_ranges(id) {
                     deltas.entry(range).or_default().add(id);
@@ -425,10 +434,28 @@ impl WriteCtx<'_> {
         Ok(Ok(()))
     }
 
-    /// The node whose seal stored here lists `event`, if any.
-    fn sealed_by(&self, event: &SignedEvent) -> Result<Option<NodeId>, StoreError> {
+    /// For each event that came without its signature, the node whose seal stored here
+    /// lists it, if any (`None` for the others). Looked up in id order: neighbouring ids
+    /// share pages of `sealed-1`, so each page is read once per batch.
+    fn signers_by_seal(&self, checked: &[Verdict]) -> Result<Vec<Option<NodeId>>, StoreError> {
+        let mut out = vec![None; checked.len()];
+        let mut wanted: Vec<(SealedId, usize)> = checked
+            .iter()
+            .enumerate()
+            .filter_map(|(at, v)| match v {
+                Verdict::AwaitsSeal(e) => Some((sealed_id(&e.id), at)),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        wanted.sort_unstable();
         let t = self.tx.open_table(SEALED_TABLE)?;
-        Ok(t.get(&sealed_id(&event.id))?.map(|v| NodeId(*v.value())))
+        for (id, at) in wanted {
+            out[at] = t.get(&id)?.map(|v| NodeId(*v.value()));
+        }
+        Ok(out)
     }
 
     /// A seal from a peer: checked, then stored with the events it lists.
@@ -678,19 +705,7 @@ impl Store {
     fn item_get(&self, scope: &str, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
         let r = self.db.begin_read()?;
         if scope.starts_with("E:") {
-            let ids = r.open_table(EVENT_IDS_TABLE)?;
-            let Some(key) = ids.get(id)? else { return Ok(None) };
-            let events = r.open_table(EVENTS_TABLE)?;
-            let Some(mut stored) = events.get(key.value())?.map(|v| v.value().to_vec()) else { return Ok(None) };
-            // A sealed event goes without its signature: the seal vouches for it.
-            let sealed_id = sealed_id(&schema::event::EventId(*id));
-            if stored.len() > 64
-                && stored[..64] != NO_SIGNATURE
-                && r.open_table(SEALED_TABLE)?.get(&sealed_id)?.is_some()
-            {
-                stored[..64].copy_from_slice(&NO_SIGNATURE);
-            }
-            return Ok(Some(stored));
+            return Ok(self.event_items(&r, std::slice::from_ref(id))?.pop());
         }
         let items = r.open_table(SYNC_ITEMS_TABLE)?;
         if scope.starts_with("A:") {
@@ -701,6 +716,68 @@ impl Store {
         };
         let (docs, chunks) = (r.open_table(DOCS_TABLE)?, r.open_table(DOC_CHUNKS_TABLE)?);
         Ok(super::doc_bytes(&docs, &chunks, &doc_id)?.map(|bytes| encode_doc(&doc_id, &bytes)))
+    }
+}
+
+impl Store {
+    /// Events by id as items, in the order asked (absent ones left out).
+    fn event_items(&self, r: &redb::ReadTransaction, ids: &[Id]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let table = r.open_table(EVENT_IDS_TABLE)?;
+        let mut keys = Vec::with_capacity(ids.len());
+        for id in ids {
+            keys.extend(table.get(id)?.map(|k| k.value().to_vec()));
+        }
+        self.events_at(r, &keys)
+    }
+
+    /// The events at `keys` (event keys, each ending with its id) as items, in that order:
+    /// a sealed event goes without its signature (its seal vouches for it).
+    fn events_at(&self, r: &redb::ReadTransaction, keys: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let events = r.open_table(EVENTS_TABLE)?;
+        let mut out = Vec::with_capacity(keys.len());
+        // Events still carrying their signature: (sealed id, position in `out`).
+        let mut signed = Vec::new();
+        for key in keys {
+            let Some(stored) = events.get(key.as_slice())? else { continue };
+            let stored = stored.value().to_vec();
+            if stored.len() > 64 && stored[..64] != NO_SIGNATURE {
+                let id = schema::event::EventId(change_id(key)?);
+                signed.push((sealed_id(&id), out.len()));
+            }
+            out.push(stored);
+        }
+        // Looked up in id order: neighbouring ids share pages of `sealed-1`.
+        signed.sort_unstable();
+        let sealed = r.open_table(SEALED_TABLE)?;
+        for (id, at) in signed {
+            if sealed.get(&id)?.is_some() {
+                out[at][..64].copy_from_slice(&NO_SIGNATURE);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The events of the changes `seqs` (ascending) of the events scope, in key order
+    /// (cylinder, then time): their keys come from the change sequence, so the log is
+    /// read in its own order and the id table not at all.
+    fn changed_events(&self, scope: &str, seqs: &[u64]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(Vec::new()) };
+        let r = self.db.begin_read()?;
+        let mut keys = Vec::with_capacity(seqs.len());
+        {
+            let log = r.open_table(ITEM_SEQ_TABLE)?;
+            let mut wanted = seqs.iter().peekable();
+            for row in log.range((scope, first)..=(scope, last))? {
+                let (k, key) = row?;
+                let seq = k.value().1;
+                while wanted.next_if(|w| **w < seq).is_some() {}
+                if wanted.next_if_eq(&&seq).is_some() {
+                    keys.push(key.value().to_vec());
+                }
+            }
+        }
+        keys.sort_unstable();
+        self.events_at(&r, &keys)
     }
 }
 
@@ -798,6 +875,12 @@ impl Replica {
     }
 }
 
+/// The item id of a change sequence row: the whole value, or the end of an event key.
+fn change_id(change: &[u8]) -> Result<Id, StoreError> {
+    let at = change.len().checked_sub(32).ok_or_else(|| StoreError::Corrupt("change row shorter than an id".into()))?;
+    change[at..].try_into().map_err(|_| StoreError::Corrupt("change row shorter than an id".into()))
+}
+
 fn scope_str(scope: &[u8]) -> Result<&str, StoreError> {
     std::str::from_utf8(scope).map_err(|_| StoreError::Invalid("scope is not UTF-8".into()))
 }
@@ -835,8 +918,8 @@ impl ItemStore for Replica {
         let log = r.open_table(ITEM_SEQ_TABLE)?;
         let mut out = Vec::with_capacity(limit.min(1 << 16));
         for item in log.range((scope, since.saturating_add(1))..=(scope, u64::MAX))?.take(limit) {
-            let (k, id) = item?;
-            out.push((k.value().1, *id.value()));
+            let (k, change) = item?;
+            out.push((k.value().1, change_id(change.value())?));
         }
         Ok(out)
     }
@@ -889,6 +972,30 @@ impl ItemStore for Replica {
 
     fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
         self.store.item_get(scope_str(scope)?, id)
+    }
+
+    fn get_many(&self, scope: &[u8], ids: &[Id]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let s = scope_str(scope)?;
+        if !s.starts_with("E:") {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.extend(self.store.item_get(s, id)?);
+            }
+            return Ok(out);
+        }
+        let r = self.store.db.begin_read()?;
+        self.store.event_items(&r, ids)
+    }
+
+    fn get_changes(&self, scope: &[u8], changes: &[(u64, Id)]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let s = scope_str(scope)?;
+        if s != events_scope(&self.store.enterprise) {
+            let mut ids: Vec<Id> = changes.iter().map(|(_, id)| *id).collect();
+            self.send_order(scope, &mut ids)?;
+            return self.get_many(scope, &ids);
+        }
+        let seqs: Vec<u64> = changes.iter().map(|(seq, _)| *seq).collect();
+        self.store.changed_events(s, &seqs)
     }
 
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, StoreError> {

@@ -106,3 +106,66 @@ async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
     store.write(|ctx| ctx.register(archive(3), "k", "p").map(|_| ())).await.unwrap();
     assert_eq!(store.counts().unwrap().0, 1);
 }
+
+/// Layout 1 kept ids in the change sequence; opening such a file converts it to layout 2
+/// (event keys for the events scope), and pushes read the same changes as before.
+#[test]
+fn a_layout_1_file_is_converted_on_open() {
+    use sync::store::ItemStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let scope = replica::events_scope("3701020001");
+    let (before, items) = {
+        let store = Store::open(&path, options(), clock()).unwrap();
+        store
+            .write_blocking(|ctx| {
+                for n in 1..=3 {
+                    ctx.register(archive(n), "k", "p")?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let replica = replica::Replica::new(store.clone());
+        let before = replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap();
+        let items = replica.get_changes(scope.as_bytes(), &before).unwrap();
+        drop(replica);
+        store.shutdown();
+        (before, items)
+    };
+    assert_eq!(before.len(), 3);
+    // Back to layout 1, as an older node left it.
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let new = tx.open_table(ITEM_SEQ_TABLE).unwrap();
+            let mut old = tx.open_table(ITEM_SEQ_V1_TABLE).unwrap();
+            for row in new.iter().unwrap() {
+                let (k, v) = row.unwrap();
+                let v = v.value();
+                let id: [u8; 32] = v[v.len() - 32..].try_into().unwrap();
+                old.insert(k.value(), &id).unwrap();
+            }
+            tx.open_table(META_TABLE).unwrap().insert("layout", 1u64.to_le_bytes().as_slice()).unwrap();
+        }
+        tx.delete_table(ITEM_SEQ_TABLE).unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path, options(), clock()).unwrap();
+    let replica = replica::Replica::new(store.clone());
+    let after = replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap();
+    assert_eq!(after, before);
+    assert_eq!(replica.get_changes(scope.as_bytes(), &after).unwrap(), items);
+    let r = store.db.begin_read().unwrap();
+    let layout = r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value().to_vec();
+    assert_eq!(layout, LAYOUT.to_le_bytes());
+    let names: Vec<String> = r.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_owned()).collect();
+    assert!(!names.iter().any(|n| n == "item-seq-1"), "{names:?}");
+    // Every event-scope row holds the event's key in the log.
+    let seqs = r.open_table(ITEM_SEQ_TABLE).unwrap();
+    let events = r.open_table(EVENTS_TABLE).unwrap();
+    for row in seqs.range((scope.as_str(), 0)..=(scope.as_str(), u64::MAX)).unwrap() {
+        let (_, key) = row.unwrap();
+        assert!(events.get(key.value()).unwrap().is_some());
+    }
+}

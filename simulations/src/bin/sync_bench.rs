@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use node::clock::{Clock, SystemClock};
+use node::clock::{Clock, ManualClock, SystemClock};
 use node::config::Role;
 use node::replication::{MERGE_ITEM_BYTES, options};
 use node::store::replica::Replica;
@@ -132,7 +132,13 @@ fn main() -> anyhow::Result<()> {
     }
     let catch_up = catch_up.unwrap_or(4 * n);
     let dir = tempfile::tempdir()?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // One clock for both stores, moved by hand: the history is written a month ago and
+    // the week offline a day at a time, so events carry the times a real week would give
+    // them (a cylinder's events of one day are what its anomaly check looks back over).
+    let day_ms = 86_400_000;
+    let month_ago = SystemClock.now_ms() - 30 * day_ms;
+    let manual = Arc::new(ManualClock::at(month_ago));
+    let clock: Arc<dyn Clock> = manual.clone();
     let opts = |cache_bytes| StoreOptions {
         enterprise: ENT.into(),
         cache_bytes,
@@ -210,6 +216,7 @@ fn main() -> anyhow::Result<()> {
     // 100k cylinders is ~400k events: four per cylinder), in daily batches.
     let t = Instant::now();
     for day in 0..7 {
+        manual.now_ms.store(month_ago + (day as i64 + 1) * day_ms, std::sync::atomic::Ordering::Relaxed);
         let per_day = catch_up / 7;
         station.write_blocking(move |ctx| {
             for k in 0..per_day {
