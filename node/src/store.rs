@@ -45,6 +45,14 @@ use tables::*;
 pub const LAYOUT: u64 = 2;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
+/// How long answered puts of a peer's items wait in an open transaction for the next
+/// put before they commit (see [`Store::write_unsettled_blocking`]). A stream's next
+/// frame is usually decoded already; a live operation's relay waits this much longer.
+pub const COMMIT_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Bytes of answered puts after which the open transaction commits anyway: bounds what a
+/// crash makes a peer send again and what a handheld write arriving meanwhile commits
+/// with it.
+const UNSETTLED_MAX: usize = 64 << 20;
 /// Received events whose traceability index entries one pass writes at most.
 /// (Small in unit tests, so that their backlogs take several passes.)
 const INDEX_PASS: usize = if cfg!(test) { 100 } else { 100_000 };
@@ -168,6 +176,8 @@ pub struct WriterStats {
     pub failed_batches: AtomicU64,
     /// Puts of a peer's items being stored right now (see [`Store::receiving`]).
     pub receiving: AtomicU64,
+    /// The writer holds answered puts not yet committed (see [`Store::write_unsettled_blocking`]).
+    pub unsettled: std::sync::atomic::AtomicBool,
 }
 
 /// Counts one put of a peer's items for as long as it lives.
@@ -185,6 +195,9 @@ type JobFn = Box<dyn FnOnce(&mut WriteCtx<'_>) -> JobResult + Send>;
 struct Job {
     run: JobFn,
     reply: oneshot::Sender<JobResult>,
+    /// Answered before its commit, which may wait for more of its kind: the bytes it
+    /// brings (0: answered after its commit, like every write but a peer's items).
+    unsettled: usize,
 }
 
 /// Unboxes a job's answer into the type its closure returned.
@@ -216,7 +229,8 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, options: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
-        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock, Some(INDEX_IDLE))
+        let (idle, linger) = (Some(INDEX_IDLE), Some(COMMIT_LINGER));
+        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock, idle, linger)
     }
 
     /// Compacts a stopped node's file in place: frees the pages left over by
@@ -261,7 +275,15 @@ impl Store {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
         // Tests see the index backlog for a full second after a sync.
         let idle = Some(std::time::Duration::from_secs(1));
-        Store::start(db, enterprise.to_owned(), false, Judge::embedded(enterprise), clock, idle)
+        Store::start(db, enterprise.to_owned(), false, Judge::embedded(enterprise), clock, idle, Some(COMMIT_LINGER))
+    }
+
+    /// A store in memory whose writer keeps answered puts waiting `linger` for more.
+    #[cfg(test)]
+    fn in_memory_lingering(clock: Arc<dyn Clock>, linger: std::time::Duration) -> Result<Store, StoreError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        let e = "3701020001";
+        Store::start(db, e.to_owned(), false, Judge::embedded(e), clock, None, Some(linger))
     }
 
     /// A store on any redb storage backend (the simulator's crash-consistent disk). Its
@@ -273,7 +295,7 @@ impl Store {
         clock: Arc<dyn Clock>,
     ) -> Result<Store, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create_with_backend(backend)?;
-        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock, None)
+        Store::start(db, options.enterprise, options.quick_repair, options.judge, clock, None, None)
     }
 
     fn start(
@@ -283,6 +305,7 @@ impl Store {
         judge: Judge,
         clock: Arc<dyn Clock>,
         index_idle: Option<std::time::Duration>,
+        linger: Option<std::time::Duration>,
     ) -> Result<Store, StoreError> {
         let (key, last_hlc, token_key) = init(&db, quick_repair, clock.as_ref())?;
         let (index_cursor, index_backlog) = index_position(&db, &scope)?;
@@ -307,6 +330,8 @@ impl Store {
             index_backlog,
             index_idle,
             index_behind: 0,
+            linger,
+            open: None,
         };
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
@@ -332,7 +357,7 @@ impl Store {
     /// How many puts of peers' items are being stored right now: a head office's sessions
     /// wait for them before they send (see `replication::RELAY_WAIT_MAX`).
     pub fn receiving(&self) -> u64 {
-        self.stats.receiving.load(Ordering::Acquire)
+        self.stats.receiving.load(Ordering::Acquire) + u64::from(self.stats.unsettled.load(Ordering::Acquire))
     }
 
     pub(crate) fn start_receiving(&self) -> Receiving {
@@ -385,14 +410,49 @@ impl Store {
         finish(rx.blocking_recv().map_err(|_| StoreError::WriterGone)?)
     }
 
+    /// [`Store::write_blocking`] for a peer's items (`bytes` of them), answered as soon as
+    /// they are applied, before their commit: the writer keeps the transaction open for
+    /// the next frame of a stream and commits when none has come for [`COMMIT_LINGER`],
+    /// when [`UNSETTLED_MAX`] bytes wait, when any other write comes (it is durable as
+    /// before, with them), or when a read needs them ([`Store::settle`]). One commit then
+    /// rewrites each page of the random-keyed tables once for many frames.
+    ///
+    /// What the answer says is not durable yet: a crash (or a failed later write in the
+    /// same transaction) loses it. That costs the peer a resend, never data: checkpoints
+    /// move only when fingerprints read after a commit agree.
+    pub fn write_unsettled_blocking<T, F>(&self, bytes: usize, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let rx = self.submit_job(f, bytes.max(1))?;
+        finish(rx.blocking_recv().map_err(|_| StoreError::WriterGone)?)
+    }
+
+    /// Commits what the writer holds unsettled, if anything, and waits for it.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        if self.stats.unsettled.load(Ordering::Acquire) {
+            self.write_blocking(|_| Ok(()))?;
+        }
+        Ok(())
+    }
+
     fn submit<T, F>(&self, f: F) -> Result<oneshot::Receiver<JobResult>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit_job(f, 0)
+    }
+
+    fn submit_job<T, F>(&self, f: F, unsettled: usize) -> Result<oneshot::Receiver<JobResult>, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let run: JobFn = Box::new(move |ctx| f(ctx).map(|v| Box::new(v) as Box<dyn Any + Send>));
-        self.jobs.send(Job { run, reply }).map_err(|_| StoreError::WriterGone)?;
+        self.jobs.send(Job { run, reply, unsettled }).map_err(|_| StoreError::WriterGone)?;
         Ok(rx)
     }
 
@@ -875,6 +935,28 @@ struct Writer {
     index_idle: Option<std::time::Duration>,
     /// Events past the cursor after the last commit (see [`INDEX_FORCE`]).
     index_behind: u64,
+    /// How long an open transaction with answered puts waits for more before it commits
+    /// (`None`: every batch commits at once, as the simulator needs).
+    linger: Option<std::time::Duration>,
+    /// The transaction under way, when answered puts wait in it for their commit.
+    open: Option<Open>,
+}
+
+/// A write transaction kept open across batches (see [`Store::write_unsettled_blocking`]).
+struct Open {
+    tx: WriteTransaction,
+    summaries: replica::SummaryDeltas,
+    /// Received events in it wait for an index pass.
+    deferred: bool,
+    /// The clock as it was before the transaction, restored if it fails.
+    hlc_before: HlcClock,
+    /// Time spent applying its jobs (not waiting for them).
+    busy: std::time::Duration,
+    jobs: u64,
+    /// Bytes of the answered puts in it.
+    unsettled: usize,
+    /// Answers that wait for the commit.
+    replies: Replies,
 }
 
 type Replies = Vec<(oneshot::Sender<JobResult>, JobResult)>;
@@ -886,8 +968,22 @@ impl Writer {
         loop {
             // Received events' index entries are written when nothing else waits.
             let idle = self.index_idle.filter(|_| self.index_backlog);
+            let linger = self.linger.filter(|_| self.open.is_some());
             let first = if let Some(job) = carried.take() {
                 job
+            } else if let Some(linger) = linger {
+                // Answered puts wait in the open transaction for the next one.
+                match rx.recv_timeout(linger) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.settle_open();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        self.settle_open();
+                        break;
+                    }
+                }
             } else if let Some(idle) = idle {
                 match rx.recv_timeout(idle) {
                     Ok(job) => job,
@@ -910,57 +1006,85 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let n_jobs = batch.len() as u64;
-            match self.batch(batch) {
-                Ok(()) => self.commits.send_modify(|n| *n += 1),
-                Err(e) => {
-                    self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, n_jobs, "write batch failed, nothing of it was stored");
-                }
+            let result = self.apply(batch);
+            // Answered puts may wait for more; anything else is answered after its commit.
+            let settle = match &result {
+                Ok(()) => self
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| self.linger.is_none() || !o.replies.is_empty() || o.unsettled >= UNSETTLED_MAX),
+                Err(_) => false,
+            };
+            match result {
+                Ok(()) if settle => self.settle_open(),
+                Ok(()) => {}
+                Err(e) => self.finish_batch(Err(e)),
             }
-            if self.index_backlog && self.index_behind >= INDEX_FORCE {
+            if self.open.is_none() && self.index_backlog && self.index_behind >= INDEX_FORCE {
                 carried = self.index_pass((rx, INDEX_PASS / INDEX_CHUNK));
             }
         }
     }
 
-    /// Applies a batch of jobs in one transaction and answers each after the commit.
-    fn batch(&mut self, batch: Vec<Job>) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let n_jobs = batch.len() as u64;
-        let fail_all = |batch_replies: Replies, e: &StoreError| {
-            for (reply, _) in batch_replies {
-                let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
-            }
-        };
-        let mut tx = match begin(&self.db, self.quick_repair) {
-            Ok(tx) => tx,
+    /// Commits the open transaction, if any: counts the commit or logs the failure.
+    fn settle_open(&mut self) {
+        let result = self.commit_open();
+        self.finish_batch(result);
+    }
+
+    /// Counts a commit, or logs a failed one.
+    fn finish_batch(&mut self, result: Result<bool, StoreError>) {
+        match result {
+            Ok(true) => self.commits.send_modify(|n| *n += 1),
+            Ok(false) => {}
             Err(e) => {
-                for job in batch {
-                    let _ = job.reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
-                }
-                return Err(e);
+                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "write batch failed, nothing of it was stored");
             }
+        }
+    }
+
+    /// Applies a batch of jobs in the open transaction (begun if none is): a put of a
+    /// peer's items is answered at once, any other job after the commit. A job that fails
+    /// for good (storage, corruption) drops the whole transaction.
+    fn apply(&mut self, batch: Vec<Job>) -> Result<(), StoreError> {
+        let mut open = match self.open.take() {
+            Some(open) => open,
+            None => match begin(&self.db, self.quick_repair) {
+                Ok(tx) => Open {
+                    tx,
+                    summaries: replica::SummaryDeltas::new(),
+                    deferred: false,
+                    hlc_before: self.hlc.clone(),
+                    busy: std::time::Duration::ZERO,
+                    jobs: 0,
+                    unsettled: 0,
+                    replies: Vec::new(),
+                },
+                Err(e) => {
+                    for job in batch {
+                        let _ = job.reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+                    }
+                    return Err(e);
+                }
+            },
         };
-        let hlc_before = self.hlc.clone();
-        let mut summaries = replica::SummaryDeltas::new();
-        let mut deferred = false;
-        let mut replies: Replies = Vec::with_capacity(batch.len());
+        let started = Instant::now();
         let mut fatal = None;
         for job in batch {
             if fatal.is_some() {
-                replies.push((job.reply, Err(StoreError::Invalid("batch aborted".into()))));
+                open.replies.push((job.reply, Err(StoreError::Invalid("batch aborted".into()))));
                 continue;
             }
             let mut ctx = WriteCtx {
-                tx: &mut tx,
-                summaries: &mut summaries,
+                tx: &mut open.tx,
+                summaries: &mut open.summaries,
                 scope: &self.scope,
                 judge: &self.judge,
                 key: &self.key,
                 node: self.node,
                 hlc: &mut self.hlc,
-                deferred: &mut deferred,
+                deferred: &mut open.deferred,
                 wall_ms: self.clock.now_ms(),
             };
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)))
@@ -970,15 +1094,42 @@ impl Writer {
             {
                 fatal = Some(e.to_string());
             }
-            replies.push((job.reply, result));
+            open.jobs += 1;
+            if job.unsettled > 0 && self.linger.is_some() && fatal.is_none() {
+                open.unsettled += job.unsettled;
+                // Raised before the answer: a read that follows it settles first.
+                self.stats.unsettled.store(true, Ordering::Release);
+                let _ = job.reply.send(result);
+            } else {
+                open.replies.push((job.reply, result));
+            }
         }
         if let Some(e) = fatal {
-            self.hlc = hlc_before;
-            drop(tx);
+            self.hlc = open.hlc_before.clone();
             let err = StoreError::Corrupt(e);
-            fail_all(replies, &err);
+            self.drop_open(open, &err);
             return Err(err);
         }
+        open.busy += started.elapsed();
+        self.stats.unsettled.store(open.unsettled > 0, Ordering::Release);
+        self.open = Some(open);
+        Ok(())
+    }
+
+    /// Fails every answer still waiting in a transaction that will not commit.
+    fn drop_open(&mut self, open: Open, e: &StoreError) {
+        for (reply, _) in open.replies {
+            let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+        }
+        self.stats.unsettled.store(false, Ordering::Release);
+    }
+
+    /// Commits the open transaction, if any, and answers what waited for it; true if it
+    /// committed.
+    fn commit_open(&mut self) -> Result<bool, StoreError> {
+        let Some(open) = self.open.take() else { return Ok(false) };
+        let Open { tx, mut summaries, deferred, hlc_before, busy, jobs: n_jobs, replies, .. } = open;
+        let started = Instant::now();
         let backlog = self.index_backlog || deferred;
         let committed = (|| -> Result<Option<u64>, StoreError> {
             replica::apply_summaries(&tx, &mut summaries)?;
@@ -1006,15 +1157,20 @@ impl Writer {
                 // acknowledgement includes its own write.
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.stats.jobs.fetch_add(n_jobs, Ordering::Relaxed);
-                self.stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let busy = busy + started.elapsed();
+                self.stats.commit_micros.fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
+                self.stats.unsettled.store(false, Ordering::Release);
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 self.hlc = hlc_before;
-                fail_all(replies, &e);
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+                }
+                self.stats.unsettled.store(false, Ordering::Release);
                 Err(e)
             }
         }

@@ -781,6 +781,10 @@ impl Store {
     }
 }
 
+/// Item bytes from which a put is taken as part of a stream (items frames are 2 MiB when
+/// full; see [`Store::write_unsettled_blocking`]).
+const STREAM_PUT_MIN: usize = 1 << 20;
+
 /// The store as the sync session sees it. Scopes are the strings above as bytes.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -924,11 +928,15 @@ impl ItemStore for Replica {
         Ok(out)
     }
 
+    // Fingerprints are compared with what the peer sent: puts still waiting for their
+    // commit are committed first (reads see only committed data).
     fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, StoreError> {
+        self.store.settle()?;
         self.store.summary_of(scope_str(scope)?, prefix)
     }
 
     fn children(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<(u8, Summary)>, StoreError> {
+        self.store.settle()?;
         let scope = scope_str(scope)?;
         let r = self.store.db.begin_read()?;
         let mut out = Vec::new();
@@ -967,6 +975,7 @@ impl ItemStore for Replica {
     }
 
     fn ids(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<Id>, StoreError> {
+        self.store.settle()?;
         self.store.item_ids(scope_str(scope)?, prefix)
     }
 
@@ -1004,7 +1013,8 @@ impl ItemStore for Replica {
         let _receiving = self.store.start_receiving();
         let checked = self.take_prechecked(&items).unwrap_or_else(|| Prechecked::of(scope, &items, &self.store));
         let scope = scope_str(scope)?.to_owned();
-        let (results, seqs) = self.store.write_blocking(move |ctx| {
+        let bytes: usize = items.iter().map(Vec::len).sum();
+        let job = move |ctx: &mut WriteCtx<'_>| {
             let before = ctx.scope_seq(&scope)?;
             let results = match checked {
                 Prechecked::Events(checked) => ctx.receive_checked(checked)?,
@@ -1016,7 +1026,14 @@ impl ItemStore for Replica {
             // The writer runs one job at a time: every number in between is this put's.
             let after = ctx.scope_seq(&scope)?;
             Ok((results, (after > before).then_some((before + 1, after))))
-        })?;
+        };
+        // Part of a stream (a full frame or more): answered before its commit, so that the
+        // next frame's put joins the same transaction. A live change commits at once.
+        let (results, seqs) = if bytes >= STREAM_PUT_MIN {
+            self.store.write_unsettled_blocking(bytes, job)?
+        } else {
+            self.store.write_blocking(job)?
+        };
         let mut out = PutOutcome { seqs, ..PutOutcome::default() };
         for r in results {
             match r {

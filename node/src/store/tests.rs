@@ -169,3 +169,41 @@ fn a_layout_1_file_is_converted_on_open() {
         assert!(events.get(key.value()).unwrap().is_some());
     }
 }
+
+/// Puts of a stream are answered before their commit and share it: the transaction stays
+/// open until a read needs it, another write joins it, or nothing comes for the linger.
+#[test]
+fn unsettled_puts_share_one_commit_until_a_read_or_a_write_settles_them() {
+    let store = Store::in_memory_lingering(clock(), std::time::Duration::from_secs(600)).unwrap();
+    let commits = || store.stats().commits.load(Ordering::Relaxed);
+    let before = commits();
+    for n in 1..=2 {
+        store.write_unsettled_blocking(1 << 20, move |ctx| ctx.register(archive(n), "k", "p").map(|_| ())).unwrap();
+    }
+    // Answered, not committed: readers see none of it yet.
+    assert_eq!(store.counts().unwrap(), (0, 0));
+    assert_eq!(store.receiving(), 1, "an open transaction of puts counts as receiving");
+    assert_eq!(commits(), before);
+    store.settle().unwrap();
+    assert_eq!(store.counts().unwrap(), (2, 2));
+    assert_eq!(commits(), before + 1, "both puts in one commit");
+    assert_eq!(store.receiving(), 0);
+    // Any other write commits what waits, with itself, before it is answered.
+    store.write_unsettled_blocking(1 << 20, |ctx| ctx.register(archive(3), "k", "p").map(|_| ())).unwrap();
+    store.write_blocking(|ctx| ctx.register(archive(4), "k", "p").map(|_| ())).unwrap();
+    assert_eq!(store.counts().unwrap(), (4, 4));
+    assert_eq!(commits(), before + 2);
+    // Nothing to settle: no commit.
+    store.settle().unwrap();
+    assert_eq!(commits(), before + 2);
+
+    // With a short linger the transaction commits on its own once nothing more comes.
+    let store = Store::in_memory_lingering(clock(), std::time::Duration::from_millis(5)).unwrap();
+    store.write_unsettled_blocking(1 << 20, |ctx| ctx.register(archive(5), "k", "p").map(|_| ())).unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while store.counts().unwrap() != (1, 1) {
+        assert!(Instant::now() < deadline, "the lingering transaction never committed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(store.receiving(), 0);
+}
