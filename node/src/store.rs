@@ -961,6 +961,11 @@ struct Open {
 
 type Replies = Vec<(oneshot::Sender<JobResult>, JobResult)>;
 
+/// Answers a write whose transaction will not commit.
+fn refuse(reply: oneshot::Sender<JobResult>, e: &StoreError) {
+    let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+}
+
 impl Writer {
     fn run(mut self, rx: &mpsc::Receiver<Job>) {
         // A job that arrived during an index pass (which then stopped for it).
@@ -1063,7 +1068,7 @@ impl Writer {
                 },
                 Err(e) => {
                     for job in batch {
-                        let _ = job.reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+                        refuse(job.reply, &e);
                     }
                     return Err(e);
                 }
@@ -1119,7 +1124,7 @@ impl Writer {
     /// Fails every answer still waiting in a transaction that will not commit.
     fn drop_open(&mut self, open: Open, e: &StoreError) {
         for (reply, _) in open.replies {
-            let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+            refuse(reply, e);
         }
         self.stats.unsettled.store(false, Ordering::Release);
     }
@@ -1168,7 +1173,7 @@ impl Writer {
             Err(e) => {
                 self.hlc = hlc_before;
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(StoreError::Invalid(format!("write failed: {e}"))));
+                    refuse(reply, &e);
                 }
                 self.stats.unsettled.store(false, Ordering::Release);
                 Err(e)

@@ -717,9 +717,7 @@ impl Store {
         let (docs, chunks) = (r.open_table(DOCS_TABLE)?, r.open_table(DOC_CHUNKS_TABLE)?);
         Ok(super::doc_bytes(&docs, &chunks, &doc_id)?.map(|bytes| encode_doc(&doc_id, &bytes)))
     }
-}
 
-impl Store {
     /// Events by id as items, in the order asked (absent ones left out).
     fn event_items(&self, r: &redb::ReadTransaction, ids: &[Id]) -> Result<Vec<Vec<u8>>, StoreError> {
         let table = r.open_table(EVENT_IDS_TABLE)?;
