@@ -502,7 +502,7 @@ impl Session {
                 if !outcome.stored.is_empty() {
                     self.in_sync.remove(&scope);
                 }
-                if let Some((first, last)) = outcome.seqs {
+                for (first, last) in outcome.seqs {
                     let got = self.received.entry(scope.clone()).or_default();
                     match got.last_mut() {
                         Some((_, end)) if *end + 1 == first => *end = last,

@@ -15,9 +15,11 @@ pub struct PutOutcome {
     pub stored: Vec<Id>,
     /// Items refused: why, for the log.
     pub refused: Vec<String>,
-    /// The change sequence numbers the stored items took, first and last: every number
-    /// in between went to an item of this put (the session does not push them back).
-    pub seqs: Option<(u64, u64)>,
+    /// The change sequence numbers the stored items took, as ranges (first, last),
+    /// ascending: every number in a range went to an item of this put (the session does
+    /// not push them back). A store that takes a put in several steps may let other
+    /// writes take numbers between them.
+    pub seqs: Vec<(u64, u64)>,
 }
 
 /// Storage as seen by a session. Ids below a scope are ordered bytewise.
@@ -166,7 +168,7 @@ impl ItemStore for MemStore {
             }
         }
         let after = self.seq(scope)?;
-        out.seqs = (after > before).then_some((before + 1, after));
+        out.seqs.extend((after > before).then_some((before + 1, after)));
         Ok(out)
     }
 

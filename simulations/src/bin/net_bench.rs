@@ -9,7 +9,11 @@
 //! 3. reconnect after 100 cylinders were filled at the station while the head office was
 //!    down: the same figures, and the round's bytes over the bytes of the items sent;
 //! 4. live: a handheld operation at the station until the head office lists the event
-//!    (polled every millisecond), over `--live` operations.
+//!    (polled every millisecond), over `--live` operations;
+//! 5. a second station (another region, 200 demo cylinders) joins and takes in the first
+//!    one's data relayed by the head office, while its keeper scans without a pause: how
+//!    long each scan took to be acknowledged during that intake, and after it. The station
+//!    must never make its staff wait on the link.
 //!
 //! With `--stations K` (K > 1) it measures only the head office's cold ingest instead: K
 //! stations (regions 370102, 370103, ...), each with `--cylinders` demo cylinders, start
@@ -143,8 +147,12 @@ fn main() -> anyhow::Result<()> {
     terminate(&mut st.child);
     eprintln!("  {} cylinders, {} events", health.cylinders, health.events);
 
-    let code = node_cmd(&["enrolment", "create", "--name", "station-1", "--data", &ho_data])?;
-    let code = code.lines().last().context("no code printed")?.trim().to_owned();
+    let enrolment_code = |name: &str| -> anyhow::Result<String> {
+        let out = node_cmd(&["enrolment", "create", "--name", name, "--data", &ho_data])?;
+        Ok(out.lines().last().context("no code printed")?.trim().to_owned())
+    };
+    let code = enrolment_code("station-1")?;
+    let second_code = enrolment_code("station-2")?;
     let ho_args = ["--role".to_owned(), "head-office".into(), "--quic".into(), format!("127.0.0.1:{quic}")];
     let mut ho = start(d, "head-office", ho_http, &ho_args)?;
     node_cmd(&["enrol", "--head-office", &ho.url, "--code", &code, "--data", &st_data])?;
@@ -231,6 +239,8 @@ fn main() -> anyhow::Result<()> {
     }
     lat.sort();
 
+    // 5. A second station joins and takes in the first one's data while its keeper scans.
+    let second = joining_station(d, &ho, &second_code, &ho_args[3])?;
     terminate(&mut st.child);
     terminate(&mut ho.child);
     println!(
@@ -279,7 +289,94 @@ fn main() -> anyhow::Result<()> {
         lat.len()
     );
     println!("    slowest single look-up at the head office {:.1} ms", ms(slowest_lookup));
+    second.print();
     Ok(())
+}
+
+/// Scan latencies at a station that joins while the head office relays it everything.
+struct Joining {
+    intake: Duration,
+    relayed: u64,
+    during: Vec<Duration>,
+    after: Vec<Duration>,
+}
+
+impl Joining {
+    fn print(&self) {
+        let line = |l: &[Duration]| {
+            format!(
+                "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} scans)",
+                ms(percentile(l, 50.0)),
+                ms(percentile(l, 99.0)),
+                ms(l.last().copied().unwrap_or_default()),
+                l.len()
+            )
+        };
+        println!(
+            "  a second station joins: {} relayed events taken in within {:.2} s; its keeper's scans meanwhile",
+            self.relayed,
+            self.intake.as_secs_f64()
+        );
+        println!("    during the intake  {}", line(&self.during));
+        println!("    after it           {}", line(&self.after));
+    }
+}
+
+/// Station 2 (region 370103, 200 demo cylinders) connects to the head office, which holds
+/// station 1's data; its keeper receives empties back to back, each timed from request to
+/// acknowledgement, until the station holds everything the head office had.
+fn joining_station(d: &Path, ho: &Node, code: &str, quic: &str) -> anyhow::Result<Joining> {
+    let config = d.join("station-2.toml");
+    std::fs::write(&config, "station_name = \"站二\"\nregion = \"370103\"\n")?;
+    let config = ["--config".to_owned(), config.display().to_string()];
+    let http = free_port()?;
+    let mut args = config.to_vec();
+    args.extend(["--demo".into(), "--demo-cylinders".into(), "200".into()]);
+    let mut st = start(d, "station-2", http, &args)?;
+    let own = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+    terminate(&mut st.child);
+    let data = d.join("station-2").display().to_string();
+    node_cmd(&["enrol", "--head-office", &ho.url, "--code", code, "--data", &data])?;
+    let office = Client::new(&ho.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+    let mut args = config.to_vec();
+    args.extend(["--upstream".into(), quic.to_owned()]);
+    let t = Instant::now();
+    let mut st = start(d, "station-2", http, &args)?;
+    let keeper = login(&st.url, "demo-keeper")?;
+    let list = login(&st.url, "demo-manager")?
+        .cylinders(&ListQuery { page_size: Some(200), ..Default::default() })
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    anyhow::ensure!(!list.items.is_empty(), "station 2 lists no cylinders");
+    let mut scan = |i: usize| -> anyhow::Result<Duration> {
+        let req = OperationRequest {
+            op_id: format!("bench-join-{i}"),
+            code: list.items[i % list.items.len()].code.clone(),
+            op: Operation::ReceiveEmpty {
+                warehouse: if i.is_multiple_of(2) { "空瓶左库" } else { "空瓶右库" }.into()
+            },
+        };
+        let asked = Instant::now();
+        keeper.operation(&req).map_err(|e| anyhow::anyhow!("scan {i}: {e:?}"))?;
+        Ok(asked.elapsed())
+    };
+    // Everything the head office held, its own demo events and each scan's event.
+    let (mut during, mut i) = (Vec::new(), 0usize);
+    let intake = loop {
+        if i.is_multiple_of(10) {
+            let held = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+            if held >= office + own + i as u64 {
+                break t.elapsed();
+            }
+            anyhow::ensure!(t.elapsed() < Duration::from_secs(3600), "station 2 never caught up");
+        }
+        during.push(scan(i)?);
+        i += 1;
+    };
+    let mut after: Vec<Duration> = (i..i + 200).map(&mut scan).collect::<anyhow::Result<_>>()?;
+    terminate(&mut st.child);
+    during.sort();
+    after.sort();
+    Ok(Joining { intake, relayed: office, during, after })
 }
 
 /// K stations with distinct regions sync into an empty head office at once.

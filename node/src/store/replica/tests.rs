@@ -2,6 +2,7 @@
 //! documents and derived rows; concurrent offline edits merge; nothing is undone.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use schema::archive::CylinderArchive;
 use schema::codes::FullCode;
@@ -150,6 +151,51 @@ fn a_station_and_an_empty_head_office_converge_then_merge_offline_work() {
     assert_eq!(row.state.fill_count, 2);
     assert_eq!(row.archive.maker, "济南钢瓶厂");
     assert_eq!(row.archive.tare_kg, Some(15.2));
+}
+
+#[test]
+fn a_long_put_goes_to_the_writer_in_jobs_and_names_exactly_its_own_change_numbers() {
+    let a = store(1_795_579_200_000);
+    a.write_blocking(|ctx| {
+        for i in 1..=20 {
+            ctx.register(archive(i), "k", "W")?;
+            let wall = ctx.wall_ms;
+            ctx.record(code(i), "k", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let (ra, mut rb) = (Replica::new(a.clone()), Replica::new(store(1_795_579_300_000)));
+    let b = rb.store.clone();
+    let mut stored = 0;
+    for scope in scopes(ENT) {
+        let ids = ra.ids(&scope, &[]).unwrap();
+        let items = ra.get_many(&scope, &ids).unwrap();
+        let (jobs_before, seq_before) = (b.stats().jobs.load(Ordering::Relaxed), rb.seq(&scope).unwrap());
+        let out = rb.put(&scope, items.clone()).unwrap();
+        let jobs = b.stats().jobs.load(Ordering::Relaxed) - jobs_before;
+        assert_eq!(out.stored.len(), items.len(), "{}", String::from_utf8_lossy(&scope));
+        // Jobs of 8 events or 4 documents here (of 4,096 and 1,024 in a release build).
+        let per = if scope.starts_with(b"E:") { 8 } else { 4 };
+        assert!(jobs as usize >= items.len().div_ceil(per), "{} items in {jobs} jobs", items.len());
+        // Nothing else wrote meanwhile: the ranges, merged, are the numbers taken.
+        let taken: u64 = out.seqs.iter().map(|(first, last)| last + 1 - first).sum();
+        assert_eq!(taken, rb.seq(&scope).unwrap() - seq_before);
+        assert!(out.seqs.windows(2).all(|w| w[0].1 < w[1].0), "{:?}", out.seqs);
+        stored += out.stored.len();
+    }
+    assert!(stored > 40, "{stored} items");
+    b.settle().unwrap();
+    assert_same(&a, &b, 20);
+}
+
+#[test]
+fn a_put_is_cut_into_parts_in_order() {
+    let parts: Vec<Vec<u32>> = in_parts((0..10).collect(), 4).collect();
+    assert_eq!(parts, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+    let parts: Vec<Vec<u32>> = in_parts((0..8).collect(), 4).collect();
+    assert_eq!(parts, [vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+    assert_eq!(in_parts(Vec::<u32>::new(), 4).count(), 1);
 }
 
 #[test]
