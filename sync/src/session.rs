@@ -439,6 +439,13 @@ impl Session {
                 let seq = store.seq(&scope).map_err(store_err)?;
                 if store.summary(&scope, &[]).map_err(store_err)?.fingerprint() == fp {
                     self.reached(scope, seq);
+                } else if self.opts.initiator && !self.awaiting_push.contains(&scope) {
+                    // This side stored more since it sent that fingerprint (a handheld's
+                    // write landed meanwhile): push it and compare again. Left alone, the
+                    // round would wait for nothing until its retry, a second later.
+                    self.last_progress_ms = now_ms;
+                    self.push(store, &scope)?;
+                    self.awaiting_push.insert(scope);
                 }
             }
             Frame::Pushed { scope } => {

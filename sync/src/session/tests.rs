@@ -363,6 +363,43 @@ fn what_this_side_wrote_between_the_parts_of_a_put_is_pushed_not_taken_for_the_p
 }
 
 #[test]
+fn a_write_landing_while_the_peer_confirms_a_fingerprint_goes_in_the_same_round() {
+    let common: BTreeSet<u32> = (0..100).collect();
+    let first = run(store_of(&common), store_of(&common), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
+    let (oa, ob) = resumed(first.sa.checkpoints().clone(), first.sb.checkpoints().clone());
+    let (mut a, mut b) = (first.a, first.b);
+    let (mut sa, mut sb) = (Session::new(oa), Session::new(ob));
+    add(&mut a, 1_000..1_001);
+    sa.start(&a, 0).unwrap();
+    // No timeouts: the round must finish on the frames alone.
+    let mut wrote = false;
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(f) = sa.poll_transmit(&a).unwrap() {
+            let fingerprint = matches!(f, Frame::Fingerprint { .. });
+            sb.handle(f, &mut b, 0).unwrap();
+            moved = true;
+            // a writes after b found the fingerprints equal, before a hears so.
+            if fingerprint && !wrote {
+                add(&mut a, 2_000..2_001);
+                wrote = true;
+            }
+        }
+        while let Some(f) = sb.poll_transmit(&b).unwrap() {
+            sa.handle(f, &mut a, 0).unwrap();
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(wrote);
+    assert!(sa.is_in_sync(), "the round stalled until its retry");
+    assert_eq!(a.items, b.items);
+    assert_eq!(sa.stats.items_sent, 2);
+}
+
+#[test]
 fn sequence_ranges_hold_exactly_their_numbers() {
     let r = [(3, 5), (9, 9), (12, 20)];
     let inside: Vec<u64> = (0..25).filter(|s| in_ranges(&r, *s)).collect();
