@@ -859,7 +859,7 @@ impl Prechecked {
     /// that each job writes one stretch of the log. A merged put holds several frames,
     /// each sorted over the whole key range: cut as they came, every job wrote into
     /// pages all over the log, and the week's catch-up of `sync_bench --cylinders 30000`
-    /// took 6.5–7.0 s instead of 4.8–5.1 s. Sorted, it took 4.6 s.
+    /// took 6.5–7.0 s instead of 4.8–5.1 s. Sorted, it took 4.4–4.6 s.
     fn into_jobs(self, items: Vec<Vec<u8>>) -> Vec<(Prechecked, Vec<Vec<u8>>, usize)> {
         match self {
             Prechecked::Events(mut checked) => {
