@@ -61,6 +61,27 @@ fn node_cmd(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A one-time enrolment code for `name`, made in the (stopped) head office's data.
+fn enrolment_code(ho_data: &str, name: &str) -> anyhow::Result<String> {
+    let out = node_cmd(&["enrolment", "create", "--name", name, "--data", ho_data])?;
+    Ok(out.lines().last().context("no code printed")?.trim().to_owned())
+}
+
+/// How many events the node at `url` holds.
+fn events_held(url: &str) -> anyhow::Result<u64> {
+    Ok(Client::new(url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events)
+}
+
+/// p50, p99 and max of sorted latencies.
+fn spread(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        ms(percentile(sorted, 50.0)),
+        ms(percentile(sorted, 99.0)),
+        ms(sorted.last().copied().unwrap_or_default())
+    )
+}
+
 struct Node {
     child: Child,
     url: String,
@@ -147,12 +168,8 @@ fn main() -> anyhow::Result<()> {
     terminate(&mut st.child);
     eprintln!("  {} cylinders, {} events", health.cylinders, health.events);
 
-    let enrolment_code = |name: &str| -> anyhow::Result<String> {
-        let out = node_cmd(&["enrolment", "create", "--name", name, "--data", &ho_data])?;
-        Ok(out.lines().last().context("no code printed")?.trim().to_owned())
-    };
-    let code = enrolment_code("station-1")?;
-    let second_code = enrolment_code("station-2")?;
+    let code = enrolment_code(&ho_data, "station-1")?;
+    let second_code = enrolment_code(&ho_data, "station-2")?;
     let ho_args = ["--role".to_owned(), "head-office".into(), "--quic".into(), format!("127.0.0.1:{quic}")];
     let mut ho = start(d, "head-office", ho_http, &ho_args)?;
     node_cmd(&["enrol", "--head-office", &ho.url, "--code", &code, "--data", &st_data])?;
@@ -281,13 +298,7 @@ fn main() -> anyhow::Result<()> {
         items,
         changed.first_round_bytes.unwrap_or(0) as f64 / items.max(1) as f64
     );
-    println!(
-        "  live, station operation → head office  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} operations)",
-        ms(percentile(&lat, 50.0)),
-        ms(percentile(&lat, 99.0)),
-        ms(*lat.last().unwrap_or(&Duration::ZERO)),
-        lat.len()
-    );
+    println!("  live, station operation → head office  {}  ({} operations)", spread(&lat), lat.len());
     println!("    slowest single look-up at the head office {:.1} ms", ms(slowest_lookup));
     second.print();
     Ok(())
@@ -303,15 +314,7 @@ struct Joining {
 
 impl Joining {
     fn print(&self) {
-        let line = |l: &[Duration]| {
-            format!(
-                "p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} scans)",
-                ms(percentile(l, 50.0)),
-                ms(percentile(l, 99.0)),
-                ms(l.last().copied().unwrap_or_default()),
-                l.len()
-            )
-        };
+        let line = |l: &[Duration]| format!("{}  ({} scans)", spread(l), l.len());
         println!(
             "  a second station joins: {} relayed events taken in within {:.2} s; its keeper's scans meanwhile",
             self.relayed,
@@ -333,11 +336,11 @@ fn joining_station(d: &Path, ho: &Node, code: &str, quic: &str) -> anyhow::Resul
     let mut args = config.to_vec();
     args.extend(["--demo".into(), "--demo-cylinders".into(), "200".into()]);
     let mut st = start(d, "station-2", http, &args)?;
-    let own = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+    let own = events_held(&st.url)?;
     terminate(&mut st.child);
     let data = d.join("station-2").display().to_string();
     node_cmd(&["enrol", "--head-office", &ho.url, "--code", code, "--data", &data])?;
-    let office = Client::new(&ho.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+    let office = events_held(&ho.url)?;
     let mut args = config.to_vec();
     args.extend(["--upstream".into(), quic.to_owned()]);
     let t = Instant::now();
@@ -363,7 +366,7 @@ fn joining_station(d: &Path, ho: &Node, code: &str, quic: &str) -> anyhow::Resul
     let (mut during, mut i) = (Vec::new(), 0usize);
     let intake = loop {
         if i.is_multiple_of(10) {
-            let held = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+            let held = events_held(&st.url)?;
             if held >= office + own + i as u64 {
                 break t.elapsed();
             }
@@ -392,17 +395,14 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         let mut args = extra.to_vec();
         args.extend(["--demo".into(), "--demo-cylinders".into(), cylinders.to_string()]);
         let mut st = start(d, &name, free_port()?, &args)?;
-        total += Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+        total += events_held(&st.url)?;
         terminate(&mut st.child);
         station_args.push((name, extra));
     }
     let (ho_http, quic) = (free_port()?, free_port()?);
     let ho_data = d.join("head-office").display().to_string();
-    let mut codes = Vec::new();
-    for (name, _) in &station_args {
-        let out = node_cmd(&["enrolment", "create", "--name", name, "--data", &ho_data])?;
-        codes.push(out.lines().last().context("no code printed")?.trim().to_owned());
-    }
+    let codes: Vec<String> =
+        station_args.iter().map(|(name, _)| enrolment_code(&ho_data, name)).collect::<anyhow::Result<_>>()?;
     let ho_args = ["--role".to_owned(), "head-office".into(), "--quic".into(), format!("127.0.0.1:{quic}")];
     let mut ho = start(d, "head-office", ho_http, &ho_args)?;
     for ((name, _), code) in station_args.iter().zip(&codes) {
@@ -416,11 +416,10 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         args.extend(["--upstream".into(), format!("127.0.0.1:{quic}")]);
         running.push(start(d, name, free_port()?, &args)?);
     }
-    let office = Client::new(&ho.url);
     let mut peak = 0;
     let mut said = Instant::now();
     loop {
-        let held = office.health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+        let held = events_held(&ho.url)?;
         peak = peak.max(rss_kib(ho.child.id()).1);
         if held >= total {
             break;
