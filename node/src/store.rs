@@ -40,9 +40,10 @@ use tokio::sync::oneshot;
 use crate::clock::Clock;
 use tables::*;
 
-/// Storage layout version written into `meta-1`. Layout 1 (the events scope's change
-/// sequence held ids, not keys) is converted on open.
-pub const LAYOUT: u64 = 2;
+/// Storage layout version written into `meta-1`. Older layouts are converted on open:
+/// layout 1's events scope change sequence held ids, not keys (`migrate_change_log`);
+/// layout 2's log kept 64 zero bytes for the signature a seal stands for (`migrate_log`).
+pub const LAYOUT: u64 = 3;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
 /// How long answered puts of a peer's items wait in an open transaction for the next
@@ -559,7 +560,7 @@ impl Store {
         let events = r.open_table(EVENTS_TABLE)?;
         let key = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
         let stored = events.get(key.value())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
-        Ok(Some(StoredResult { request_hash, event: decode_event(stored.value())?, state }))
+        Ok(Some(StoredResult { request_hash, event: decode_keyed_event(key.value(), stored.value())?, state }))
     }
 
     /// One page of cylinders matching `filter`, and the number that match.
@@ -766,15 +767,59 @@ pub(crate) fn doc_bytes(
     Ok(Some(bytes))
 }
 
-fn decode_event(stored: &[u8]) -> Result<SignedEvent, StoreError> {
-    SignedEvent::from_stored_trusted(stored).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// First byte of an `events-2` value: the canonical bytes follow directly (a seal stands
+/// for the event's signature, layout 3) ...
+const LOG_SEALED: u8 = 0;
+/// ... or the 64-byte signature comes first.
+const LOG_SIGNED: u8 = 1;
+
+/// An event's `events-2` value: without the 64 zero bytes the stored (wire) form has for
+/// an event received under a seal, which are about a quarter of a head office's log.
+pub(crate) fn log_value(event: &SignedEvent) -> Vec<u8> {
+    log_value_of(&event.signature, &event.bytes)
 }
 
-/// An event read under its `events-1` key, which ends with its id: nothing is hashed.
-fn decode_keyed_event(key: &[u8], stored: &[u8]) -> Result<SignedEvent, StoreError> {
+fn log_value_of(signature: &[u8; 64], bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(65 + bytes.len());
+    if *signature == replica::NO_SIGNATURE {
+        out.push(LOG_SEALED);
+    } else {
+        out.push(LOG_SIGNED);
+        out.extend_from_slice(signature);
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// An `events-2` value's signature (zero bytes under a seal) and canonical bytes.
+pub(crate) fn log_parts(value: &[u8]) -> Result<([u8; 64], &[u8]), StoreError> {
+    let bad = || StoreError::Corrupt("event log value".into());
+    match value.split_first() {
+        Some((&LOG_SEALED, bytes)) if !bytes.is_empty() => Ok((replica::NO_SIGNATURE, bytes)),
+        Some((&LOG_SIGNED, rest)) if rest.len() > 64 => {
+            let (sig, bytes) = rest.split_at(64);
+            Ok((sig.try_into().map_err(|_| bad())?, bytes))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// The stored (wire) form of an `events-2` value: signature or zero bytes, then the
+/// canonical bytes.
+pub(crate) fn stored_of_log(value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let (signature, bytes) = log_parts(value)?;
+    let mut out = Vec::with_capacity(64 + bytes.len());
+    out.extend_from_slice(&signature);
+    out.extend_from_slice(bytes);
+    Ok(out)
+}
+
+/// An event read under its `events-2` key, which ends with its id: nothing is hashed.
+fn decode_keyed_event(key: &[u8], value: &[u8]) -> Result<SignedEvent, StoreError> {
     let id = key.len().checked_sub(32).and_then(|at| <[u8; 32]>::try_from(&key[at..]).ok());
     let id = id.ok_or_else(|| StoreError::Corrupt("event key shorter than an id".into()))?;
-    SignedEvent::from_stored_known(stored, EventId(id)).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let (signature, bytes) = log_parts(value)?;
+    SignedEvent::from_parts(signature, bytes, EventId(id)).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -844,6 +889,11 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
             Some(v) if v == LAYOUT.to_le_bytes() => {}
             Some(v) if v == 1u64.to_le_bytes() => {
                 migrate_change_log(&tx)?;
+                migrate_log(&tx)?;
+                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
+            }
+            Some(v) if v == 2u64.to_le_bytes() => {
+                migrate_log(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) => return Err(StoreError::Corrupt(format!("unknown storage layout {v:?}"))),
@@ -910,6 +960,33 @@ fn migrate_change_log(tx: &WriteTransaction) -> Result<(), StoreError> {
     }
     tx.delete_table(ITEM_SEQ_V1_TABLE)?;
     tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 1 converted to 2");
+    Ok(())
+}
+
+/// Converts layout 2's log (`events-1`, every value led by a signature or 64 zero bytes)
+/// into `events-2` ([`log_value`]) and drops the old table. Runs once, in the opening
+/// transaction, so a crash leaves either layout whole; the keys come in order, so the new
+/// table is written front to back (about 2.2 million events at a head office of 100,000
+/// cylinders).
+fn migrate_log(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut rows = 0u64;
+    {
+        let old = tx.open_table(EVENTS_V1_TABLE)?;
+        let mut new = tx.open_table(EVENTS_TABLE)?;
+        for item in old.iter()? {
+            let (k, v) = item?;
+            let v = v.value();
+            let (signature, bytes) = match v.split_first_chunk::<64>() {
+                Some((signature, bytes)) if !bytes.is_empty() => (signature, bytes),
+                _ => return Err(StoreError::Corrupt("event log value shorter than a signature".into())),
+            };
+            new.insert(k.value(), log_value_of(signature, bytes).as_slice())?;
+            rows += 1;
+        }
+    }
+    tx.delete_table(EVENTS_V1_TABLE)?;
+    tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 2 converted to 3");
     Ok(())
 }
 
@@ -1385,7 +1462,7 @@ impl WriteCtx<'_> {
         let events = self.tx.open_table(EVENTS_TABLE)?;
         let key = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
         let stored = events.get(key.value())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
-        Ok(Some(StoredResult { request_hash, event: decode_event(stored.value())?, state }))
+        Ok(Some(StoredResult { request_hash, event: decode_keyed_event(key.value(), stored.value())?, state }))
     }
 
     /// Remembers the answer to an operation id: the event it recorded and the state after
@@ -1492,7 +1569,7 @@ impl WriteCtx<'_> {
         }
         {
             let mut events = self.tx.open_table(EVENTS_TABLE)?;
-            events.insert(key.as_slice(), event.to_stored().as_slice())?;
+            events.insert(key.as_slice(), log_value(event).as_slice())?;
         }
         {
             let mut idx = self.tx.open_table(EVENT_INDEX_TABLE)?;

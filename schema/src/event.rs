@@ -260,8 +260,14 @@ impl SignedEvent {
             return Err(EventError::Decode("shorter than a signature".into()));
         }
         let (sig, bytes) = stored.split_at(64);
+        SignedEvent::from_parts(sig.try_into().expect("split at 64"), bytes, id)
+    }
+
+    /// An event from its signature (zero bytes when a seal stands for it) and canonical
+    /// bytes, for a caller that already knows the id; nothing is hashed or checked.
+    pub fn from_parts(signature: [u8; 64], bytes: &[u8], id: EventId) -> Result<SignedEvent, EventError> {
         let event = Event::decode(bytes)?;
-        Ok(SignedEvent { id, bytes: bytes.to_vec(), signature: sig.try_into().expect("split at 64"), event })
+        Ok(SignedEvent { id, bytes: bytes.to_vec(), signature, event })
     }
 
     pub fn verify(&self) -> Result<(), EventError> {

@@ -19,7 +19,7 @@ pub fn node_bin() -> anyhow::Result<PathBuf> {
 
 /// Spawns `node run` with `args`, stderr to `log`.
 pub fn spawn(args: &[String], log: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(log)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     Command::new(node_bin()?).args(args).stdout(Stdio::null()).stderr(log).spawn().context("starting node")
 }
 

@@ -382,7 +382,7 @@ impl WriteCtx<'_> {
             by_key.sort_unstable_by_key(|&i| &keyed[i].1);
             for i in by_key {
                 let (event, key) = &keyed[i];
-                log.insert(key.as_slice(), event.to_stored().as_slice())?;
+                log.insert(key.as_slice(), super::log_value(event).as_slice())?;
             }
             for ((event, key), _) in keyed.iter().zip(&fresh).filter(|(_, f)| **f) {
                 seq += 1;
@@ -736,9 +736,9 @@ impl Store {
         // Events still carrying their signature: (sealed id, position in `out`).
         let mut signed = Vec::new();
         for key in keys {
-            let Some(stored) = events.get(key.as_slice())? else { continue };
-            let stored = stored.value().to_vec();
-            if stored.len() > 64 && stored[..64] != NO_SIGNATURE {
+            let Some(value) = events.get(key.as_slice())? else { continue };
+            let stored = super::stored_of_log(value.value())?;
+            if stored[..64] != NO_SIGNATURE {
                 let id = schema::event::EventId(change_id(key)?);
                 signed.push((sealed_id(&id), out.len()));
             }

@@ -14,12 +14,16 @@ use redb::{MultimapTableDefinition, TableDefinition};
 pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 
 /// The event log. Key: 16-byte cylinder code ++ 12-byte HLC ++ 32-byte event id, so one
-/// cylinder's history is one contiguous range in time order. Value: 64-byte Ed25519
-/// signature ++ canonical event encoding; 64 zero bytes instead of the signature for an
-/// event received under a seal (`sealed-1`).
-pub(crate) const EVENTS_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-1");
+/// cylinder's history is one contiguous range in time order. Value: byte 1 ++ 64-byte
+/// Ed25519 signature ++ canonical event encoding, or byte 0 ++ canonical event encoding
+/// for an event received under a seal (`sealed-1`), whose stored and wire form has 64 zero
+/// bytes for the signature (`store::log_value`, `store::stored_of_log`).
+pub(crate) const EVENTS_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-2");
+/// Layout 2's log: the same keys; values are the stored form (signature or 64 zero bytes,
+/// then the canonical encoding). Read once to convert it into `events-2`.
+pub(crate) const EVENTS_V1_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-1");
 
-/// Event id → its key in `events-1` (deduplication and look-up by id).
+/// Event id → its key in `events-2` (deduplication and look-up by id).
 pub(crate) const EVENT_IDS_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("event-ids-1");
 
 /// Sealed events: first 16 bytes of the event id → 32-byte key of the node whose seal
@@ -88,7 +92,7 @@ pub(crate) const ANOMALIES_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinitio
 /// Change sequence of each replication scope: (scope, sequence) → the item, one row per
 /// item added (events and document items alike). Sessions push "what I added since we
 /// last agreed" from it (`sync::session`). Ids of replaced document items stay listed.
-/// Value: the item id (32 bytes); for the events scope the event's key in `events-1`
+/// Value: the item id (32 bytes); for the events scope the event's key in `events-2`
 /// (60 bytes, ending with its id), so that a push or an index pass reads the log in key
 /// order without a look-up per event in `event-ids-1`. Layout 1 had the id for every
 /// scope in `item-seq-1`; opening such a file converts it (`migrate_change_log`).

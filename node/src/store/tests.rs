@@ -107,32 +107,67 @@ async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
     assert_eq!(store.counts().unwrap().0, 1);
 }
 
-/// Layout 1 kept ids in the change sequence; opening such a file converts it to layout 2
-/// (event keys for the events scope), and pushes read the same changes as before.
+/// Writes the log back in layout 2's form (`events-1`: signature or 64 zero bytes, then
+/// the canonical bytes), as an older node left it; the events of `sealed` get zero bytes,
+/// as received under a seal. Returns each row in that form.
+fn downgrade_log(tx: &redb::WriteTransaction, sealed: &[u32]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut rows = Vec::new();
+    {
+        let new = tx.open_table(EVENTS_TABLE).unwrap();
+        let mut old = tx.open_table(EVENTS_V1_TABLE).unwrap();
+        for row in new.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            let mut stored = stored_of_log(v.value()).unwrap();
+            if sealed.iter().any(|n| k.value().starts_with(archive(*n).code.as_bytes())) {
+                stored[..64].copy_from_slice(&replica::NO_SIGNATURE);
+            }
+            old.insert(k.value(), stored.as_slice()).unwrap();
+            rows.push((k.value().to_vec(), stored));
+        }
+    }
+    tx.delete_table(EVENTS_TABLE).unwrap();
+    rows
+}
+
+/// Changes of a scope (number, item) and the items a push of them reads.
+type Pushed = (Vec<(u64, [u8; 32])>, Vec<Vec<u8>>);
+
+/// A file with three registered cylinders, and what a push of its events scope reads.
+fn three_cylinders(path: &Path) -> Pushed {
+    use sync::store::ItemStore;
+    let scope = replica::events_scope("3701020001");
+    let store = Store::open(path, options(), clock()).unwrap();
+    store
+        .write_blocking(|ctx| {
+            for n in 1..=3 {
+                ctx.register(archive(n), "k", "p")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let replica = replica::Replica::new(store.clone());
+    let before = replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap();
+    let items = replica.get_changes(scope.as_bytes(), &before).unwrap();
+    drop(replica);
+    store.shutdown();
+    assert_eq!(before.len(), 3);
+    (before, items)
+}
+
+fn table_names(r: &redb::ReadTransaction) -> Vec<String> {
+    r.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_owned()).collect()
+}
+
+/// Layout 1 kept ids in the change sequence; opening such a file converts it to the
+/// current layout (event keys for the events scope), and pushes read the same changes as
+/// before.
 #[test]
 fn a_layout_1_file_is_converted_on_open() {
     use sync::store::ItemStore;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
     let scope = replica::events_scope("3701020001");
-    let (before, items) = {
-        let store = Store::open(&path, options(), clock()).unwrap();
-        store
-            .write_blocking(|ctx| {
-                for n in 1..=3 {
-                    ctx.register(archive(n), "k", "p")?;
-                }
-                Ok(())
-            })
-            .unwrap();
-        let replica = replica::Replica::new(store.clone());
-        let before = replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap();
-        let items = replica.get_changes(scope.as_bytes(), &before).unwrap();
-        drop(replica);
-        store.shutdown();
-        (before, items)
-    };
-    assert_eq!(before.len(), 3);
+    let (before, items) = three_cylinders(&path);
     // Back to layout 1, as an older node left it.
     {
         let db = Database::create(&path).unwrap();
@@ -149,6 +184,7 @@ fn a_layout_1_file_is_converted_on_open() {
             tx.open_table(META_TABLE).unwrap().insert("layout", 1u64.to_le_bytes().as_slice()).unwrap();
         }
         tx.delete_table(ITEM_SEQ_TABLE).unwrap();
+        downgrade_log(&tx, &[]);
         tx.commit().unwrap();
     }
     let store = Store::open(&path, options(), clock()).unwrap();
@@ -159,14 +195,63 @@ fn a_layout_1_file_is_converted_on_open() {
     let r = store.db.begin_read().unwrap();
     let layout = r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value().to_vec();
     assert_eq!(layout, LAYOUT.to_le_bytes());
-    let names: Vec<String> = r.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_owned()).collect();
-    assert!(!names.iter().any(|n| n == "item-seq-1"), "{names:?}");
+    let names = table_names(&r);
+    assert!(!names.iter().any(|n| n == "item-seq-1" || n == "events-1"), "{names:?}");
     // Every event-scope row holds the event's key in the log.
     let seqs = r.open_table(ITEM_SEQ_TABLE).unwrap();
     let events = r.open_table(EVENTS_TABLE).unwrap();
     for row in seqs.range((scope.as_str(), 0)..=(scope.as_str(), u64::MAX)).unwrap() {
         let (_, key) = row.unwrap();
         assert!(events.get(key.value()).unwrap().is_some());
+    }
+}
+
+/// Layout 2's log led every value with 64 bytes, zero for an event received under a
+/// seal; opening such a file rewrites it without them (`events-2`), and every event reads
+/// back as it was stored, signature or zero bytes alike.
+#[test]
+fn a_layout_2_log_is_converted_on_open_and_reads_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    three_cylinders(&path);
+    let old_rows = {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META_TABLE).unwrap().insert("layout", 2u64.to_le_bytes().as_slice()).unwrap();
+        let rows = downgrade_log(&tx, &[2]);
+        tx.commit().unwrap();
+        rows
+    };
+    assert_eq!(old_rows.len(), 3);
+    let store = Store::open(&path, options(), clock()).unwrap();
+    let r = store.db.begin_read().unwrap();
+    assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT.to_le_bytes());
+    assert!(!table_names(&r).iter().any(|n| n == "events-1"));
+    let events = r.open_table(EVENTS_TABLE).unwrap();
+    assert_eq!(events.len().unwrap(), 3);
+    for (key, stored) in &old_rows {
+        let value = events.get(key.as_slice()).unwrap().unwrap();
+        let sealed = key.starts_with(archive(2).code.as_bytes());
+        // 64 bytes shorter under a seal; one tag byte longer otherwise.
+        assert_eq!(value.value().len(), if sealed { stored.len() - 63 } else { stored.len() + 1 });
+        assert_eq!(&stored_of_log(value.value()).unwrap(), stored);
+    }
+    drop(events);
+    for n in 1..=3 {
+        let code: FullCode = archive(n).code.parse().unwrap();
+        let [event] = <[SignedEvent; 1]>::try_from(store.events_of(&code, 10).unwrap()).unwrap();
+        assert_eq!(event.signature == replica::NO_SIGNATURE, n == 2);
+        if n != 2 {
+            event.verify().unwrap();
+        }
+    }
+}
+
+/// A log value that is cut short or carries an unknown tag is reported, not read.
+#[test]
+fn a_damaged_log_value_is_an_error() {
+    for bad in [&[][..], &[LOG_SEALED][..], &[LOG_SIGNED; 64][..], &[7, 1, 2, 3][..]] {
+        assert!(matches!(log_parts(bad), Err(StoreError::Corrupt(_))), "{bad:?}");
     }
 }
 
