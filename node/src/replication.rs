@@ -161,9 +161,10 @@ const RELAY_WAIT_MAX: Duration = Duration::from_secs(10);
 const SEND_BURST: usize = 4 << 20;
 
 /// Frames a head office holds decoded at once over all its sessions (each up to 8 MiB
-/// and several times that once its events are decoded; item frames are 2 MiB). With a
-/// bound per session only, 20 stations uploading at once kept about 1 GiB of frames
-/// waiting (`net_bench --stations 20`).
+/// and several times that once its events are decoded; item frames are 2 MiB); a frame
+/// of documents counts as four (`Prechecked::read_ahead_permits`). With a bound per
+/// session only, 20 stations uploading at once kept about 1 GiB of frames waiting
+/// (`net_bench --stations 20`).
 const DECODED_MAX: usize = 10;
 
 /// Reads and decodes the peer's frames and starts checking the signatures of each
@@ -206,7 +207,11 @@ fn read_ahead(
                 let wire_bytes = std::mem::take(&mut unaccounted);
                 // Nothing more is read from this peer until its frame may go on (QUIC's flow
                 // control then holds the peer back); an idle session holds no permit.
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let weight = match &frame {
+                    Frame::Items { scope, .. } => Prechecked::read_ahead_permits(scope),
+                    _ => 1,
+                };
+                let Ok(permit) = permits.clone().acquire_many_owned(weight).await else { return };
                 let checked = match &frame {
                     Frame::Items { scope, items } => {
                         let (scope, items, store) = (scope.clone(), items.clone(), store.clone());

@@ -827,6 +827,18 @@ pub enum Prechecked {
 impl Prechecked {
     /// The checks an `Items` frame of `scope` needs: signatures or seals for events,
     /// loading for documents.
+    /// Read-ahead permits an items frame of `scope` takes (`replication::read_ahead`). A
+    /// frame of documents is checked by loading each into an Automerge document, many
+    /// times its bytes in memory: at four permits, two such frames wait loaded at
+    /// most instead of ten. A head office's RSS peaked at 1.1–1.3 GiB in the documents
+    /// of a first sync of 50,000 cylinders, and stayed at 0.5–0.6 GiB in its events.
+    pub fn read_ahead_permits(scope: &[u8]) -> u32 {
+        match scope.get(..2) {
+            Some(b"E:" | b"A:") => 1,
+            _ => 4,
+        }
+    }
+
     pub fn of(scope: &[u8], items: &[Vec<u8>], store: &Store) -> Prechecked {
         match scope.get(..2) {
             Some(b"E:") => Prechecked::Events(verify_items(items, store)),
