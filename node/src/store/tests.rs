@@ -292,3 +292,89 @@ fn unsettled_puts_share_one_commit_until_a_read_or_a_write_settles_them() {
     }
     assert_eq!(store.receiving(), 0);
 }
+
+/// `n` registered cylinders whose events the index must take again: the cursor is put
+/// back to the start, as if they had been received.
+fn unindexed(path: &Path, n: u32) {
+    let store = Store::open(path, options(), clock()).unwrap();
+    store
+        .write_blocking(move |ctx| {
+            for i in 1..=n {
+                ctx.register(archive(i), "k", "p")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.shutdown();
+    let db = Database::open(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    let key = index_cursor_key("3701020001");
+    tx.open_table(META_TABLE).unwrap().insert(key.as_str(), 0u64.to_le_bytes().as_slice()).unwrap();
+    tx.commit().unwrap();
+}
+
+/// The file at `path` with a writer that runs index passes only when the backlog forces
+/// them (no idle-time passes, no lingering commits).
+fn forced_passes_only(path: &Path) -> Store {
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    Store::on_backend(redb::backends::FileBackend::new(file).unwrap(), options(), clock()).unwrap()
+}
+
+/// A write job that says how far the index is, as its transaction sees it.
+fn index_cursor_seen(store: &Store) -> oneshot::Receiver<JobResult> {
+    store.submit(|ctx| Ok(saved_cursor(&ctx.tx.open_table(META_TABLE)?, "3701020001")?.unwrap_or(0))).unwrap()
+}
+
+/// Holds the writer in a job until the returned sender says go; returns once the writer
+/// is in it, so that jobs queued meanwhile wait for the batch after it.
+fn hold_writer(store: &Store) -> (std::sync::mpsc::Sender<()>, oneshot::Receiver<JobResult>) {
+    let (started, in_it) = std::sync::mpsc::channel::<()>();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let held = store
+        .submit(move |_| {
+            let _ = started.send(());
+            let _ = wait.recv();
+            Ok(())
+        })
+        .unwrap();
+    in_it.recv().unwrap();
+    (go, held)
+}
+
+/// A pass forced by a full backlog stops at its first chunk boundary for a write that
+/// waits for its commit (a handheld's scan), and hands back, in order, a stream's put
+/// that came before it.
+#[test]
+fn a_forced_index_pass_stops_for_a_scan_and_keeps_a_streams_put_for_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    unindexed(&path, 600);
+    let store = forced_passes_only(&path);
+    let (go, held) = hold_writer(&store);
+    // Its commit finds 600 events behind the index: a forced pass follows.
+    let put = store.submit_job(|_| Ok(()), 1).unwrap();
+    let scan = index_cursor_seen(&store);
+    go.send(()).unwrap();
+    finish::<()>(held.blocking_recv().unwrap()).unwrap();
+    finish::<()>(put.blocking_recv().unwrap()).unwrap();
+    assert_eq!(finish::<u64>(scan.blocking_recv().unwrap()).unwrap(), INDEX_CHUNK as u64);
+    store.shutdown();
+}
+
+/// Puts of a stream alone do not cut a forced pass short: it runs whole (small passes
+/// would rewrite the index's pages again and again) and then takes them.
+#[test]
+fn a_forced_index_pass_runs_whole_past_a_streams_puts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    unindexed(&path, 600);
+    let store = forced_passes_only(&path);
+    let (go, held) = hold_writer(&store);
+    let put = store.submit_job(|_| Ok(()), 1).unwrap();
+    go.send(()).unwrap();
+    finish::<()>(held.blocking_recv().unwrap()).unwrap();
+    finish::<()>(put.blocking_recv().unwrap()).unwrap();
+    let seen = finish::<u64>(index_cursor_seen(&store).blocking_recv().unwrap()).unwrap();
+    assert!(seen >= INDEX_PASS as u64, "the pass stopped at {seen} for a stream's put");
+    store.shutdown();
+}
