@@ -4,6 +4,7 @@
 
 mod acceptance;
 mod crash;
+mod process;
 mod replication;
 mod tidy;
 mod web;

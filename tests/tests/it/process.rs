@@ -1,0 +1,28 @@
+//! The node process itself: what it sets up before it serves.
+
+use std::process::Command;
+
+use tests::{NodeProcess, free_port, node_bin};
+
+/// `node` limits glibc's malloc arenas by starting itself again with `MALLOC_ARENA_MAX`
+/// in the same process (the process the caller started is the one that serves), and
+/// keeps a value the operator set.
+#[test]
+fn the_node_limits_malloc_arenas_in_its_own_process_and_keeps_an_operators_value() {
+    for (set, expected) in [(None, "MALLOC_ARENA_MAX=4"), (Some("2"), "MALLOC_ARENA_MAX=2")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, data) = (free_port(), dir.path().join("data"));
+        let mut c = Command::new(node_bin());
+        c.args(["run", "--mdns", "off", "--http", &format!("127.0.0.1:{port}"), "--data"]).arg(&data);
+        c.env_remove("MALLOC_ARENA_MAX");
+        if let Some(v) = set {
+            c.env("MALLOC_ARENA_MAX", v);
+        }
+        let node =
+            NodeProcess::start(c, format!("http://127.0.0.1:{port}"), data, &dir.path().join("node.log")).unwrap();
+        let environ = std::fs::read(format!("/proc/{}/environ", node.child.id())).unwrap();
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        assert!(vars.contains(&expected.as_bytes()), "{expected} not in {}", String::from_utf8_lossy(&environ));
+        assert_eq!(vars.iter().filter(|v| v.starts_with(b"MALLOC_ARENA_MAX=")).count(), 1);
+    }
+}
