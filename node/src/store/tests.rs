@@ -341,40 +341,39 @@ fn hold_writer(store: &Store) -> (std::sync::mpsc::Sender<()>, oneshot::Receiver
     (go, held)
 }
 
-/// A pass forced by a full backlog stops at its first chunk boundary for a write that
-/// waits for its commit (a handheld's scan), and hands back, in order, a stream's put
-/// that came before it.
-#[test]
-fn a_forced_index_pass_stops_for_a_scan_and_keeps_a_streams_put_for_after() {
+/// How far the index is as a write job sees it, in a store 600 events behind its index:
+/// the writer is held while a stream's put (and a scan, if `with_scan`) are queued, and
+/// its commit then forces an index pass. The scan reads it; without one, a write queued
+/// after the put has been answered does.
+fn index_seen_after_a_forced_pass(with_scan: bool) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
     unindexed(&path, 600);
     let store = forced_passes_only(&path);
     let (go, held) = hold_writer(&store);
-    // Its commit finds 600 events behind the index: a forced pass follows.
     let put = store.submit_job(|_| Ok(()), 1).unwrap();
-    let scan = index_cursor_seen(&store);
+    let scan = with_scan.then(|| index_cursor_seen(&store));
     go.send(()).unwrap();
     finish::<()>(held.blocking_recv().unwrap()).unwrap();
     finish::<()>(put.blocking_recv().unwrap()).unwrap();
-    assert_eq!(finish::<u64>(scan.blocking_recv().unwrap()).unwrap(), INDEX_CHUNK as u64);
+    let reader = scan.unwrap_or_else(|| index_cursor_seen(&store));
+    let seen = finish::<u64>(reader.blocking_recv().unwrap()).unwrap();
     store.shutdown();
+    seen
+}
+
+/// A pass forced by a full backlog stops at its first chunk boundary for a write that
+/// waits for its commit (a handheld's scan), and hands back, in order, a stream's put
+/// that came before it.
+#[test]
+fn a_forced_index_pass_stops_for_a_scan_and_keeps_a_streams_put_for_after() {
+    assert_eq!(index_seen_after_a_forced_pass(true), INDEX_CHUNK as u64);
 }
 
 /// Puts of a stream alone do not cut a forced pass short: it runs whole (small passes
 /// would rewrite the index's pages again and again) and then takes them.
 #[test]
 fn a_forced_index_pass_runs_whole_past_a_streams_puts() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("node.redb");
-    unindexed(&path, 600);
-    let store = forced_passes_only(&path);
-    let (go, held) = hold_writer(&store);
-    let put = store.submit_job(|_| Ok(()), 1).unwrap();
-    go.send(()).unwrap();
-    finish::<()>(held.blocking_recv().unwrap()).unwrap();
-    finish::<()>(put.blocking_recv().unwrap()).unwrap();
-    let seen = finish::<u64>(index_cursor_seen(&store).blocking_recv().unwrap()).unwrap();
+    let seen = index_seen_after_a_forced_pass(false);
     assert!(seen >= INDEX_PASS as u64, "the pass stopped at {seen} for a stream's put");
-    store.shutdown();
 }
