@@ -830,8 +830,9 @@ impl Prechecked {
     /// Read-ahead permits an items frame of `scope` takes (`replication::read_ahead`). A
     /// frame of documents is checked by loading each into an Automerge document, many
     /// times its bytes in memory: at four permits, two such frames wait loaded at
-    /// most instead of ten. A head office's RSS peaked at 1.1–1.3 GiB in the documents
-    /// of a first sync of 50,000 cylinders, and stayed at 0.5–0.6 GiB in its events.
+    /// most instead of ten. A head office's RSS peaked at 1.20–1.27 GiB in the documents
+    /// of a first sync of 50,000 cylinders, and stayed at 0.5–0.7 GiB in its events; 713
+    /// MiB at most since.
     pub fn read_ahead_permits(scope: &[u8]) -> u32 {
         match scope.get(..2) {
             Some(b"E:" | b"A:") => 1,
