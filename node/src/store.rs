@@ -947,7 +947,7 @@ fn migrate_change_log(tx: &WriteTransaction) -> Result<(), StoreError> {
             let (k, id) = item?;
             let (scope, seq) = k.value();
             let id = id.value();
-            if scope.starts_with("E:") {
+            if replica::ScopeKind::of(scope) == replica::ScopeKind::Events {
                 let key = ids.get(id)?.ok_or_else(|| {
                     StoreError::Corrupt(format!("change {seq} of {scope} names an event that is not stored"))
                 })?;

@@ -34,6 +34,24 @@ pub fn seals_scope(enterprise: &str) -> String {
     format!("A:{enterprise}")
 }
 
+/// What a scope holds, told by the prefix of its name (`E:`, `A:`, `D:` above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeKind {
+    Events,
+    Seals,
+    Docs,
+}
+
+impl ScopeKind {
+    pub fn of(scope: impl AsRef<[u8]>) -> ScopeKind {
+        match scope.as_ref().get(..2) {
+            Some(b"E:") => ScopeKind::Events,
+            Some(b"A:") => ScopeKind::Seals,
+            _ => ScopeKind::Docs,
+        }
+    }
+}
+
 /// An enterprise's scopes in the order sessions list and push them: documents (a node's
 /// enrolment record among them), then seals, then the events they vouch for.
 pub fn scopes(enterprise: &str) -> Vec<Vec<u8>> {
@@ -686,7 +704,7 @@ impl Store {
         lo[..prefix.len()].copy_from_slice(prefix);
         hi[..prefix.len()].copy_from_slice(prefix);
         let mut out = Vec::new();
-        if scope.starts_with("E:") {
+        if ScopeKind::of(scope) == ScopeKind::Events {
             // The event scope's items are the event-id table itself: one insert per event.
             if scope != events_scope(&self.enterprise) {
                 return Ok(out);
@@ -704,11 +722,11 @@ impl Store {
 
     fn item_get(&self, scope: &str, id: &Id) -> Result<Option<Vec<u8>>, StoreError> {
         let r = self.db.begin_read()?;
-        if scope.starts_with("E:") {
+        if ScopeKind::of(scope) == ScopeKind::Events {
             return Ok(self.event_items(&r, std::slice::from_ref(id))?.pop());
         }
         let items = r.open_table(SYNC_ITEMS_TABLE)?;
-        if scope.starts_with("A:") {
+        if ScopeKind::of(scope) == ScopeKind::Seals {
             return Ok(items.get((scope, id))?.map(|v| v.value().to_vec()));
         }
         let Some(doc_id) = items.get((scope, id))?.map(|v| String::from_utf8_lossy(v.value()).into_owned()) else {
@@ -834,17 +852,17 @@ impl Prechecked {
     /// of a first sync of 50,000 cylinders, and stayed at 0.5–0.7 GiB in its events; 713
     /// MiB at most since.
     pub fn read_ahead_permits(scope: &[u8]) -> u32 {
-        match scope.get(..2) {
-            Some(b"E:" | b"A:") => 1,
-            _ => 4,
+        match ScopeKind::of(scope) {
+            ScopeKind::Events | ScopeKind::Seals => 1,
+            ScopeKind::Docs => 4,
         }
     }
 
     pub fn of(scope: &[u8], items: &[Vec<u8>], store: &Store) -> Prechecked {
-        match scope.get(..2) {
-            Some(b"E:") => Prechecked::Events(verify_items(items, store)),
-            Some(b"A:") => Prechecked::Seals,
-            _ => Prechecked::Docs(load_doc_items(items)),
+        match ScopeKind::of(scope) {
+            ScopeKind::Events => Prechecked::Events(verify_items(items, store)),
+            ScopeKind::Seals => Prechecked::Seals,
+            ScopeKind::Docs => Prechecked::Docs(load_doc_items(items)),
         }
     }
 
@@ -977,7 +995,7 @@ impl ItemStore for Replica {
     /// Events go out in event-key order (cylinder, then time), so a frame carries whole
     /// histories and the receiver derives each cylinder once per frame, in order.
     fn send_order(&self, scope: &[u8], ids: &mut Vec<Id>) -> Result<(), StoreError> {
-        if !scope.starts_with(b"E:") || ids.len() < 2 {
+        if ScopeKind::of(scope) != ScopeKind::Events || ids.len() < 2 {
             return Ok(());
         }
         let r = self.store.db.begin_read()?;
@@ -1061,7 +1079,7 @@ impl ItemStore for Replica {
 
     fn get_many(&self, scope: &[u8], ids: &[Id]) -> Result<Vec<Vec<u8>>, StoreError> {
         let s = scope_str(scope)?;
-        if !s.starts_with("E:") {
+        if ScopeKind::of(s) != ScopeKind::Events {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
                 out.extend(self.store.item_get(s, id)?);
