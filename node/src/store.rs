@@ -42,8 +42,9 @@ use tables::*;
 
 /// Storage layout version written into `meta-1`. Older layouts are converted on open:
 /// layout 1's events scope change sequence held ids, not keys (`migrate_change_log`);
-/// layout 2's log kept 64 zero bytes for the signature a seal stands for (`migrate_log`).
-pub const LAYOUT: u64 = 3;
+/// layout 2's log kept 64 zero bytes for the signature a seal stands for (`migrate_log`);
+/// layout 3's id table repeated each event's id in its value (`migrate_ids`).
+pub const LAYOUT: u64 = 4;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
 /// How long answered puts of a peer's items wait in an open transaction for the next
@@ -558,9 +559,11 @@ impl Store {
         let (request_hash, id, state) = split_op(v.value())?;
         let ids = r.open_table(EVENT_IDS_TABLE)?;
         let events = r.open_table(EVENTS_TABLE)?;
-        let key = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
-        let stored = events.get(key.value())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
-        Ok(Some(StoredResult { request_hash, event: decode_keyed_event(key.value(), stored.value())?, state }))
+        let head = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
+        let key = key_of(head.value(), &id);
+        let stored =
+            events.get(key.as_slice())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
+        Ok(Some(StoredResult { request_hash, event: decode_keyed_event(&key, stored.value())?, state }))
     }
 
     /// One page of cylinders matching `filter`, and the number that match.
@@ -669,9 +672,10 @@ impl Store {
             let k = k.value();
             let id = k.len().checked_sub(32).and_then(|at| <[u8; 32]>::try_from(&k[at..]).ok());
             let id = id.ok_or_else(|| StoreError::Corrupt("index key shorter than an id".into()))?;
-            let Some(ekey) = ids.get(&id)? else { continue };
-            if let Some(v) = events.get(ekey.value())? {
-                found.push((k.to_vec(), decode_keyed_event(ekey.value(), v.value())?));
+            let Some(head) = ids.get(&id)? else { continue };
+            let ekey = key_of(head.value(), &id);
+            if let Some(v) = events.get(ekey.as_slice())? {
+                found.push((k.to_vec(), decode_keyed_event(&ekey, v.value())?));
             }
         }
         // Received events past the index cursor (an index pass follows soon after a sync).
@@ -729,9 +733,10 @@ impl Store {
         let events = r.open_table(EVENTS_TABLE)?;
         let mut out = Vec::with_capacity(wanted.len());
         for id in wanted {
-            let Some(key) = ids.get(&id.0)? else { continue };
-            if let Some(v) = events.get(key.value())? {
-                out.push(decode_keyed_event(key.value(), v.value())?);
+            let Some(head) = ids.get(&id.0)? else { continue };
+            let key = key_of(head.value(), &id.0);
+            if let Some(v) = events.get(key.as_slice())? {
+                out.push(decode_keyed_event(&key, v.value())?);
             }
         }
         Ok(out)
@@ -829,6 +834,25 @@ fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+/// Bytes of an event key before its id: the 16-byte cylinder code and the 12-byte HLC.
+const EVENT_KEY_HEAD: usize = 28;
+
+/// What `event-ids-2` keeps of an event key: the part before the id.
+fn key_head(key: &[u8]) -> Result<&[u8; EVENT_KEY_HEAD], StoreError> {
+    match key.len() {
+        60 => key[..EVENT_KEY_HEAD].try_into().map_err(|_| StoreError::Corrupt("event key".into())),
+        n => Err(StoreError::Corrupt(format!("an event key of {n} bytes, not 60"))),
+    }
+}
+
+/// The event key of `id` from what `event-ids-2` keeps of it.
+fn key_of(head: &[u8; EVENT_KEY_HEAD], id: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(EVENT_KEY_HEAD + 32);
+    k.extend_from_slice(head);
+    k.extend_from_slice(id);
+    k
+}
+
 fn event_key(e: &SignedEvent) -> Vec<u8> {
     let mut k = Vec::with_capacity(60);
     k.extend_from_slice(e.event.cylinder.as_bytes());
@@ -890,10 +914,16 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
             Some(v) if v == 1u64.to_le_bytes() => {
                 migrate_change_log(&tx)?;
                 migrate_log(&tx)?;
+                migrate_ids(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == 2u64.to_le_bytes() => {
                 migrate_log(&tx)?;
+                migrate_ids(&tx)?;
+                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
+            }
+            Some(v) if v == 3u64.to_le_bytes() => {
+                migrate_ids(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) => return Err(StoreError::Corrupt(format!("unknown storage layout {v:?}"))),
@@ -941,7 +971,7 @@ fn migrate_change_log(tx: &WriteTransaction) -> Result<(), StoreError> {
     let mut rows = 0u64;
     {
         let old = tx.open_table(ITEM_SEQ_V1_TABLE)?;
-        let ids = tx.open_table(EVENT_IDS_TABLE)?;
+        let ids = tx.open_table(EVENT_IDS_V1_TABLE)?;
         let mut new = tx.open_table(ITEM_SEQ_TABLE)?;
         for item in old.iter()? {
             let (k, id) = item?;
@@ -987,6 +1017,33 @@ fn migrate_log(tx: &WriteTransaction) -> Result<(), StoreError> {
     }
     tx.delete_table(EVENTS_V1_TABLE)?;
     tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 2 converted to 3");
+    Ok(())
+}
+
+/// Converts layout 3's id table (`event-ids-1`, each value the event's whole key) into
+/// `event-ids-2` (the key without the id it ends with) and drops the old table. Runs
+/// once, in the opening transaction, so a crash leaves either layout whole.
+fn migrate_ids(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut rows = 0u64;
+    {
+        let old = tx.open_table(EVENT_IDS_V1_TABLE)?;
+        let mut new = tx.open_table(EVENT_IDS_TABLE)?;
+        for item in old.iter()? {
+            let (id, key) = item?;
+            let (id, key) = (id.value(), key.value());
+            if key.get(EVENT_KEY_HEAD..) != Some(id.as_slice()) {
+                return Err(StoreError::Corrupt(format!(
+                    "the id table's key of {} does not end with it",
+                    crate::auth::hex(id)
+                )));
+            }
+            new.insert(id, key_head(key)?)?;
+            rows += 1;
+        }
+    }
+    tx.delete_table(EVENT_IDS_V1_TABLE)?;
+    tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 3 converted to 4");
     Ok(())
 }
 
@@ -1139,7 +1196,7 @@ impl Writer {
             None => match begin(&self.db, self.quick_repair) {
                 Ok(tx) => Open {
                     tx,
-                    summaries: replica::SummaryDeltas::new(),
+                    summaries: replica::SummaryDeltas::default(),
                     deferred: false,
                     hlc_before: self.hlc.clone(),
                     busy: std::time::Duration::ZERO,
@@ -1469,9 +1526,11 @@ impl WriteCtx<'_> {
         let (request_hash, id, state) = split_op(v.value())?;
         let ids = self.tx.open_table(EVENT_IDS_TABLE)?;
         let events = self.tx.open_table(EVENTS_TABLE)?;
-        let key = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
-        let stored = events.get(key.value())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
-        Ok(Some(StoredResult { request_hash, event: decode_keyed_event(key.value(), stored.value())?, state }))
+        let head = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
+        let key = key_of(head.value(), &id);
+        let stored =
+            events.get(key.as_slice())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
+        Ok(Some(StoredResult { request_hash, event: decode_keyed_event(&key, stored.value())?, state }))
     }
 
     /// Remembers the answer to an operation id: the event it recorded and the state after
@@ -1574,7 +1633,7 @@ impl WriteCtx<'_> {
             if ids.get(&event.id.0)?.is_some() {
                 return Ok(false);
             }
-            ids.insert(&event.id.0, key.as_slice())?;
+            ids.insert(&event.id.0, key_head(&key)?)?;
         }
         {
             let mut events = self.tx.open_table(EVENTS_TABLE)?;

@@ -269,8 +269,9 @@ impl WriteCtx<'_> {
             let last = super::scope_seq(&log, scope)?;
             log.insert((scope, last + 1), change)?;
         }
-        for (level, prefix) in summary_ranges(id) {
-            let (added, removed) = self.summaries.entry((scope.to_owned(), level, prefix)).or_default();
+        let ranges = self.summaries.of_scope(scope);
+        for range in summary_ranges(id) {
+            let (added, removed) = ranges.entry(range).or_default();
             if add { added.add(id) } else { removed.add(id) }
         }
         Ok(())
@@ -384,15 +385,15 @@ impl WriteCtx<'_> {
             let mut seq = super::scope_seq(&seqs, s)?;
             let keyed: Vec<(&SignedEvent, Vec<u8>)> = events.map(|e| (e, super::event_key(e))).collect();
             // The id table is keyed by hash: visited in id order, each of its pages is
-            // loaded and dirtied once per batch instead of at random. An id's value is
-            // its event key, so `insert` is also the duplicate check (a duplicate
+            // loaded and dirtied once per batch instead of at random. An id's value is the
+            // head of its event key, so `insert` is also the duplicate check (a duplicate
             // rewrites the same value).
             let mut by_id: Vec<usize> = (0..keyed.len()).collect();
             by_id.sort_unstable_by_key(|&i| &keyed[i].0.id.0);
             fresh = vec![false; keyed.len()];
             for i in by_id {
                 let (event, key) = &keyed[i];
-                fresh[i] = ids.insert(&event.id.0, key.as_slice())?.is_none();
+                fresh[i] = ids.insert(&event.id.0, super::key_head(key)?)?.is_none();
             }
             // The log in key order (a merged put holds several sorted runs), the change
             // sequence in arrival order.
@@ -417,9 +418,9 @@ impl WriteCtx<'_> {
             // Their traceability index entries come in the writer's next index pass.
             *self.deferred = true;
         }
-        for ((level, prefix), added) in deltas {
-            let (sum, _) = self.summaries.entry((scope.clone(), level, prefix)).or_default();
-            sum.merge(&added);
+        let ranges = self.summaries.of_scope(&scope);
+        for (range, added) in deltas {
+            ranges.entry(range).or_default().0.merge(&added);
         }
         Ok(fresh)
     }
@@ -570,9 +571,42 @@ impl WriteCtx<'_> {
         let encoded = seal.encode();
         let id: Id = Sha256::digest(&encoded).into();
         self.store_seal(&seal, &id, &encoded)?;
-        let mut t = self.tx.open_table(UNSEALED_TABLE)?;
-        t.retain_in(..=last, |_, _| false)?;
-        Ok(waiting.len())
+        {
+            let mut t = self.tx.open_table(UNSEALED_TABLE)?;
+            t.retain_in(..=last, |_, _| false)?;
+        }
+        self.drop_signatures(waiting.into_iter().map(|(_, id)| id))?;
+        Ok(seal.ids.len())
+    }
+
+    /// The seal stored here vouches for these events now: their log values drop the
+    /// signature, as a received sealed event's do. Sending them then reads no `sealed-1`
+    /// entry, and the log keeps 64 bytes less of each.
+    fn drop_signatures(&mut self, ids: impl Iterator<Item = [u8; 32]>) -> Result<(), StoreError> {
+        let mut ids: Vec<[u8; 32]> = ids.collect();
+        ids.sort_unstable();
+        let mut keys = Vec::with_capacity(ids.len());
+        {
+            let t = self.tx.open_table(EVENT_IDS_TABLE)?;
+            for id in &ids {
+                keys.extend(t.get(id)?.map(|head| super::key_of(head.value(), id)));
+            }
+        }
+        keys.sort_unstable();
+        let mut log = self.tx.open_table(EVENTS_TABLE)?;
+        for key in keys {
+            let sealed = match log.get(key.as_slice())? {
+                Some(value) => match super::log_parts(value.value())? {
+                    (signature, _) if signature == NO_SIGNATURE => None,
+                    (_, bytes) => Some(super::log_value_of(&NO_SIGNATURE, bytes)),
+                },
+                None => None,
+            };
+            if let Some(value) = sealed {
+                log.insert(key.as_slice(), value.as_slice())?;
+            }
+        }
+        Ok(())
     }
 
     /// A document from a peer (loaded by [`load_doc_items`]): merged into ours (or taken
@@ -636,8 +670,26 @@ fn summary_ranges(id: &Id) -> [(u8, u16); 3] {
     [(0, 0), (1, id[0] as u16), (2, u16::from_be_bytes([id[0], id[1]]))]
 }
 
-/// Summary changes of one write batch: (scope, level, prefix) → (added, removed).
-pub(crate) type SummaryDeltas = std::collections::BTreeMap<(String, u8, u16), (Summary, Summary)>;
+/// Summary changes of one write batch, per scope: (level, prefix) → (added, removed).
+/// A batch touches a few scopes; each one's name is kept once, not once per item.
+#[derive(Debug, Default)]
+pub(crate) struct SummaryDeltas(Vec<(String, RangeDeltas)>);
+
+/// One scope's summary changes: (level, prefix) → (added, removed).
+type RangeDeltas = std::collections::BTreeMap<(u8, u16), (Summary, Summary)>;
+
+impl SummaryDeltas {
+    fn of_scope(&mut self, scope: &str) -> &mut RangeDeltas {
+        let at = match self.0.iter().position(|(s, _)| s == scope) {
+            Some(at) => at,
+            None => {
+                self.0.push((scope.to_owned(), Default::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+}
 
 /// Folds a batch's summary changes into the tables: one read and one write per touched
 /// range instead of one per item.
@@ -651,21 +703,23 @@ pub(crate) fn apply_summaries(tx: &redb::WriteTransaction, deltas: &mut SummaryD
     let mut l0 = tx.open_table(SUMMARY_L0_TABLE)?;
     let mut l1 = tx.open_table(SUMMARY_L1_TABLE)?;
     let mut l2 = tx.open_table(SUMMARY_L2_TABLE)?;
-    for ((scope, level, prefix), (added, removed)) in std::mem::take(deltas) {
+    for (scope, ranges) in std::mem::take(&mut deltas.0) {
         let scope = scope.as_str();
-        match level {
-            0 => {
-                let old = l0.get(scope)?.map(|v| *v.value());
-                l0.insert(scope, &fold(old, &added, &removed))?;
-            }
-            1 => {
-                let key = (scope, prefix as u8);
-                let old = l1.get(key)?.map(|v| *v.value());
-                l1.insert(key, &fold(old, &added, &removed))?;
-            }
-            _ => {
-                let old = l2.get((scope, prefix))?.map(|v| *v.value());
-                l2.insert((scope, prefix), &fold(old, &added, &removed))?;
+        for ((level, prefix), (added, removed)) in ranges {
+            match level {
+                0 => {
+                    let old = l0.get(scope)?.map(|v| *v.value());
+                    l0.insert(scope, &fold(old, &added, &removed))?;
+                }
+                1 => {
+                    let key = (scope, prefix as u8);
+                    let old = l1.get(key)?.map(|v| *v.value());
+                    l1.insert(key, &fold(old, &added, &removed))?;
+                }
+                _ => {
+                    let old = l2.get((scope, prefix))?.map(|v| *v.value());
+                    l2.insert((scope, prefix), &fold(old, &added, &removed))?;
+                }
             }
         }
     }
@@ -741,7 +795,7 @@ impl Store {
         let table = r.open_table(EVENT_IDS_TABLE)?;
         let mut keys = Vec::with_capacity(ids.len());
         for id in ids {
-            keys.extend(table.get(id)?.map(|k| k.value().to_vec()));
+            keys.extend(table.get(id)?.map(|head| super::key_of(head.value(), id)));
         }
         self.events_at(r, &keys)
     }
@@ -1002,8 +1056,9 @@ impl ItemStore for Replica {
         let keys = r.open_table(EVENT_IDS_TABLE)?;
         let mut keyed = Vec::with_capacity(ids.len());
         for id in ids.iter() {
-            let key = keys.get(id)?.map(|k| k.value().to_vec()).unwrap_or_default();
-            keyed.push((key, *id));
+            // Key order is (head, id) order: a key is its head followed by its id.
+            let head = keys.get(id)?.map(|h| *h.value()).unwrap_or([0; 28]);
+            keyed.push((head, *id));
         }
         keyed.sort_unstable();
         *ids = keyed.into_iter().map(|(_, id)| id).collect();

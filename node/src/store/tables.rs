@@ -23,8 +23,12 @@ pub(crate) const EVENTS_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::
 /// then the canonical encoding). Read once to convert it into `events-2`.
 pub(crate) const EVENTS_V1_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-1");
 
-/// Event id → its key in `events-2` (deduplication and look-up by id).
-pub(crate) const EVENT_IDS_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("event-ids-1");
+/// Event id → the first 28 bytes of its key in `events-2` (cylinder code ++ HLC; the key
+/// ends with the id itself): deduplication and look-up by id (`store::key_of`).
+pub(crate) const EVENT_IDS_TABLE: TableDefinition<&[u8; 32], &[u8; 28]> = TableDefinition::new("event-ids-2");
+/// Layout 3's id table: event id → its whole key in the log (the id written twice). Read
+/// once to convert it into `event-ids-2`.
+pub(crate) const EVENT_IDS_V1_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("event-ids-1");
 
 /// Sealed events: first 16 bytes of the event id → 32-byte key of the node whose seal
 /// lists it (`schema::seal`). An event found here travels without its own signature.
@@ -40,7 +44,7 @@ pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefiniti
 
 /// Traceability indexes. Key: `<dimension>\0<value>\0` ++ 8-byte big-endian wall ms ++
 /// 32-byte event id, for dimensions `time` (empty value), `operator`, `kind` and `place`.
-/// Value: none; the id leads to the event through `event-ids-1`.
+/// Value: none; the id leads to the event through `event-ids-2`.
 pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-index-1");
 
 /// Automerge documents: compacted snapshot. Key: document id (`cyl:<code>`, `staff:<account>`, ...).
@@ -72,7 +76,7 @@ pub(crate) const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::n
 /// Replication items of document scopes (`D:<enterprise>`) and seal scopes
 /// (`A:<enterprise>`). Key: (scope, 32-byte item id). Value: the document id, or the
 /// seal's encoding (`schema::seal`). The event scope (`E:<enterprise>`) needs no table of
-/// its own: its items are the keys of `event-ids-1`.
+/// its own: its items are the keys of `event-ids-2`.
 pub(crate) const SYNC_ITEMS_TABLE: TableDefinition<(&str, &[u8; 32]), &[u8]> = TableDefinition::new("sync-items-1");
 
 /// A document's current item id: SHA-256 of the document id and its sorted heads.
@@ -94,7 +98,7 @@ pub(crate) const ANOMALIES_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinitio
 /// last agreed" from it (`sync::session`). Ids of replaced document items stay listed.
 /// Value: the item id (32 bytes); for the events scope the event's key in `events-2`
 /// (60 bytes, ending with its id), so that a push or an index pass reads the log in key
-/// order without a look-up per event in `event-ids-1`. Layout 1 had the id for every
+/// order without a look-up per event in `event-ids-2`. Layout 1 had the id for every
 /// scope in `item-seq-1`; opening such a file converts it (`migrate_change_log`).
 pub(crate) const ITEM_SEQ_TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("item-seq-2");
 /// Layout 1's change sequence, read once to convert it into `item-seq-2`.

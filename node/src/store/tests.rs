@@ -129,6 +129,20 @@ fn downgrade_log(tx: &redb::WriteTransaction, sealed: &[u32]) -> Vec<(Vec<u8>, V
     rows
 }
 
+/// Writes the id table back in layout 3's form (`event-ids-1`: each id's whole event
+/// key), as an older node left it.
+fn downgrade_ids(tx: &redb::WriteTransaction) {
+    {
+        let new = tx.open_table(EVENT_IDS_TABLE).unwrap();
+        let mut old = tx.open_table(EVENT_IDS_V1_TABLE).unwrap();
+        for row in new.iter().unwrap() {
+            let (id, head) = row.unwrap();
+            old.insert(id.value(), key_of(head.value(), id.value()).as_slice()).unwrap();
+        }
+    }
+    tx.delete_table(EVENT_IDS_TABLE).unwrap();
+}
+
 /// Changes of a scope (number, item) and the items a push of them reads.
 type Pushed = (Vec<(u64, [u8; 32])>, Vec<Vec<u8>>);
 
@@ -185,6 +199,7 @@ fn a_layout_1_file_is_converted_on_open() {
         }
         tx.delete_table(ITEM_SEQ_TABLE).unwrap();
         downgrade_log(&tx, &[]);
+        downgrade_ids(&tx);
         tx.commit().unwrap();
     }
     let store = Store::open(&path, options(), clock()).unwrap();
@@ -196,7 +211,7 @@ fn a_layout_1_file_is_converted_on_open() {
     let layout = r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value().to_vec();
     assert_eq!(layout, LAYOUT.to_le_bytes());
     let names = table_names(&r);
-    assert!(!names.iter().any(|n| n == "item-seq-1" || n == "events-1"), "{names:?}");
+    assert!(!names.iter().any(|n| ["item-seq-1", "events-1", "event-ids-1"].contains(&n.as_str())), "{names:?}");
     // Every event-scope row holds the event's key in the log.
     let seqs = r.open_table(ITEM_SEQ_TABLE).unwrap();
     let events = r.open_table(EVENTS_TABLE).unwrap();
@@ -219,6 +234,7 @@ fn a_layout_2_log_is_converted_on_open_and_reads_back_the_same() {
         let tx = db.begin_write().unwrap();
         tx.open_table(META_TABLE).unwrap().insert("layout", 2u64.to_le_bytes().as_slice()).unwrap();
         let rows = downgrade_log(&tx, &[2]);
+        downgrade_ids(&tx);
         tx.commit().unwrap();
         rows
     };
@@ -226,7 +242,7 @@ fn a_layout_2_log_is_converted_on_open_and_reads_back_the_same() {
     let store = Store::open(&path, options(), clock()).unwrap();
     let r = store.db.begin_read().unwrap();
     assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT.to_le_bytes());
-    assert!(!table_names(&r).iter().any(|n| n == "events-1"));
+    assert!(!table_names(&r).iter().any(|n| n == "events-1" || n == "event-ids-1"));
     let events = r.open_table(EVENTS_TABLE).unwrap();
     assert_eq!(events.len().unwrap(), 3);
     for (key, stored) in &old_rows {
@@ -245,6 +261,80 @@ fn a_layout_2_log_is_converted_on_open_and_reads_back_the_same() {
             event.verify().unwrap();
         }
     }
+}
+
+/// Layout 3's id table repeated each id in its value; opening such a file keeps only
+/// the key's head (`event-ids-2`), and events are found by id and pushed as before.
+#[test]
+fn a_layout_3_id_table_is_converted_on_open_and_finds_the_same_events() {
+    use sync::store::ItemStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let scope = replica::events_scope("3701020001");
+    let (before, items) = three_cylinders(&path);
+    let old_ids: Vec<([u8; 32], Vec<u8>)> = {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META_TABLE).unwrap().insert("layout", 3u64.to_le_bytes().as_slice()).unwrap();
+        downgrade_ids(&tx);
+        let rows = tx
+            .open_table(EVENT_IDS_V1_TABLE)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| row.map(|(id, key)| (*id.value(), key.value().to_vec())).unwrap())
+            .collect();
+        tx.commit().unwrap();
+        rows
+    };
+    assert_eq!(old_ids.len(), 3);
+    let store = Store::open(&path, options(), clock()).unwrap();
+    {
+        let r = store.db.begin_read().unwrap();
+        assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT.to_le_bytes());
+        assert!(!table_names(&r).iter().any(|n| n == "event-ids-1"));
+        let ids = r.open_table(EVENT_IDS_TABLE).unwrap();
+        for (id, key) in &old_ids {
+            assert_eq!(key_of(ids.get(id).unwrap().unwrap().value(), id), *key);
+        }
+    }
+    let wanted: Vec<schema::event::EventId> = old_ids.iter().map(|(id, _)| schema::event::EventId(*id)).collect();
+    let found = store.events_by_id(&wanted).unwrap();
+    assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), wanted);
+    let replica = replica::Replica::new(store.clone());
+    let ids: Vec<[u8; 32]> = before.iter().map(|(_, id)| *id).collect();
+    let mut ordered = ids.clone();
+    replica.send_order(scope.as_bytes(), &mut ordered).unwrap();
+    assert_eq!(replica.get_many(scope.as_bytes(), &ordered).unwrap(), items);
+    assert_eq!(replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap(), before);
+}
+
+/// An id table of layout 3 whose value does not end with its id is damage: the file is
+/// not opened (and so not half converted).
+#[test]
+fn a_layout_3_id_table_that_does_not_match_its_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    three_cylinders(&path);
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META_TABLE).unwrap().insert("layout", 3u64.to_le_bytes().as_slice()).unwrap();
+        downgrade_ids(&tx);
+        {
+            let mut old = tx.open_table(EVENT_IDS_V1_TABLE).unwrap();
+            let (id, mut key) = old.first().unwrap().map(|(id, key)| (*id.value(), key.value().to_vec())).unwrap();
+            let last = key.len() - 1;
+            key[last] ^= 1;
+            old.insert(&id, key.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let err = Store::open(&path, options(), clock()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(ref m) if m.contains("does not end with it")), "{err}");
+    let db = Database::create(&path).unwrap();
+    let r = db.begin_read().unwrap();
+    assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), 3u64.to_le_bytes());
 }
 
 /// A log value that is cut short or carries an unknown tag is reported, not read.

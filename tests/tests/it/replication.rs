@@ -366,7 +366,8 @@ fn a_station_sending_another_enterprises_events_has_them_refused_and_logged() {
     let b_cfg = b_config.display().to_string();
     let mut b1 = node(d, "b-station", &["--config", &b_cfg, "--demo", "--demo-cylinders", "8"]);
     b1.kill();
-    let foreign: Vec<schema::event::SignedEvent> = {
+    // Its events as it holds them (sealed: without their signatures) and its seals.
+    let (foreign, b_seals): (Vec<schema::event::SignedEvent>, Vec<Vec<u8>>) = {
         let b_store = open_store(&d.join("b-station"), "3701030001");
         let (_, rows) = b_store.list(&node::store::CylinderFilter::default(), 0, 100).unwrap();
         assert_eq!(rows.len(), 8);
@@ -375,9 +376,15 @@ fn a_station_sending_another_enterprises_events_has_them_refused_and_logged() {
             let code = row.archive.code.parse().unwrap();
             events.extend(b_store.events_of(&code, 1000).unwrap());
         }
+        let replica = node::store::replica::Replica::new(b_store.clone());
+        let scope = node::store::replica::seals_scope("3701030001");
+        let ids = sync::store::ItemStore::ids(&replica, scope.as_bytes(), &[]).unwrap();
+        let seals = sync::store::ItemStore::get_many(&replica, scope.as_bytes(), &ids).unwrap();
+        drop(replica);
         b_store.shutdown();
-        events
+        (events, seals)
     };
+    assert!(!b_seals.is_empty(), "B sealed its demo data");
     assert!(foreign.len() >= 8, "{}", foreign.len());
 
     // A station of enterprise A gets them before it is enrolled (an unenrolled node takes
@@ -387,6 +394,9 @@ fn a_station_sending_another_enterprises_events_has_them_refused_and_logged() {
     {
         let a_store = open_store(&a_data, "3701020001");
         let mut replica = node::store::replica::Replica::new(a_store.clone());
+        let seals = node::store::replica::seals_scope("3701020001");
+        let received = sync::store::ItemStore::put(&mut replica, seals.as_bytes(), b_seals.clone()).unwrap();
+        assert_eq!(received.stored.len(), b_seals.len(), "{:?}", received.refused);
         let items: Vec<Vec<u8>> = foreign.iter().map(|e| e.to_stored()).collect();
         let scope = node::store::replica::events_scope("3701020001");
         let received = sync::store::ItemStore::put(&mut replica, scope.as_bytes(), items).unwrap();

@@ -510,6 +510,13 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
 
     assert_eq!(a.seal_all().unwrap(), signed.len());
     assert_eq!(a.seal_all().unwrap(), 0, "nothing is sealed twice");
+    // The seal stands for the signatures: the writer's own log keeps none of them.
+    let tags: Vec<u8> = {
+        let r = a.db.begin_read().unwrap();
+        let log = r.open_table(EVENTS_TABLE).unwrap();
+        log.iter().unwrap().map(|row| row.unwrap().1.value()[0]).collect()
+    };
+    assert_eq!(tags, vec![0; signed.len()], "a sealed event's log value still holds its signature");
     let sealed = items(&ra, &events);
     assert!(sealed.iter().all(|i| i[..64] == NO_SIGNATURE), "sealed events go without their signature");
     let seal = items(&ra, &seals);
