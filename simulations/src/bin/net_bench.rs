@@ -434,6 +434,11 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let took = t.elapsed();
+    // What the head office had taken in and sent out by then (its relaying included).
+    let (bytes_in, bytes_out) = login(&ho.url, "demo-manager")
+        .ok()
+        .and_then(|c| c.peers().ok())
+        .map_or((0, 0), |peers| peers.iter().fold((0, 0), |(i, o), p| (i + p.bytes_in, o + p.bytes_out)));
     // What the head office itself spent (relaying to the stations included): on this
     // shared machine the stations' share of the cores sets much of the wall time.
     let (ho_cpu, writer_s) =
@@ -467,6 +472,11 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
     println!(
         "  head office CPU until it held them: {ho_cpu:.1} s ({:.0} events per CPU-second); writer busy {writer_s:.1} s in {commits} commits of {jobs} jobs",
         total as f64 / ho_cpu.max(0.01),
+    );
+    println!(
+        "  head office traffic until then: {:.1} MB in, {:.1} MB out (to the stations: relays and walk answers)",
+        bytes_in as f64 / 1e6,
+        bytes_out as f64 / 1e6
     );
     Ok(())
 }
