@@ -836,25 +836,27 @@ fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
 
 /// Bytes of an event key before its id: the 16-byte cylinder code and the 12-byte HLC.
 const EVENT_KEY_HEAD: usize = 28;
+/// Bytes of an event key: its head, then the 32-byte id.
+const EVENT_KEY_LEN: usize = EVENT_KEY_HEAD + 32;
 
 /// What `event-ids-2` keeps of an event key: the part before the id.
 fn key_head(key: &[u8]) -> Result<&[u8; EVENT_KEY_HEAD], StoreError> {
     match key.len() {
-        60 => key[..EVENT_KEY_HEAD].try_into().map_err(|_| StoreError::Corrupt("event key".into())),
-        n => Err(StoreError::Corrupt(format!("an event key of {n} bytes, not 60"))),
+        EVENT_KEY_LEN => key[..EVENT_KEY_HEAD].try_into().map_err(|_| StoreError::Corrupt("event key".into())),
+        n => Err(StoreError::Corrupt(format!("an event key of {n} bytes, not {EVENT_KEY_LEN}"))),
     }
 }
 
 /// The event key of `id` from what `event-ids-2` keeps of it.
 fn key_of(head: &[u8; EVENT_KEY_HEAD], id: &[u8; 32]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(EVENT_KEY_HEAD + 32);
+    let mut k = Vec::with_capacity(EVENT_KEY_LEN);
     k.extend_from_slice(head);
     k.extend_from_slice(id);
     k
 }
 
 fn event_key(e: &SignedEvent) -> Vec<u8> {
-    let mut k = Vec::with_capacity(60);
+    let mut k = Vec::with_capacity(EVENT_KEY_LEN);
     k.extend_from_slice(e.event.cylinder.as_bytes());
     k.extend_from_slice(&e.event.hlc.to_key());
     k.extend_from_slice(&e.id.0);
