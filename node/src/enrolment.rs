@@ -32,6 +32,10 @@ pub const CA_CERT: &str = "ca_cert";
 pub const CERT: &str = "cert";
 /// The head office's QUIC address (`ip:port`), learnt at enrolment.
 pub const UPSTREAM: &str = "upstream";
+/// Set when a station is enrolled, until its first checkpoints with the head office are
+/// saved: the head office holds nothing of it yet, so its first round pushes its whole
+/// log (see `replication::load_checkpoints`).
+pub const FIRST_PUSH: &str = "first_push";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnrolRequest {
@@ -251,13 +255,17 @@ pub fn target(enterprise: &str, region: RegionCode, answer: &EnrolResponse) -> a
 /// Saves a granted certificate, and the head office's QUIC address (`upstream` if given,
 /// else the one it said), into `store`.
 pub fn save(store: &Store, granted: Granted, upstream: Option<SocketAddr>) -> anyhow::Result<()> {
-    let Granted { ca, cert, upstream: said, .. } = granted;
+    let Granted { ca, cert, upstream: said, answer } = granted;
     let upstream = upstream.or(said).map(|a| a.to_string());
+    let station = answer.role == "station";
     store.write_blocking(move |ctx| {
         ctx.set_meta(CA_CERT, &ca)?;
         ctx.set_meta(CERT, &cert)?;
         if let Some(u) = &upstream {
             ctx.set_meta(UPSTREAM, u.as_bytes())?;
+        }
+        if station {
+            ctx.set_meta(FIRST_PUSH, b"1")?;
         }
         Ok(())
     })?;
@@ -307,6 +315,20 @@ mod tests {
         assert_eq!(quic_address("http://127.0.0.1:8080/", 9), Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(quic_address("http://[::1]:8080", 7443), Some("[::1]:7443".parse().unwrap()));
         assert_eq!(quic_address("10.0.0.2", 7443), Some("10.0.0.2:7443".parse().unwrap()));
+    }
+
+    /// A station's first round with its head office pushes its whole log; a regulator's
+    /// laptop, which meets several offices, walks.
+    #[test]
+    fn only_an_enrolled_station_is_marked_for_a_first_push() {
+        for (role, marked) in [("station", true), ("regulator", false)] {
+            let store =
+                Store::in_memory(std::sync::Arc::new(crate::clock::ManualClock::at(1_795_579_200_000))).unwrap();
+            let granted = Granted { answer: answer("3701020001", role), ca: vec![1], cert: vec![2], upstream: None };
+            save(&store, granted, None).unwrap();
+            assert_eq!(store.meta(FIRST_PUSH).unwrap().is_some(), marked, "{role}");
+            assert_eq!(store.meta(CERT).unwrap(), Some(vec![2]));
+        }
     }
 
     #[test]

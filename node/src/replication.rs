@@ -78,21 +78,34 @@ fn checkpoint_key(peer: schema::event::NodeId) -> String {
     format!("sync_checkpoint:{peer}")
 }
 
-/// The checkpoints of `peer`: the newest in memory, else those saved in the store.
-fn load_checkpoints(store: &Store, peers: &Peers, peer: schema::event::NodeId) -> Checkpoints {
+/// The checkpoints of `peer`: the newest in memory, else those saved in the store. A
+/// station just enrolled that meets its head office for the first time starts from 0 in
+/// every scope (the head office holds nothing of it): it pushes its log at once instead
+/// of waiting for a walk to find it range by range, which kept twenty stations uploading
+/// into an empty head office waiting on each other's walks (`net_bench --stations 20`).
+/// A station enrolled again with the data the head office has costs resent bytes, not data.
+fn load_checkpoints(store: &Store, peers: &Peers, peer: schema::event::NodeId, initiator: bool) -> Checkpoints {
     if let Some(c) = peers.checkpoints(peer) {
         return c;
     }
     match store.meta(&checkpoint_key(peer)) {
         Ok(Some(bytes)) => postcard::from_bytes(&bytes).unwrap_or_default(),
+        _ if initiator && matches!(store.meta(crate::enrolment::FIRST_PUSH), Ok(Some(_))) => {
+            scopes(store.enterprise()).into_iter().map(|s| (s, 0)).collect()
+        }
         _ => Checkpoints::new(),
     }
 }
 
+/// Saves `peer`'s checkpoints; the first ones end a fresh station's first push.
 fn save_checkpoints(store: &Store, peer: schema::event::NodeId, c: &Checkpoints) {
     let Ok(bytes) = postcard::to_allocvec(c) else { return };
     let key = checkpoint_key(peer);
-    if let Err(e) = tokio::task::block_in_place(|| store.write_blocking(move |ctx| ctx.set_meta(&key, &bytes))) {
+    let save = move |ctx: &mut crate::store::WriteCtx<'_>| {
+        ctx.set_meta(&key, &bytes)?;
+        ctx.take_meta(crate::enrolment::FIRST_PUSH).map(|_| ())
+    };
+    if let Err(e) = tokio::task::block_in_place(|| store.write_blocking(save)) {
         tracing::warn!(error = %e, "could not save replication checkpoints");
     }
 }
@@ -128,6 +141,8 @@ struct Incoming {
     checked: Option<tokio::task::JoinHandle<Prechecked>>,
     /// Held until the frame is handled: decoded frames wait within a bound.
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Items count as being received from their decoding on (see [`Store::receiving`]).
+    _receiving: Option<crate::store::Receiving>,
 }
 
 /// Stops a task when the session that started it ends, however it ends.
@@ -212,6 +227,10 @@ fn read_ahead(
                     _ => 1,
                 };
                 let Ok(permit) = permits.clone().acquire_many_owned(weight).await else { return };
+                let receiving = match &frame {
+                    Frame::Items { .. } => Some(store.start_receiving()),
+                    _ => None,
+                };
                 let checked = match &frame {
                     Frame::Items { scope, items } => {
                         let (scope, items, store) = (scope.clone(), items.clone(), store.clone());
@@ -219,7 +238,8 @@ fn read_ahead(
                     }
                     _ => None,
                 };
-                if tx.send(Ok(Incoming { frame, wire_bytes, checked, _permit: permit })).await.is_err() {
+                let incoming = Incoming { frame, wire_bytes, checked, _permit: permit, _receiving: receiving };
+                if tx.send(Ok(incoming)).await.is_err() {
                     return;
                 }
             }
@@ -283,7 +303,7 @@ async fn run_session(
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
     let mut replica = Replica::new(store.clone());
-    let mut saved = load_checkpoints(&store, peers, peer);
+    let mut saved = load_checkpoints(&store, peers, peer, initiator);
     let mut saved_at = Instant::now();
     let mut session = Session::new(options(&store, initiator, saved.clone()));
     // The first round's price: bytes both ways and flights sent until in sync.
@@ -306,13 +326,13 @@ async fn run_session(
         let mut waiting_since: Option<Instant> = None;
         loop {
             // A head office takes in what its peers send before it answers or relays: while
-            // another session's items are being stored, this one sends nothing (up to
+            // peers' items are being checked or stored, this session sends nothing (up to
             // `RELAY_WAIT_MAX` at a time). Relaying each station's data to the others while
-            // they still uploaded made each station store the others' data in the loop
-            // that also sends its own, and the uploads crawled (`net_bench --stations 20`).
+            // they still uploaded made each station store the others' data in the time it
+            // had for sending its own, and the uploads crawled (`net_bench --stations 20`).
             // Puts need no answer, so what waits is only this side's frames.
             let waits = !initiator
-                && store.receiving() > 0
+                && store.receiving()
                 && waiting_since.get_or_insert_with(Instant::now).elapsed() < RELAY_WAIT_MAX;
             if !waits {
                 waiting_since = None;
@@ -391,11 +411,12 @@ async fn run_session(
                     let Some(mut incoming) = incoming else { return Ok(()) };
                     // Every frame already here is handled before answering: one flight back.
                     loop {
-                        let Incoming { mut frame, wire_bytes, checked, _permit: permit } = incoming?;
+                        let Incoming { mut frame, wire_bytes, checked, _permit: permit, _receiving: receiving } =
+                            incoming?;
                         round_bytes += wire_bytes;
                         let mut checked = verdicts(checked).await?;
                         // Items of the same scope decoded meanwhile go with them, in one commit.
-                        let mut permits = vec![permit];
+                        let mut permits = vec![(permit, receiving)];
                         let mut after = None;
                         let mut item_bytes = match &frame {
                             Frame::Items { items, .. } => items.iter().map(Vec::len).sum(),
@@ -405,11 +426,15 @@ async fn run_session(
                             && item_bytes < MERGE_ITEM_BYTES
                         {
                             match frames.try_recv() {
-                                Ok(Ok(Incoming { frame: Frame::Items { scope: s, items: more }, wire_bytes, checked: c, _permit: p }))
-                                    if s == *scope =>
-                                {
+                                Ok(Ok(Incoming {
+                                    frame: Frame::Items { scope: s, items: more },
+                                    wire_bytes,
+                                    checked: c,
+                                    _permit: p,
+                                    _receiving: r,
+                                })) if s == *scope => {
                                     round_bytes += wire_bytes;
-                                    permits.push(p);
+                                    permits.push((p, r));
                                     // Verdicts that cannot be joined are made again by the put.
                                     let c = verdicts(c).await?;
                                     checked = checked.zip(c).and_then(|(a, b)| a.join(b));
@@ -574,4 +599,32 @@ pub fn connect(
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// A station just enrolled starts its first session with the head office from
+    /// checkpoint 0 in every scope (it pushes its whole log); the head office's side walks;
+    /// once the station's first checkpoints are saved, they are what it starts from.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_freshly_enrolled_station_pushes_everything_until_its_first_checkpoints() {
+        let store = Store::in_memory(Arc::new(ManualClock::at(1_795_579_200_000))).unwrap();
+        let (peers, office) = (Peers::default(), schema::event::NodeId([9; 32]));
+        assert!(load_checkpoints(&store, &peers, office, true).is_empty(), "not enrolled: a walk");
+        let enrol = |ctx: &mut crate::store::WriteCtx<'_>| ctx.set_meta(crate::enrolment::FIRST_PUSH, b"1");
+        tokio::task::block_in_place(|| store.write_blocking(enrol)).unwrap();
+        let zero: Checkpoints = scopes(store.enterprise()).into_iter().map(|s| (s, 0)).collect();
+        assert_eq!(zero.len(), 3);
+        assert_eq!(load_checkpoints(&store, &peers, office, true), zero);
+        assert!(load_checkpoints(&store, &peers, office, false).is_empty(), "the answering side walks");
+        let reached: Checkpoints = zero.keys().map(|s| (s.clone(), 42)).collect();
+        save_checkpoints(&store, office, &reached);
+        assert_eq!(store.meta(crate::enrolment::FIRST_PUSH).unwrap(), None);
+        assert_eq!(load_checkpoints(&store, &peers, office, true), reached);
+        // Another peer met later (a station on the LAN) is a first contact: a walk.
+        assert!(load_checkpoints(&store, &peers, schema::event::NodeId([8; 32]), true).is_empty());
+    }
 }

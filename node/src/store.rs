@@ -182,7 +182,8 @@ pub struct WriterStats {
     pub unsettled: std::sync::atomic::AtomicBool,
 }
 
-/// Counts one put of a peer's items for as long as it lives.
+/// Counts received items, from their decoding until they are stored, for as long as it
+/// lives (see [`Store::receiving`]).
 pub(crate) struct Receiving(Arc<WriterStats>);
 
 impl Drop for Receiving {
@@ -356,12 +357,14 @@ impl Store {
         self.commits.subscribe()
     }
 
-    /// How many puts of peers' items are being stored right now: a head office's sessions
-    /// wait for them before they send (see `replication::RELAY_WAIT_MAX`).
-    pub fn receiving(&self) -> u64 {
-        self.stats.receiving.load(Ordering::Acquire) + u64::from(self.stats.unsettled.load(Ordering::Acquire))
+    /// Whether peers' items are being taken in: received frames of items are being checked
+    /// or stored, or answered puts wait for their commit. A head office's sessions wait
+    /// for that before they send (see `replication::RELAY_WAIT_MAX`).
+    pub fn receiving(&self) -> bool {
+        self.stats.receiving.load(Ordering::Acquire) > 0 || self.stats.unsettled.load(Ordering::Acquire)
     }
 
+    /// Counts received items until the guard drops.
     pub(crate) fn start_receiving(&self) -> Receiving {
         self.stats.receiving.fetch_add(1, Ordering::AcqRel);
         Receiving(self.stats.clone())

@@ -47,7 +47,8 @@ pub struct SessionOptions {
     pub ids_per_frame: usize,
     /// Restart from the root after this long without progress, in milliseconds.
     pub retry_ms: u64,
-    /// Per scope, this side's change sequence when it was last in sync with this peer.
+    /// Per scope, this side's change sequence when it was last in sync with this peer (0:
+    /// the peer holds nothing of this side; see [`Session::start`]).
     pub checkpoints: BTreeMap<Vec<u8>, u64>,
     /// Items a walk found the peer lacks wait until this many are queued, or until the
     /// peer has sent nothing for `hold_quiet_ms`, or for `hold_max_ms` at most (a peer
@@ -217,13 +218,16 @@ impl Session {
     }
 
     /// Queues what this side added to `scope` since its checkpoint, then `Pushed`. With no
-    /// checkpoint (a first contact) nothing is pushed: the fingerprint walk decides.
+    /// checkpoint (a first contact) nothing is pushed: the fingerprint walk decides. A
+    /// checkpoint of 0 says the peer holds nothing of this side yet (a station meeting
+    /// the head office that just enrolled it): its whole log is pushed, at once, instead
+    /// of coming out of a walk range by range.
     fn push<S: ItemStore>(&mut self, store: &S, scope: &[u8]) -> Result<(), SessionError> {
-        let ckpt = self.opts.checkpoints.get(scope).copied().unwrap_or(0);
-        let since = ckpt.max(self.pushed_upto.get(scope).copied().unwrap_or(0));
+        let ckpt = self.opts.checkpoints.get(scope).copied();
+        let since = ckpt.unwrap_or(0).max(self.pushed_upto.get(scope).copied().unwrap_or(0));
         let now = store.seq(scope).map_err(store_err)?;
         self.pushed_upto.insert(scope.to_vec(), now);
-        if ckpt > 0 && now > since {
+        if ckpt.is_some() && now > since {
             // A push still under way goes on to the newer end.
             let push = self.pushing.entry(scope.to_vec()).or_insert((since, now));
             *push = (push.0.min(since), now);

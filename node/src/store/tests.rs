@@ -357,12 +357,12 @@ fn unsettled_puts_share_one_commit_until_a_read_or_a_write_settles_them() {
     }
     // Answered, not committed: readers see none of it yet.
     assert_eq!(store.counts().unwrap(), (0, 0));
-    assert_eq!(store.receiving(), 1, "an open transaction of puts counts as receiving");
+    assert!(store.receiving(), "an open transaction of puts counts as receiving");
     assert_eq!(commits(), before);
     store.settle().unwrap();
     assert_eq!(store.counts().unwrap(), (2, 2));
     assert_eq!(commits(), before + 1, "both puts in one commit");
-    assert_eq!(store.receiving(), 0);
+    assert!(!store.receiving());
     // Any other write commits what waits, with itself, before it is answered.
     store.write_unsettled_blocking(1 << 20, |ctx| ctx.register(archive(3), "k", "p").map(|_| ())).unwrap();
     store.write_blocking(|ctx| ctx.register(archive(4), "k", "p").map(|_| ())).unwrap();
@@ -380,7 +380,7 @@ fn unsettled_puts_share_one_commit_until_a_read_or_a_write_settles_them() {
         assert!(Instant::now() < deadline, "the lingering transaction never committed");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert_eq!(store.receiving(), 0);
+    assert!(!store.receiving());
 }
 
 /// `n` registered cylinders whose events the index must take again: the cursor is put

@@ -447,6 +447,13 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         metric(&ho.url, "node_store_commits_total").unwrap_or_default(),
         metric(&ho.url, "node_store_jobs_total").unwrap_or_default(),
     );
+    // What the stations spent by then, mostly storing what the head office relayed.
+    let (mut st_cpu, mut st_commits, mut st_events) = (0.0, 0.0, 0u64);
+    for st in &running {
+        st_cpu += cpu_seconds(st.child.id());
+        st_commits += metric(&st.url, "node_store_commits_total").unwrap_or_default();
+        st_events += events_held(&st.url).unwrap_or_default();
+    }
     // The head office now relays every station's data to every other station; on this
     // one machine the stations' storing of it would take the cores from the head office's
     // own work, so they stop here (their uploads are done).
@@ -477,6 +484,11 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         "  head office traffic until then: {:.1} MB in, {:.1} MB out (to the stations: relays and walk answers)",
         bytes_in as f64 / 1e6,
         bytes_out as f64 / 1e6
+    );
+    println!(
+        "  the stations by then: {st_cpu:.1} s of CPU in all, {st_commits:.0} commits, {} events held ({} of them relayed)",
+        st_events,
+        st_events.saturating_sub(total)
     );
     Ok(())
 }

@@ -280,6 +280,42 @@ fn after_a_sync_the_changes_since_the_checkpoints_are_the_whole_round() {
     assert_eq!(again.sa.stats.items_sent, 7);
 }
 
+/// A checkpoint of 0 (the peer holds nothing of this side: a station meeting the head
+/// office that just enrolled it) pushes the whole log at once; without one, the same
+/// meeting is a walk. Either way both end with the union.
+#[test]
+fn a_zero_checkpoint_pushes_the_whole_log_without_waiting_for_a_walk() {
+    let mine: BTreeSet<u32> = (0..3_000).collect();
+    let theirs: BTreeSet<u32> = (10_000..14_000).collect();
+    let union = store_of(&mine.union(&theirs).copied().collect());
+    let zero = BTreeMap::from([(SCOPE.to_vec(), 0)]);
+    let pushed = run_with(
+        store_of(&mine),
+        store_of(&theirs),
+        resumed(zero, BTreeMap::new()),
+        Link::new(1, 0, 0, 0),
+        Link::new(2, 0, 0, 0),
+        100_000,
+    );
+    assert_eq!(pushed.a.items, union.items);
+    assert_eq!(pushed.b.items, union.items);
+    assert!(pushed.sa.is_in_sync() && pushed.sb.is_in_sync());
+    // Every item of a went before its first fingerprint: the push, not the walk.
+    let k = &pushed.kinds.0;
+    let first_fp = k.iter().position(|k| *k == "fingerprint").expect("a fingerprint after the push");
+    let items_before: usize = k[..first_fp].iter().filter(|k| **k == "items").count();
+    assert!(items_before >= 3_000usize.div_ceil(32), "{items_before} items frames before the first fingerprint: {k:?}");
+    assert_eq!(pushed.sa.stats.items_sent, 3_000, "nothing sent twice");
+    assert_eq!(pushed.sb.stats.items_sent, 4_000);
+
+    // No checkpoint: a walk; a's items come only after b's answers.
+    let walked = run(store_of(&mine), store_of(&theirs), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 100_000);
+    assert_eq!(walked.a.items, union.items);
+    let k = &walked.kinds.0;
+    let first_fp = k.iter().position(|k| *k == "fingerprint").expect("a fingerprint");
+    assert!(!k[..first_fp].contains(&"items"), "{k:?}");
+}
+
 #[test]
 fn a_hub_relays_what_others_sent_it_page_by_page_and_echoes_nothing() {
     let common: BTreeSet<u32> = (0..1_000).collect();
