@@ -348,7 +348,13 @@ impl Session {
         // together); `Pushed` markers go out after every item queued before them.
         if !self.is_sending() {
             let held = self.holds_items();
-            if let Some((scope, ids)) = (!held).then(|| self.to_send.pop_first()).flatten() {
+            // Scopes in the order the options list them, as pushes go (a node's records
+            // before the events it signed, which a receiver refuses without them).
+            let next = (!held)
+                .then(|| self.opts.scopes.iter().find(|s| self.to_send.contains_key(*s)).cloned())
+                .flatten()
+                .or_else(|| (!held).then(|| self.to_send.keys().next().cloned()).flatten());
+            if let Some((scope, ids)) = next.and_then(|scope| self.to_send.remove_entry(&scope)) {
                 if self.to_send.is_empty() {
                     self.released = false;
                 }

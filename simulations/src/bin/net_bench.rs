@@ -447,6 +447,22 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         metric(&ho.url, "node_store_commits_total").unwrap_or_default(),
         metric(&ho.url, "node_store_jobs_total").unwrap_or_default(),
     );
+    println!("net_bench ingest: {stations} stations × {cylinders} cylinders, {total} events into an empty head office");
+    println!(
+        "  {:.1} s, {:.0} events/s, head office peak RSS {:.0} MiB",
+        took.as_secs_f64(),
+        total as f64 / took.as_secs_f64(),
+        peak as f64 / 1024.0,
+    );
+    println!(
+        "  head office CPU until it held them: {ho_cpu:.1} s ({:.0} events per CPU-second); writer busy {writer_s:.1} s in {commits} commits of {jobs} jobs",
+        total as f64 / ho_cpu.max(0.01),
+    );
+    println!(
+        "  head office traffic until then: {:.1} MB in, {:.1} MB out (to the stations: relays and walk answers)",
+        bytes_in as f64 / 1e6,
+        bytes_out as f64 / 1e6
+    );
     // What the stations spent by then, mostly storing what the head office relayed.
     let (mut st_cpu, mut st_commits, mut st_events) = (0.0, 0.0, 0u64);
     for st in &running {
@@ -454,6 +470,11 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         st_commits += metric(&st.url, "node_store_commits_total").unwrap_or_default();
         st_events += events_held(&st.url).unwrap_or_default();
     }
+    println!(
+        "  the stations by then: {st_cpu:.1} s of CPU in all, {st_commits:.0} commits, {} events held ({} of them relayed)",
+        st_events,
+        st_events.saturating_sub(total)
+    );
     // The head office now relays every station's data to every other station; on this
     // one machine the stations' storing of it would take the cores from the head office's
     // own work, so they stop here (their uploads are done).
@@ -467,28 +488,11 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
     }
     let indexed = t.elapsed();
     terminate(&mut ho.child);
-    println!("net_bench ingest: {stations} stations × {cylinders} cylinders, {total} events into an empty head office");
     println!(
-        "  {:.1} s, {:.0} events/s, head office peak RSS {:.0} MiB; traceability index complete after {:.1} s ({:.0} events/s)",
-        took.as_secs_f64(),
-        total as f64 / took.as_secs_f64(),
-        peak as f64 / 1024.0,
+        "  traceability index complete after {:.1} s ({:.0} events/s; includes stopping the stations one by one), head office peak RSS {:.0} MiB",
         indexed.as_secs_f64(),
         total as f64 / indexed.as_secs_f64(),
-    );
-    println!(
-        "  head office CPU until it held them: {ho_cpu:.1} s ({:.0} events per CPU-second); writer busy {writer_s:.1} s in {commits} commits of {jobs} jobs",
-        total as f64 / ho_cpu.max(0.01),
-    );
-    println!(
-        "  head office traffic until then: {:.1} MB in, {:.1} MB out (to the stations: relays and walk answers)",
-        bytes_in as f64 / 1e6,
-        bytes_out as f64 / 1e6
-    );
-    println!(
-        "  the stations by then: {st_cpu:.1} s of CPU in all, {st_commits:.0} commits, {} events held ({} of them relayed)",
-        st_events,
-        st_events.saturating_sub(total)
+        peak as f64 / 1024.0,
     );
     Ok(())
 }

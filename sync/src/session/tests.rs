@@ -519,3 +519,27 @@ fn a_side_with_far_fewer_items_names_them_instead_of_splitting_down() {
     // The head office splits the root once; the station answers each part with its ids.
     assert_eq!((splits(&r.kinds.0), splits(&r.kinds.1)), (0, 1), "{:?}", r.sa.stats);
 }
+
+/// Items a walk found go scope by scope in the order the options list them, whatever
+/// the scopes' names: a receiver checks events against the records that come first.
+#[test]
+fn found_items_go_in_the_order_the_options_list_their_scopes() {
+    let (records, events): (&[u8], &[u8]) = (b"z-records", b"a-events");
+    let mut s = Session::new(SessionOptions { scopes: vec![records.to_vec(), events.to_vec()], ..opts(false) });
+    let mut store = MemStore::new(check);
+    for (scope, n) in [(events, 1u8), (records, 2u8)] {
+        let bytes = vec![0x01, n];
+        store.insert(scope, check(scope, &bytes).unwrap(), bytes);
+    }
+    for scope in [events, records] {
+        let ids: Vec<Id> = store.items[scope].keys().copied().collect();
+        s.handle(Frame::Want { scope: scope.to_vec(), ids }, &mut store, 0).unwrap();
+    }
+    let mut order = Vec::new();
+    while let Some(f) = s.poll_transmit(&store).unwrap() {
+        if let Frame::Items { scope, .. } = f {
+            order.push(scope);
+        }
+    }
+    assert_eq!(order, [records.to_vec(), events.to_vec()]);
+}
