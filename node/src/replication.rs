@@ -627,6 +627,8 @@ mod tests {
         let store = Store::in_memory(Arc::new(ManualClock::at(1_795_579_200_000))).unwrap();
         let (peers, office) = (Peers::default(), schema::event::NodeId([9; 32]));
         assert!(load_checkpoints(&store, &peers, office, true).is_empty(), "not enrolled: a walk");
+        let station = schema::event::NodeId([7; 32]);
+        assert_eq!(load_checkpoints(&store, &peers, station, false).len(), 3, "a head office pushes back");
         let enrol = |ctx: &mut crate::store::WriteCtx<'_>| ctx.set_meta(crate::enrolment::FIRST_PUSH, b"1");
         tokio::task::block_in_place(|| store.write_blocking(enrol)).unwrap();
         let zero: Checkpoints = scopes(store.enterprise()).into_iter().map(|s| (s, 0)).collect();
