@@ -350,10 +350,16 @@ impl Session {
             let held = self.holds_items();
             // Scopes in the order the options list them, as pushes go (a node's records
             // before the events it signed, which a receiver refuses without them).
-            let next = (!held)
-                .then(|| self.opts.scopes.iter().find(|s| self.to_send.contains_key(*s)).cloned())
-                .flatten()
-                .or_else(|| (!held).then(|| self.to_send.keys().next().cloned()).flatten());
+            let next = match held {
+                true => None,
+                false => self
+                    .opts
+                    .scopes
+                    .iter()
+                    .find(|s| self.to_send.contains_key(*s))
+                    .or_else(|| self.to_send.keys().next())
+                    .cloned(),
+            };
             if let Some((scope, ids)) = next.and_then(|scope| self.to_send.remove_entry(&scope)) {
                 if self.to_send.is_empty() {
                     self.released = false;
