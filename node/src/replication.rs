@@ -246,7 +246,7 @@ fn read_ahead(
                 let checked = match &frame {
                     Frame::Items { scope, items } => {
                         let (scope, items, store) = (scope.clone(), items.clone(), store.clone());
-                        Some(tokio::task::spawn_blocking(move || Prechecked::of(&scope, &items, &store)))
+                        Some(tokio::task::spawn_blocking(move || Prechecked::of(&scope, items, &store)))
                     }
                     _ => None,
                 };

@@ -442,13 +442,13 @@ fn prechecked_verdicts_count_only_for_the_items_they_describe() {
     let scope = events_scope(ENT);
 
     let mut rb = Replica::new(store(1_795_579_300_000));
-    rb.precheck(Prechecked::of(scope.as_bytes(), &good, &rb.store));
+    rb.precheck(Prechecked::of(scope.as_bytes(), good.clone(), &rb.store));
     let out = rb.put(scope.as_bytes(), forged).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (n - 1, 1), "{:?}", out.refused);
     assert!(out.refused[0].contains("signature"), "{:?}", out.refused);
 
     // The right verdicts for the right items are taken as they are.
-    rb.precheck(Prechecked::of(scope.as_bytes(), &good, &rb.store));
+    rb.precheck(Prechecked::of(scope.as_bytes(), good.clone(), &rb.store));
     let out = rb.put(scope.as_bytes(), good).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (1, 0));
 }
@@ -473,14 +473,52 @@ fn prechecked_documents_count_only_for_the_items_they_describe() {
     damaged[0][last] ^= 0x55;
 
     let mut rb = Replica::new(store(1_795_579_300_000));
-    rb.precheck(Prechecked::of(scope.as_bytes(), &good, &rb.store));
+    rb.precheck(Prechecked::of(scope.as_bytes(), good.clone(), &rb.store));
     let out = rb.put(scope.as_bytes(), damaged).unwrap();
     assert_eq!(out.refused.len(), 1, "{:?}", out.refused);
     assert_eq!(out.stored.len(), good.len() - 1);
 
-    rb.precheck(Prechecked::of(scope.as_bytes(), &good, &rb.store));
+    rb.precheck(Prechecked::of(scope.as_bytes(), good.clone(), &rb.store));
     let out = rb.put(scope.as_bytes(), good).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (1, 0), "{:?}", out.refused);
+}
+
+/// The documents of frames merged into one put come out of their loads in item order,
+/// whichever thread loaded them: 100 documents are loaded in chunks on every core.
+#[test]
+fn documents_loaded_on_every_core_come_out_in_item_order() {
+    let a = store(1_795_579_200_000);
+    a.write_blocking(|ctx| (1..=130).try_for_each(|n| ctx.register(archive(n), "k", "W").map(|_| ()))).unwrap();
+    let ra = Replica::new(a);
+    let scope = docs_scope(ENT);
+    let items: Vec<Vec<u8>> = ra
+        .ids(scope.as_bytes(), &[])
+        .unwrap()
+        .iter()
+        .map(|id| ra.get(scope.as_bytes(), id).unwrap().expect("listed item"))
+        .collect();
+    assert!(items.len() >= 130, "{}", items.len());
+    let (first, second) = items.split_at(100);
+    let mut loads = DocLoads::start(first.to_vec());
+    loads.frames.extend(DocLoads::start(second.to_vec()).frames);
+    assert_eq!(loads.len(), items.len());
+    for (i, item) in items.iter().enumerate() {
+        match loads.next() {
+            Some(Ok(d)) => assert!(d.is_of(item), "document {i} out of order"),
+            other => panic!("document {i}: {other:?}"),
+        }
+    }
+    assert!(loads.next().is_none());
+
+    // A put of them, loaded ahead, stores them all, and refuses the one damaged since.
+    let mut damaged = items.clone();
+    let last = damaged[70].len() - 1;
+    damaged[70][last] ^= 0x55;
+    let mut rb = Replica::new(store(1_795_579_300_000));
+    rb.precheck(Prechecked::of(scope.as_bytes(), items.clone(), &rb.store));
+    let out = rb.put(scope.as_bytes(), damaged).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (items.len() - 1, 1), "{:?}", out.refused);
+    assert_eq!(rb.store.counts().unwrap().0, 129);
 }
 
 /// Sealed events travel without their signatures and are taken only under a seal of the
