@@ -453,20 +453,22 @@ fn prechecked_verdicts_count_only_for_the_items_they_describe() {
     assert_eq!((out.stored.len(), out.refused.len()), (1, 0));
 }
 
+/// Every document item `store` holds, as it would send them.
+fn doc_items(store: Store) -> Vec<Vec<u8>> {
+    let replica = Replica::new(store);
+    let scope = docs_scope(ENT);
+    let ids = replica.ids(scope.as_bytes(), &[]).unwrap();
+    ids.iter().map(|id| replica.get(scope.as_bytes(), id).unwrap().expect("listed item")).collect()
+}
+
 /// The same holds for documents loaded ahead of time: verdicts on a good document do not
 /// let a damaged copy of it in.
 #[test]
 fn prechecked_documents_count_only_for_the_items_they_describe() {
     let a = store(1_795_579_200_000);
     a.write_blocking(|ctx| ctx.register(archive(1), "k", "W").map(|_| ())).unwrap();
-    let ra = Replica::new(a);
     let scope = docs_scope(ENT);
-    let good: Vec<Vec<u8>> = ra
-        .ids(scope.as_bytes(), &[])
-        .unwrap()
-        .iter()
-        .map(|id| ra.get(scope.as_bytes(), id).unwrap().expect("listed item"))
-        .collect();
+    let good = doc_items(a);
     assert!(!good.is_empty());
     let mut damaged = good.clone();
     let last = damaged[0].len() - 1;
@@ -489,14 +491,8 @@ fn prechecked_documents_count_only_for_the_items_they_describe() {
 fn documents_loaded_on_every_core_come_out_in_item_order() {
     let a = store(1_795_579_200_000);
     a.write_blocking(|ctx| (1..=130).try_for_each(|n| ctx.register(archive(n), "k", "W").map(|_| ()))).unwrap();
-    let ra = Replica::new(a);
     let scope = docs_scope(ENT);
-    let items: Vec<Vec<u8>> = ra
-        .ids(scope.as_bytes(), &[])
-        .unwrap()
-        .iter()
-        .map(|id| ra.get(scope.as_bytes(), id).unwrap().expect("listed item"))
-        .collect();
+    let items = doc_items(a);
     assert!(items.len() >= 130, "{}", items.len());
     let (first, second) = items.split_at(100);
     let mut loads = DocLoads::start(first.to_vec());
