@@ -312,6 +312,7 @@ fn refusals_to_log(mut refusals: Vec<String>) -> (Vec<String>, usize) {
     (refusals, more)
 }
 
+/// Logs the items of `peer` refused since the last call (see [`REFUSALS_LOGGED`]).
 fn log_refusals(peer: schema::event::NodeId, refusals: Vec<String>) {
     let (listed, more) = refusals_to_log(refusals);
     for reason in listed {
