@@ -273,11 +273,7 @@ impl DocLoads {
 impl LoadedDoc {
     /// Whether this was loaded from `item`.
     fn is_of(&self, item: &[u8]) -> bool {
-        let id = self.doc_id.0.as_bytes();
-        item.len() == 2 + id.len() + self.bytes.len()
-            && item[..2] == (id.len() as u16).to_be_bytes()
-            && item[2..2 + id.len()] == *id
-            && item[2 + id.len()..] == self.bytes[..]
+        decode_doc(item).is_ok_and(|(id, bytes)| id == self.doc_id && bytes == self.bytes.as_slice())
     }
 }
 
