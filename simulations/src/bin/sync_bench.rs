@@ -36,6 +36,9 @@ struct Traffic {
     bytes: u64,
     frames: u64,
     flights: u64,
+    /// Time each side (0: the initiator, 1: the other) spent producing its frames and
+    /// taking in the other's.
+    busy: [std::time::Duration; 2],
 }
 
 /// Sends everything `from` has queued to `to`; true if anything went.
@@ -45,6 +48,7 @@ fn flight(
     to: &mut Session,
     to_store: &mut Replica,
     now: u64,
+    side: usize,
     t: &mut Traffic,
 ) -> anyhow::Result<bool> {
     let mut any = false;
@@ -52,8 +56,14 @@ fn flight(
     // one put, up to `MERGE_ITEM_BYTES` (there, those already decoded when the writer is
     // free; here, all of a flight's).
     let mut pending: Option<Frame> = None;
-    while let Some(f) = from.poll_transmit(from_store)? {
+    loop {
+        let polled = Instant::now();
+        let Some(f) = from.poll_transmit(from_store)? else {
+            t.busy[side] += polled.elapsed();
+            break;
+        };
         let bytes = f.encode();
+        t.busy[side] += polled.elapsed();
         t.bytes += bytes.len() as u64;
         t.frames += 1;
         let f = Frame::decode(&bytes[4..])?;
@@ -65,14 +75,18 @@ fn flight(
             }
             (pending, f) => {
                 if let Some(ready) = pending.replace(f) {
+                    let handled = Instant::now();
                     to.handle(ready, to_store, now)?;
+                    t.busy[1 - side] += handled.elapsed();
                 }
             }
         }
         any = true;
     }
     if let Some(ready) = pending {
+        let handled = Instant::now();
         to.handle(ready, to_store, now)?;
+        t.busy[1 - side] += handled.elapsed();
     }
     if any {
         t.flights += 1;
@@ -90,13 +104,13 @@ fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> any
     // The node's own session settings (both stores are of enterprise ENT).
     let mut sa = Session::new(options(a, true, ckpt.0.clone()));
     let mut sb = Session::new(options(b, false, ckpt.1.clone()));
-    let mut t = Traffic { bytes: 0, frames: 0, flights: 0 };
+    let mut t = Traffic { bytes: 0, frames: 0, flights: 0, busy: Default::default() };
     sa.start(&ra, 0)?;
     let mut now = 0;
     loop {
         now += 1;
-        let a_sent = flight(&mut sa, &ra, &mut sb, &mut rb, now, &mut t)?;
-        let b_sent = flight(&mut sb, &rb, &mut sa, &mut ra, now, &mut t)?;
+        let a_sent = flight(&mut sa, &ra, &mut sb, &mut rb, now, 0, &mut t)?;
+        let b_sent = flight(&mut sb, &rb, &mut sa, &mut ra, now, 1, &mut t)?;
         let moved = a_sent || b_sent;
         if sa.is_in_sync() && sb.is_in_sync() {
             *ckpt = (sa.checkpoints().clone(), sb.checkpoints().clone());
@@ -112,7 +126,7 @@ fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> any
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut n, mut per, mut catch_up) = (10_000usize, 20usize, None);
+    let (mut n, mut per, mut catch_up, mut rounds) = (10_000usize, 20usize, None, 5usize);
     // The caches a station and a head office run with unless configured otherwise.
     let mut station_cache = Role::Station.default_cache_bytes();
     let mut office_cache = Role::HeadOffice.default_cache_bytes();
@@ -120,21 +134,24 @@ fn main() -> anyhow::Result<()> {
         match a.as_str() {
             "--cylinders" => n = args.next().context("--cylinders N")?.parse()?,
             "--events" => per = args.next().context("--events N")?.parse()?,
+            "--reconnects" => rounds = args.next().context("--reconnects N")?.parse()?,
             "--catch-up" => catch_up = Some(args.next().context("--catch-up N")?.parse::<usize>()?),
             "--office-cache-mib" => office_cache = args.next().context("--office-cache-mib N")?.parse::<usize>()? << 20,
             "--station-cache-mib" => {
                 station_cache = args.next().context("--station-cache-mib N")?.parse::<usize>()? << 20
             }
             other => anyhow::bail!(
-                "unknown flag {other}; flags: --cylinders N --events N --catch-up N --office-cache-mib N --station-cache-mib N"
+                "unknown flag {other}; flags: --cylinders N --events N --reconnects N --catch-up N --office-cache-mib N --station-cache-mib N"
             ),
         }
     }
     let catch_up = catch_up.unwrap_or(4 * n);
     let dir = tempfile::tempdir()?;
-    // One clock for both stores, moved by hand: the history is written a month ago and
-    // the week offline a day at a time, so events carry the times a real week would give
-    // them (a cylinder's events of one day are what its anomaly check looks back over).
+    // One clock for both stores, moved by hand. Each cylinder's history is spread over
+    // the three months before the bench's "now" (a month ago), as a real station's would
+    // be; the week offline is written a day at a time. So events carry the times a real
+    // history and week would give them (a cylinder's events of the last ten minutes are
+    // what its anomaly check reads back over).
     let day_ms = 86_400_000;
     let month_ago = SystemClock.now_ms() - 30 * day_ms;
     let manual = Arc::new(ManualClock::at(month_ago));
@@ -156,16 +173,19 @@ fn main() -> anyhow::Result<()> {
             for i in chunk {
                 let a = archive(i);
                 let code: FullCode = a.code.parse().map_err(|e| node::store::StoreError::Invalid(format!("{e}")))?;
-                ctx.register(a, "k", "W")?;
+                // Cylinder i's events every 90/per days from 90 days back, i seconds apart
+                // from the cylinder before.
+                let at = |e: usize| month_ago - 90 * day_ms + (e as i64) * (90 * day_ms / per as i64) + i as i64 * 1000;
+                ctx.register_backdated(a, "k", "W", at(0))?;
                 for e in 1..per {
-                    let wall = ctx.wall_ms;
+                    let wall = at(e);
                     let body = match e % 4 {
                         0 => EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() },
                         1 => EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None },
                         2 => EventBody::StoreFull { warehouse: "重瓶左库".into() },
                         _ => EventBody::Deliver { customer: "C1".into(), order: None },
                     };
-                    ctx.record(code, "f", "W", body, wall)?;
+                    ctx.record_backdated(code, "f", "W", body, wall)?;
                 }
             }
             Ok(())
@@ -197,27 +217,31 @@ fn main() -> anyhow::Result<()> {
     let idle = idle.context("five reconnects")?;
     idle_ms.sort_by(f64::total_cmp);
 
-    // 100 cylinders change offline at the station: one fill each.
-    let changed: Vec<FullCode> =
-        (0..100).map(|i| archive(i * (n / 100).max(1)).code.parse()).collect::<Result<_, _>>()?;
-    let new_bytes = station.write_blocking(move |ctx| {
-        let mut bytes = 0u64;
-        for code in changed {
-            let wall = ctx.wall_ms;
-            let (e, _) = ctx.record(
-                code,
-                "f",
-                "W",
-                EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_200, batch: None },
-                wall,
-            )?;
-            bytes += e.to_stored().len() as u64;
-        }
-        Ok(bytes)
-    })?;
-    let t = Instant::now();
-    let delta = reconcile(&station, &office, &mut ckpt)?;
-    let delta_ms = t.elapsed().as_secs_f64() * 1000.0;
+    // 100 cylinders change offline at the station, one fill each, and it reconnects;
+    // `--reconnects` times (5 unless given), a different hundred each time.
+    let mut deltas = Vec::new();
+    for round in 0..rounds {
+        let changed: Vec<FullCode> =
+            (0..100).map(|i| archive((i * (n / 100).max(1) + round) % n).code.parse()).collect::<Result<_, _>>()?;
+        let new_bytes = station.write_blocking(move |ctx| {
+            let mut bytes = 0u64;
+            for code in changed {
+                let wall = ctx.wall_ms;
+                let (e, _) = ctx.record(
+                    code,
+                    "f",
+                    "W",
+                    EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_200, batch: None },
+                    wall,
+                )?;
+                bytes += e.to_stored().len() as u64;
+            }
+            Ok(bytes)
+        })?;
+        let t = Instant::now();
+        let delta = reconcile(&station, &office, &mut ckpt)?;
+        deltas.push((t.elapsed().as_secs_f64() * 1000.0, delta, new_bytes));
+    }
 
     // A week offline: `catch_up` more events over every cylinder (the 7 days at
     // 100k cylinders is ~400k events: four per cylinder), in daily batches.
@@ -264,15 +288,19 @@ fn main() -> anyhow::Result<()> {
         idle.flights,
         idle_ms[idle_ms.len() - 1]
     );
-    println!(
-        "  reconnect, 100 cylinders changed {:>7.2} ms  {:>8} B    {} frames, {} flights; new events {} B ({:.2}×)",
-        delta_ms,
-        delta.bytes,
-        delta.frames,
-        delta.flights,
-        new_bytes,
-        delta.bytes as f64 / new_bytes as f64
-    );
+    for (ms, delta, new_bytes) in &deltas {
+        println!(
+            "  reconnect, 100 cylinders changed {:>7.2} ms  {:>8} B    {} frames, {} flights; new events {} B ({:.2}×); station busy {:.2} ms, office {:.2} ms",
+            ms,
+            delta.bytes,
+            delta.frames,
+            delta.flights,
+            new_bytes,
+            delta.bytes as f64 / *new_bytes as f64,
+            delta.busy[0].as_secs_f64() * 1000.0,
+            delta.busy[1].as_secs_f64() * 1000.0,
+        );
+    }
     println!(
         "  catch-up after a week offline ({} events) {:>6.2} s  {:>8.2} MB   {} frames, {} flights",
         catch_up / 7 * 7,
