@@ -70,6 +70,11 @@ pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> Sess
         hold_items_below: 1 << 16,
         hold_quiet_ms: WALK_QUIET.as_millis() as u64,
         hold_max_ms: HOLD_MAX.as_millis() as u64,
+        // A long push (a station's first upload, a head office relaying everything back)
+        // marks its progress about once per merged put's worth of items; each mark costs
+        // the receiver one commit, and a link cut later resumes from the last mark
+        // answered instead of from the start.
+        mark_bytes: MERGE_ITEM_BYTES as u64,
         ..SessionOptions::default()
     }
 }
@@ -341,6 +346,7 @@ async fn run_session(
     let mut saved = load_checkpoints(&store, peers, peer, initiator);
     let mut saved_at = Instant::now();
     let mut session = Session::new(options(&store, initiator, saved.clone()));
+    let mut confirmed = 0;
     // The first round's price: bytes both ways and flights sent until in sync.
     let (mut round_bytes, mut flights, mut first_done) = (0u64, 0u64, false);
     let result = async {
@@ -424,6 +430,14 @@ async fn run_session(
                 tokio::task::block_in_place(|| session.start(&replica, now()))?;
                 last_round = Instant::now();
                 continue;
+            }
+            if session.stats.pushes_confirmed > confirmed {
+                confirmed = session.stats.pushes_confirmed;
+                tracing::info!(
+                    peer = ?peer,
+                    checkpoints = ?session.checkpoints().values().collect::<Vec<_>>(),
+                    "the peer holds part of a long push; a cut link resumes from here"
+                );
             }
             if *session.checkpoints() != saved {
                 peers.set_checkpoints(peer, session.checkpoints().clone());

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::fingerprint::{Fingerprint, Id};
 
 /// Protocol version written into every frame.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Flags byte: the postcard bytes are DEFLATE-compressed.
 pub const DEFLATE: u8 = 1;
 /// Frames whose encoding is at most this long go raw.
@@ -44,6 +44,12 @@ pub enum Frame {
     /// Everything I added to `scope` since our last sync has been sent (possibly nothing:
     /// too many changes, or no checkpoint); the round's fingerprints may follow.
     Pushed { scope: Vec<u8> },
+    /// Every change of mine to `scope` up to my sequence `seq` has gone before this frame
+    /// (a long push, part way): say when you hold them durably.
+    Mark { scope: Vec<u8>, seq: u64 },
+    /// What you sent before your `Mark` of `seq` is durable here (refusals aside): a push
+    /// cut off later resumes after `seq` instead of from its start.
+    Holding { scope: Vec<u8>, seq: u64 },
 }
 
 /// Why bytes from a peer are not a frame.
@@ -112,7 +118,9 @@ impl Frame {
             Frame::InSync { scope, .. }
             | Frame::Want { scope, .. }
             | Frame::Items { scope, .. }
-            | Frame::Pushed { scope } => (scope, 0),
+            | Frame::Pushed { scope }
+            | Frame::Mark { scope, .. }
+            | Frame::Holding { scope, .. } => (scope, 0),
         };
         if scope.len() > SCOPE_LEN_MAX {
             return Err(FrameError::Bounds("scope longer than 64 bytes"));

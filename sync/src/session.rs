@@ -20,6 +20,12 @@
 //! whole difference, so the fingerprints agree at once: two round trips and the new
 //! data. When they do not agree (a lost checkpoint, a restored backup) the walk below
 //! finds the rest, so a wrong checkpoint costs bytes, never data.
+//!
+//! A long push (a station's first upload, everything relayed back to it) marks its
+//! progress every [`SessionOptions::mark_bytes`] of items: `Mark` says every change up to
+//! a sequence has gone before it, and the peer answers `Holding` once what came before
+//! is durable there. The pusher's checkpoint moves to the mark, so a link cut part way
+//! costs the push since the last answered mark, not the whole push again.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -60,6 +66,10 @@ pub struct SessionOptions {
     pub hold_items_below: usize,
     pub hold_quiet_ms: u64,
     pub hold_max_ms: u64,
+    /// A push marks its progress after about this many item bytes (at a page of the
+    /// log): the peer answers once it holds them durably, and the checkpoint moves there,
+    /// so a push cut off by the link resumes instead of starting over. 0: never.
+    pub mark_bytes: u64,
 }
 
 impl Default for SessionOptions {
@@ -76,6 +86,7 @@ impl Default for SessionOptions {
             hold_items_below: 0,
             hold_quiet_ms: 0,
             hold_max_ms: 0,
+            mark_bytes: 16 << 20,
         }
     }
 }
@@ -98,6 +109,8 @@ pub struct SessionStats {
     pub items_stored: u64,
     pub items_refused: u64,
     pub rounds: u64,
+    /// `Holding` answers that moved a checkpoint (a long push confirmed part way).
+    pub pushes_confirmed: u64,
 }
 
 /// One replication session with one peer.
@@ -134,6 +147,10 @@ pub struct Session {
     /// pushes only what is newer (what a lost frame dropped, the walk finds).
     pushed_upto: BTreeMap<Vec<u8>, u64>,
     last_progress_ms: u64,
+    /// The last page of a push taken from the log (scope, sequence read up to), and the
+    /// item bytes sent since the last `Mark`.
+    last_page: Option<(Vec<u8>, u64)>,
+    unmarked_bytes: u64,
     refusals: Vec<String>,
     pub stats: SessionStats,
 }
@@ -142,8 +159,9 @@ pub struct Session {
 /// peer (128 KiB; an id list goes in one frame).
 const DENSE_IDS_MAX: u64 = 4096;
 
-/// Changes of one scope (sequence number, id).
-type ScopedChanges = (Vec<u8>, Vec<(u64, Id)>);
+/// A page of a push: changes of one scope (sequence number, id), and the sequence the
+/// log was read up to.
+type PushPage = (Vec<u8>, Vec<(u64, Id)>, u64);
 
 /// Items of one scope on their way out: those already read from the store first, then
 /// ids still to read, a few at a time ([`READ_CHUNK`]).
@@ -195,6 +213,8 @@ impl Session {
             pushing: BTreeMap::new(),
             pushed_upto: BTreeMap::new(),
             last_progress_ms: 0,
+            last_page: None,
+            unmarked_bytes: 0,
             refusals: Vec::new(),
             stats: SessionStats::default(),
         }
@@ -238,7 +258,7 @@ impl Session {
 
     /// The next page of a push under way: changes of this side's log not stored from
     /// the peer. `None` when no push is under way.
-    fn next_push_page<S: ItemStore>(&mut self, store: &S) -> Result<Option<ScopedChanges>, SessionError> {
+    fn next_push_page<S: ItemStore>(&mut self, store: &S) -> Result<Option<PushPage>, SessionError> {
         // Scopes in the order the options list them: a scope whose items the next one's
         // checks rely on goes first (a node's records before its seals and events).
         while let Some(scope) = self.opts.scopes.iter().find(|s| self.pushing.contains_key(*s)).cloned() {
@@ -256,7 +276,7 @@ impl Session {
                 self.pushing.insert(scope.clone(), (read_to, upto));
             }
             if !changes.is_empty() {
-                return Ok(Some((scope, changes)));
+                return Ok(Some((scope, changes, read_to)));
             }
         }
         Ok(None)
@@ -367,9 +387,15 @@ impl Session {
                 let mut ids: Vec<Id> = ids.into_iter().collect();
                 store.send_order(&scope, &mut ids).map_err(store_err)?;
                 self.sending = Some(Sending { scope, ready: VecDeque::new(), ids: ids.into() });
-            } else if let Some((scope, changes)) = self.next_push_page(store)? {
+            } else if let Some((scope, changes, read_to)) = self.next_push_page(store)? {
                 let ready = store.get_changes(&scope, &changes).map_err(store_err)?;
-                self.sending = Some(Sending { scope, ready: ready.into(), ids: VecDeque::new() });
+                self.sending = Some(Sending { scope: scope.clone(), ready: ready.into(), ids: VecDeque::new() });
+                // Everything before this page has gone.
+                if let Some(mark) = self.mark(Some((scope, read_to))) {
+                    return Ok(Some(mark));
+                }
+            } else if let Some(mark) = self.mark(None) {
+                return Ok(Some(mark));
             } else {
                 let tail = self.tail.pop_front();
                 if tail.is_some() {
@@ -403,9 +429,27 @@ impl Session {
             return self.poll_transmit(store);
         }
         self.stats.items_sent += items.len() as u64;
-        self.stats.item_bytes_sent += items.iter().map(|i| i.len() as u64).sum::<u64>();
+        let bytes = items.iter().map(|i| i.len() as u64).sum::<u64>();
+        self.stats.item_bytes_sent += bytes;
+        self.unmarked_bytes += bytes;
         self.stats.frames_out += 1;
         Ok(Some(Frame::Items { scope, items }))
+    }
+
+    /// A `Mark` of the last push page taken, once every item before `next` (the page
+    /// now taken, if any) has gone and enough bytes went since the last mark.
+    fn mark(&mut self, next: Option<(Vec<u8>, u64)>) -> Option<Frame> {
+        let done = match next {
+            Some(page) => self.last_page.replace(page),
+            None => self.last_page.take(),
+        };
+        let (scope, seq) = done?;
+        if self.opts.mark_bytes == 0 || self.unmarked_bytes < self.opts.mark_bytes {
+            return None;
+        }
+        self.unmarked_bytes = 0;
+        self.stats.frames_out += 1;
+        Some(Frame::Mark { scope, seq })
     }
 
     /// Pushes local items to the peer without a round (live mode).
@@ -427,7 +471,9 @@ impl Session {
             | Frame::IdList { scope, .. }
             | Frame::Want { scope, .. }
             | Frame::Items { scope, .. }
-            | Frame::Pushed { scope } => scope.clone(),
+            | Frame::Pushed { scope }
+            | Frame::Mark { scope, .. }
+            | Frame::Holding { scope, .. } => scope.clone(),
         };
         if !self.opts.scopes.contains(&scope) {
             tracing::debug!(target: "station::events::frame_out_of_scope", scope_len = scope.len());
@@ -536,6 +582,22 @@ impl Session {
                     tracing::warn!(target: "station::events::item_refused", reason = %reason);
                 }
                 self.refusals.extend(outcome.refused);
+            }
+            Frame::Mark { scope, seq } => {
+                self.last_progress_ms = now_ms;
+                store.durable().map_err(store_err)?;
+                self.out.push_back(Frame::Holding { scope, seq });
+            }
+            Frame::Holding { scope, seq } => {
+                self.last_progress_ms = now_ms;
+                // Only a mark this session sent can be answered.
+                if self.pushed_upto.get(&scope).is_some_and(|upto| seq <= *upto) {
+                    let ckpt = self.opts.checkpoints.entry(scope).or_default();
+                    if seq > *ckpt {
+                        *ckpt = seq;
+                        self.stats.pushes_confirmed += 1;
+                    }
+                }
             }
         }
         Ok(())

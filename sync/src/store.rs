@@ -77,6 +77,12 @@ pub trait ItemStore {
     /// The change sequence of `scope`: every item added gets the next number (0: none).
     fn seq(&self, scope: &[u8]) -> Result<u64, Self::Error>;
 
+    /// Makes every item put so far durable (a store that lets puts share a commit commits
+    /// them now). By default puts are durable when they return.
+    fn durable(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     /// Reorders ids about to be sent (the receiver may take some orders faster). The
     /// default keeps id order.
     fn send_order(&self, _scope: &[u8], _ids: &mut Vec<Id>) -> Result<(), Self::Error> {

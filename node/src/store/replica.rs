@@ -1144,6 +1144,11 @@ fn scope_str(scope: &[u8]) -> Result<&str, StoreError> {
 impl ItemStore for Replica {
     type Error = StoreError;
 
+    /// Commits the puts that share the writer's open transaction.
+    fn durable(&mut self) -> Result<(), StoreError> {
+        self.store.settle()
+    }
+
     fn seq(&self, scope: &[u8]) -> Result<u64, StoreError> {
         let scope = scope_str(scope)?;
         let r = self.store.db.begin_read()?;

@@ -48,6 +48,7 @@ fn opts(initiator: bool) -> SessionOptions {
         hold_items_below: 0,
         hold_quiet_ms: 0,
         hold_max_ms: 0,
+        mark_bytes: 0,
     }
 }
 
@@ -90,6 +91,8 @@ impl Link {
             Frame::Want { .. } => "want",
             Frame::Items { .. } => "items",
             Frame::Pushed { .. } => "pushed",
+            Frame::Mark { .. } => "mark",
+            Frame::Holding { .. } => "holding",
         });
         if self.roll() < self.drop_pct {
             return;
@@ -542,4 +545,85 @@ fn found_items_go_in_the_order_the_options_list_their_scopes() {
         }
     }
     assert_eq!(order, [records.to_vec(), events.to_vec()]);
+}
+
+/// A store whose puts become durable only when asked (as the node's writer lets a
+/// stream's puts share one commit): `held` is what survives a crash.
+#[derive(Clone)]
+struct Lazy {
+    live: MemStore,
+    held: MemStore,
+}
+
+impl ItemStore for Lazy {
+    type Error = Infallible;
+
+    fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, Infallible> {
+        self.live.summary(scope, prefix)
+    }
+
+    fn ids(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<Id>, Infallible> {
+        self.live.ids(scope, prefix)
+    }
+
+    fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, Infallible> {
+        self.live.get(scope, id)
+    }
+
+    fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, Infallible> {
+        self.live.put(scope, items)
+    }
+
+    fn durable(&mut self) -> Result<(), Infallible> {
+        self.held = self.live.clone();
+        Ok(())
+    }
+
+    fn seq(&self, scope: &[u8]) -> Result<u64, Infallible> {
+        self.live.seq(scope)
+    }
+
+    fn changes_after(&self, scope: &[u8], since: u64, limit: usize) -> Result<Vec<(u64, Id)>, Infallible> {
+        self.live.changes_after(scope, since, limit)
+    }
+}
+
+/// A long push marks its progress; the peer answers each mark once what came before it
+/// is durable, and the pusher's checkpoint moves there. Cut off part way (the peer
+/// losing what it had not made durable), the next session pushes only what follows the
+/// last mark answered.
+#[test]
+fn a_push_cut_off_resumes_after_the_last_mark_the_peer_made_durable() {
+    let mine: BTreeSet<u32> = (0..3_000).collect();
+    let zero = BTreeMap::from([(SCOPE.to_vec(), 0)]);
+    let empty = Lazy { live: MemStore::new(check), held: MemStore::new(check) };
+    let cut_off = |mark_bytes: u64| {
+        let (mut oa, ob) = resumed(zero.clone(), BTreeMap::new());
+        oa.mark_bytes = mark_bytes;
+        // 60 steps: about 60 of the push's 94 frames reach the peer.
+        run_with(store_of(&mine), empty.clone(), (oa, ob), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 60)
+    };
+
+    let cut = cut_off(1_000);
+    assert!(!cut.sa.is_in_sync());
+    assert!(cut.kinds.0.contains(&"mark") && cut.kinds.1.contains(&"holding"), "{:?}", cut.kinds);
+    let ckpt = cut.sa.checkpoints()[SCOPE];
+    assert!(cut.sa.stats.pushes_confirmed >= 2, "{:?}", cut.sa.stats);
+    assert!(ckpt > 1_000 && ckpt < 3_000, "checkpoint {ckpt}");
+    // What the checkpoint claims the peer holds, it holds durably.
+    for (_, id) in cut.a.changes_after(SCOPE, 0, ckpt as usize).unwrap() {
+        assert!(cut.b.held.items[SCOPE].contains_key(&id));
+    }
+
+    // The peer restarts with what it made durable; the push resumes after the mark.
+    let b = Lazy { live: cut.b.held.clone(), held: cut.b.held };
+    let (mut oa, ob) = resumed(cut.sa.checkpoints().clone(), BTreeMap::new());
+    oa.mark_bytes = 1_000;
+    let again = run_with(cut.a, b, (oa, ob), Link::new(3, 0, 0, 0), Link::new(4, 0, 0, 0), 10_000);
+    assert!(again.sa.is_in_sync() && again.sb.is_in_sync());
+    assert_eq!(again.b.live.items, store_of(&mine).items);
+    assert_eq!(again.sa.stats.items_sent, 3_000 - ckpt);
+
+    // Without marks, the same cut leaves the checkpoint where it was: all again.
+    assert_eq!(cut_off(0).sa.checkpoints()[SCOPE], 0);
 }
