@@ -390,18 +390,36 @@ fn joining_station(d: &Path, ho: &Node, code: &str, quic: &str) -> anyhow::Resul
 fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
     let mut total = 0u64;
     let mut station_args = Vec::new();
-    for k in 0..stations {
+    // Each station's demo data is written by its own node process, two at a time (one
+    // per core): with 50,000 cylinders each, one at a time took about an hour.
+    let generate = |k: usize, port: u16| -> anyhow::Result<(u64, (String, Vec<String>))> {
         let name = format!("station-{k}");
         let config = d.join(format!("{name}.toml"));
         std::fs::write(&config, format!("station_name = \"站{k}\"\nregion = \"3701{:02}\"\n", 2 + k))?;
-        let extra = ["--config".to_owned(), config.display().to_string()];
+        let extra = vec!["--config".to_owned(), config.display().to_string()];
         eprintln!("generating demo data: {cylinders} cylinders at {name} ...");
-        let mut args = extra.to_vec();
+        let mut args = extra.clone();
         args.extend(["--demo".into(), "--demo-cylinders".into(), cylinders.to_string()]);
-        let mut st = start(d, &name, free_port()?, &args)?;
-        total += events_held(&st.url)?;
+        let mut st = start(d, &name, port, &args)?;
+        let held = events_held(&st.url);
         terminate(&mut st.child);
-        station_args.push((name, extra));
+        Ok((held?, (name, extra)))
+    };
+    for pair in (0..stations).collect::<Vec<_>>().chunks(2) {
+        let ports: Vec<u16> = pair.iter().map(|_| free_port()).collect::<anyhow::Result<_>>()?;
+        let made: Vec<anyhow::Result<_>> = std::thread::scope(|s| {
+            let running: Vec<_> =
+                pair.iter().zip(&ports).map(|(&k, &port)| s.spawn(move || generate(k, port))).collect();
+            running
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a generating thread panicked"))))
+                .collect()
+        });
+        for m in made {
+            let (held, args) = m?;
+            total += held;
+            station_args.push(args);
+        }
     }
     let (ho_http, quic) = (free_port()?, free_port()?);
     let ho_data = d.join("head-office").display().to_string();
