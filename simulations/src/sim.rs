@@ -314,6 +314,9 @@ impl World {
             checkpoints,
             items_per_frame: 512,
             retry_ms: 3_000,
+            // The simulated world's pushes are small: mark every 4 KiB (a few dozen events)
+            // so that marks, their answers and resumed pushes happen under its faults.
+            mark_bytes: 4 << 10,
             ..SessionOptions::default()
         };
         let mut s =
@@ -330,6 +333,7 @@ impl World {
     pub fn disconnect(&mut self, link: usize) {
         if let Some(s) = self.sessions[link].take() {
             self.checkpoints[link] = (s.edge.checkpoints().clone(), s.office.checkpoints().clone());
+            self.stats.pushes_confirmed += s.edge.stats.pushes_confirmed + s.office.stats.pushes_confirmed;
         }
         self.links[link].epoch += 1;
     }

@@ -17,6 +17,8 @@ pub struct Stats {
     pub restarts: u64,
     pub archive_edits: u64,
     pub connections: u64,
+    /// Marks of a long push the peer answered (in sessions that ended).
+    pub pushes_confirmed: u64,
     pub frames: u64,
     pub bytes: u64,
     pub refusals: Vec<String>,
@@ -92,7 +94,11 @@ impl Report {
             s.archive_edits, s.crashes, s.restarts, s.connections
         );
         let cuts: u64 = w.links.iter().map(|l| l.cuts).sum();
-        let _ = writeln!(t, "link cuts {cuts}, frames {}, {} bytes", s.frames, s.bytes);
+        let _ = writeln!(
+            t,
+            "link cuts {cuts}, frames {}, {} bytes, push marks answered {}",
+            s.frames, s.bytes, s.pushes_confirmed
+        );
         let _ = writeln!(t, "events {events}, refused items {}", s.refusals.len());
         let anomalies = w.nodes[0].store.anomalies(&AnomalyFilter::default()).unwrap_or_default();
         let mut kinds = std::collections::BTreeMap::new();
