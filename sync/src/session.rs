@@ -437,14 +437,23 @@ impl Session {
     }
 
     /// A `Mark` of the last push page taken, once every item before `next` (the page
-    /// now taken, if any) has gone and enough bytes went since the last mark.
+    /// now taken, if any) has gone and enough bytes went since the last mark: `mark_bytes`
+    /// within a scope, a sixteenth of it where the push of a scope ends (a node's records
+    /// and documents go before its events: a cut during the events should not send them
+    /// again).
     fn mark(&mut self, next: Option<(Vec<u8>, u64)>) -> Option<Frame> {
+        let next_scope = next.as_ref().map(|(scope, _)| scope.clone());
         let done = match next {
             Some(page) => self.last_page.replace(page),
             None => self.last_page.take(),
         };
         let (scope, seq) = done?;
-        if self.opts.mark_bytes == 0 || self.unmarked_bytes < self.opts.mark_bytes {
+        let scope_ends = next_scope.is_none_or(|next| next != scope);
+        let due = match scope_ends {
+            true => self.opts.mark_bytes / 16,
+            false => self.opts.mark_bytes,
+        };
+        if self.opts.mark_bytes == 0 || self.unmarked_bytes < due {
             return None;
         }
         self.unmarked_bytes = 0;

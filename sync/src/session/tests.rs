@@ -627,3 +627,29 @@ fn a_push_cut_off_resumes_after_the_last_mark_the_peer_made_durable() {
     // Without marks, the same cut leaves the checkpoint where it was: all again.
     assert_eq!(cut_off(0).sa.checkpoints()[SCOPE], 0);
 }
+
+/// Where the push of one scope ends, a sixteenth of `mark_bytes` is enough for a mark:
+/// a node's documents go before its events, and a cut during the events does not send
+/// them again.
+#[test]
+fn the_end_of_a_scopes_push_is_marked_so_a_cut_in_the_next_scope_keeps_it() {
+    const DOCS: &[u8] = b"docs";
+    let mut a = store_of(&(0..3_000).collect());
+    for i in 0..100u32 {
+        let bytes = [&[2u8][..], &i.to_le_bytes()].concat();
+        a.insert(DOCS, check(DOCS, &bytes).unwrap(), bytes);
+    }
+    let zero = BTreeMap::from([(DOCS.to_vec(), 0), (SCOPE.to_vec(), 0)]);
+    let (mut oa, mut ob) = resumed(zero, BTreeMap::new());
+    for o in [&mut oa, &mut ob] {
+        o.scopes = vec![DOCS.to_vec(), SCOPE.to_vec()];
+    }
+    // 100 documents of 5 bytes: under a mark within a scope, over a sixteenth of one.
+    oa.mark_bytes = 1_000;
+    let empty = Lazy { live: MemStore::new(check), held: MemStore::new(check) };
+    let cut = run_with(a, empty, (oa, ob), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 60);
+    assert!(!cut.sa.is_in_sync());
+    assert_eq!(cut.sa.checkpoints()[DOCS], 100);
+    assert!(cut.sa.checkpoints()[SCOPE] > 0);
+    assert_eq!(cut.b.held.items[DOCS].len(), 100);
+}
