@@ -338,6 +338,31 @@ fn a_hub_relays_what_others_sent_it_page_by_page_and_echoes_nothing() {
     assert_eq!(walk(&r.kinds.0) + walk(&r.kinds.1), 0, "{:?}", r.kinds);
 }
 
+/// The reads of a test store that wraps a `MemStore` in `$field`, passed through.
+macro_rules! reads_from {
+    ($field:ident) => {
+        fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, Infallible> {
+            self.$field.summary(scope, prefix)
+        }
+
+        fn ids(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<Id>, Infallible> {
+            self.$field.ids(scope, prefix)
+        }
+
+        fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, Infallible> {
+            self.$field.get(scope, id)
+        }
+
+        fn seq(&self, scope: &[u8]) -> Result<u64, Infallible> {
+            self.$field.seq(scope)
+        }
+
+        fn changes_after(&self, scope: &[u8], since: u64, limit: usize) -> Result<Vec<(u64, Id)>, Infallible> {
+            self.$field.changes_after(scope, since, limit)
+        }
+    };
+}
+
 /// A store that takes each put in two parts and records one item of its own between
 /// them, as a node does when a handheld writes while a long put is being stored.
 struct Interleaving {
@@ -348,17 +373,7 @@ struct Interleaving {
 impl ItemStore for Interleaving {
     type Error = Infallible;
 
-    fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, Infallible> {
-        self.inner.summary(scope, prefix)
-    }
-
-    fn ids(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<Id>, Infallible> {
-        self.inner.ids(scope, prefix)
-    }
-
-    fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, Infallible> {
-        self.inner.get(scope, id)
-    }
+    reads_from!(inner);
 
     fn put(&mut self, scope: &[u8], mut items: Vec<Vec<u8>>) -> Result<PutOutcome, Infallible> {
         let second = items.split_off(items.len() / 2);
@@ -370,14 +385,6 @@ impl ItemStore for Interleaving {
         out.stored.extend(more.stored);
         out.seqs.extend(more.seqs);
         Ok(out)
-    }
-
-    fn seq(&self, scope: &[u8]) -> Result<u64, Infallible> {
-        self.inner.seq(scope)
-    }
-
-    fn changes_after(&self, scope: &[u8], since: u64, limit: usize) -> Result<Vec<(u64, Id)>, Infallible> {
-        self.inner.changes_after(scope, since, limit)
     }
 }
 
@@ -558,17 +565,7 @@ struct Lazy {
 impl ItemStore for Lazy {
     type Error = Infallible;
 
-    fn summary(&self, scope: &[u8], prefix: &[u8]) -> Result<Summary, Infallible> {
-        self.live.summary(scope, prefix)
-    }
-
-    fn ids(&self, scope: &[u8], prefix: &[u8]) -> Result<Vec<Id>, Infallible> {
-        self.live.ids(scope, prefix)
-    }
-
-    fn get(&self, scope: &[u8], id: &Id) -> Result<Option<Vec<u8>>, Infallible> {
-        self.live.get(scope, id)
-    }
+    reads_from!(live);
 
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, Infallible> {
         self.live.put(scope, items)
@@ -577,14 +574,6 @@ impl ItemStore for Lazy {
     fn durable(&mut self) -> Result<(), Infallible> {
         self.held = self.live.clone();
         Ok(())
-    }
-
-    fn seq(&self, scope: &[u8]) -> Result<u64, Infallible> {
-        self.live.seq(scope)
-    }
-
-    fn changes_after(&self, scope: &[u8], since: u64, limit: usize) -> Result<Vec<(u64, Id)>, Infallible> {
-        self.live.changes_after(scope, since, limit)
     }
 }
 
