@@ -67,8 +67,9 @@ pub struct SessionOptions {
     pub hold_quiet_ms: u64,
     pub hold_max_ms: u64,
     /// A push marks its progress after about this many item bytes (at a page of the
-    /// log): the peer answers once it holds them durably, and the checkpoint moves there,
-    /// so a push cut off by the link resumes instead of starting over. 0: never.
+    /// log; a sixteenth of it where one scope's push ends): the peer answers once it
+    /// holds them durably, and the checkpoint moves there, so a push cut off by the link
+    /// resumes instead of starting over. 0: never.
     pub mark_bytes: u64,
 }
 
