@@ -1,6 +1,7 @@
 //! Two real stores replicate through the sans-IO session: identical event sets,
 //! documents and derived rows; concurrent offline edits merge; nothing is undone.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -600,4 +601,69 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
     replicate(&a, &d);
     assert_same(&a, &d, 1);
     assert_eq!(d.fingerprints().unwrap(), a.fingerprints().unwrap());
+}
+
+/// A station's first push to an empty head office, with marks, cut after the first
+/// mark the office answered: the station's checkpoints say what the office holds, and
+/// the next session sends exactly what came after them, scope by scope.
+#[test]
+fn a_first_push_cut_off_after_a_mark_resumes_from_the_station_checkpoints() {
+    let a = store(1_795_579_200_000);
+    a.write_blocking(|ctx| {
+        for i in 1..=200 {
+            ctx.register(archive(i), "k", "W")?;
+            let wall = ctx.wall_ms;
+            ctx.record(code(i), "k", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let b = store(1_795_579_300_000);
+    let (mut ra, mut rb) = (Replica::new(a.clone()), Replica::new(b.clone()));
+    let zero: BTreeMap<Vec<u8>, u64> = scopes(ENT).into_iter().map(|s| (s, 0)).collect();
+    let session = |initiator, checkpoints| {
+        Session::new(SessionOptions { items_per_frame: 64, mark_bytes: 8 << 10, checkpoints, ..opts(initiator) })
+    };
+    let (mut sa, mut sb) = (session(true, zero), session(false, BTreeMap::new()));
+    sa.start(&ra, 0).unwrap();
+    // Frame by frame until the office has answered a mark within the events.
+    let events = events_scope(ENT).into_bytes();
+    let mut now = 0;
+    while sa.checkpoints()[&events] == 0 {
+        now += 1;
+        let f = sa.poll_transmit(&ra).unwrap().expect("the push goes on");
+        sb.handle(Frame::decode(&f.encode()[4..]).unwrap(), &mut rb, now).unwrap();
+        while let Some(f) = sb.poll_transmit(&rb).unwrap() {
+            sa.handle(Frame::decode(&f.encode()[4..]).unwrap(), &mut ra, now).unwrap();
+        }
+    }
+    let ckpt = sa.checkpoints().clone();
+    assert!(ckpt[&events] < ra.seq(&events).unwrap(), "cut before the end: {ckpt:?}");
+    // Every change the checkpoints cover is at the office.
+    for (scope, upto) in &ckpt {
+        for (_, id) in ra.changes_after(scope, 0, *upto as usize).unwrap() {
+            assert!(rb.get(scope, &id).unwrap().is_some(), "{} {upto}", String::from_utf8_lossy(scope));
+        }
+    }
+    // The documents' push ended before the events began: marked, not sent again.
+    assert_eq!(ckpt[&docs_scope(ENT).into_bytes()], ra.seq(docs_scope(ENT).as_bytes()).unwrap());
+
+    let rest: u64 = ckpt.iter().map(|(scope, upto)| ra.seq(scope).unwrap() - upto).sum();
+    let (mut sa, mut sb) = (session(true, ckpt), session(false, BTreeMap::new()));
+    sa.start(&ra, 0).unwrap();
+    for _ in 0..1_000 {
+        now += 10;
+        while let Some(f) = sa.poll_transmit(&ra).unwrap() {
+            sb.handle(Frame::decode(&f.encode()[4..]).unwrap(), &mut rb, now).unwrap();
+        }
+        while let Some(f) = sb.poll_transmit(&rb).unwrap() {
+            sa.handle(Frame::decode(&f.encode()[4..]).unwrap(), &mut ra, now).unwrap();
+        }
+        if sa.is_in_sync() && sb.is_in_sync() {
+            break;
+        }
+    }
+    assert!(sa.is_in_sync() && sb.is_in_sync());
+    assert_eq!(sa.stats.items_sent, rest);
+    assert_same(&a, &b, 200);
 }
