@@ -667,3 +667,39 @@ fn a_first_push_cut_off_after_a_mark_resumes_from_the_station_checkpoints() {
     assert_eq!(sa.stats.items_sent, rest);
     assert_same(&a, &b, 200);
 }
+
+/// A node's clock observes the events it receives (found by the simulator): a scrap
+/// recorded here after a fill arrived from a station whose clock runs an hour ahead
+/// sorts after that fill, so the history reads fill, then scrap, and no fill after a
+/// scrap is listed. Without it, the scrap took this node's earlier time and sorted first.
+#[test]
+fn a_local_scrap_sorts_after_a_received_fill_from_a_clock_that_runs_ahead() {
+    use crate::store::anomalies::AnomalyFilter;
+    let t = 1_795_579_200_000;
+    let (ahead, here) = (store(t + 3_600_000), store(t));
+    ahead
+        .write_blocking(|ctx| {
+            ctx.register(archive(1), "k", "W")?;
+            let wall = ctx.wall_ms;
+            ctx.record(
+                code(1),
+                "f",
+                "W",
+                EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None },
+                wall,
+            )
+            .map(|_| ())
+        })
+        .unwrap();
+    replicate(&ahead, &here);
+    here.write_blocking(|ctx| {
+        let wall = ctx.wall_ms;
+        ctx.record(code(1), "i", "HQ", EventBody::Scrap { reason: "裂纹".into() }, wall).map(|_| ())
+    })
+    .unwrap();
+    let kinds: Vec<&str> = here.events_of(&code(1), usize::MAX).unwrap().iter().map(|e| e.event.body.kind()).collect();
+    assert_eq!(kinds.last(), Some(&"scrap"), "{kinds:?}");
+    assert!(here.anomalies(&AnomalyFilter::default()).unwrap().is_empty());
+    replicate(&ahead, &here);
+    assert!(ahead.anomalies(&AnomalyFilter::default()).unwrap().is_empty());
+}
