@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use node::store::anomalies::AnomalyFilter;
-use schema::anomaly::{Judge, cylinder_anomalies};
+use schema::anomaly::{AnomalyKind, Judge, cylinder_anomalies};
 use schema::event::EventId;
 use schema::state::derive;
 
@@ -67,6 +67,14 @@ pub fn check(w: &World) -> anyhow::Result<Result<(), Failure>> {
             return fail("no safety fact lost", format!("acknowledged scrap of {c} is not in its state"));
         }
         for a in cylinder_anomalies(&row.archive, &history, &judge) {
+            // A fill the scrapping node already held when it scrapped came before the
+            // scrap: the history must not show it after.
+            if a.kind == AnomalyKind::FillAfterScrap
+                && let Some((fill, before)) = a.events.split_last()
+                && before.iter().any(|s| w.work.fills_before_scrap.get(s).is_some_and(|f| f.contains(fill)))
+            {
+                return fail("causal order", format!("{c}: a fill the scrapping node held sorts after its scrap"));
+            }
             expected.insert(a.id());
         }
     }

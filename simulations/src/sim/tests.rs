@@ -28,11 +28,14 @@ fn the_same_seed_gives_the_same_report_byte_for_byte() {
 /// before that fill; the history then showed a fill after a scrap that nodes listed
 /// differently (local scraps and findings did not refresh anomalies). Found by seeds 12,
 /// 17, 24 and 35 of an earlier version of this world; these four failed on the unfixed
-/// store in a later one. They no longer do (checked 2026-11-27 by reverting the clock's
-/// observation: these seeds and seeds 1–150 of the two-day world all pass; since
-/// anomalies became a pure function of the data, every node lists the same wrong one).
-/// The unit test `a_local_scrap_sorts_after_a_received_fill_from_a_clock_that_runs_ahead`
-/// in `node` now guards that fix; these seeds stay as runs of the world.
+/// store in a later one. Since anomalies became a pure function of the data, every node
+/// lists the same wrong one, and no invariant caught it any more (checked 2026-11-27 by
+/// reverting the clock's observation: seeds 1–150 of the two-day world passed). The
+/// oracle's "causal order" invariant now does: a fill the scrapping node held when it
+/// scrapped must not sort after the scrap. With the fix reverted, seeds 17 and 24 fail
+/// it (13 and 30 do not), and 58 of seeds 1–100. The unit test
+/// `a_local_scrap_sorts_after_a_received_fill_from_a_clock_that_runs_ahead` in `node`
+/// guards the fix too.
 #[test]
 fn seed_13_a_local_scrap_after_a_fill_from_a_fast_clock() {
     passes(Config::small(13));

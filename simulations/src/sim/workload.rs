@@ -6,7 +6,7 @@
 //! idempotency, the fill rules); handhelds sometimes retry, and a write is sometimes cut
 //! mid-commit and retried.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use node::store::replica::{Replica, scopes};
 use node::store::{Store, StoreError};
@@ -42,6 +42,9 @@ pub struct Workload {
     next_op: u64,
     findings: BTreeMap<(usize, String), ()>,
     pub scrapped: BTreeMap<FullCode, EventId>,
+    /// Per acknowledged scrap: the fills of its cylinder the scrapping node held when it
+    /// recorded it (those happened before it, whatever their clocks said).
+    pub fills_before_scrap: BTreeMap<EventId, BTreeSet<EventId>>,
     /// Holds acknowledged and not released: (code, finding).
     pub holds: BTreeMap<(FullCode, String), EventId>,
 }
@@ -64,6 +67,7 @@ impl Workload {
             next_op: 0,
             findings: BTreeMap::new(),
             scrapped: BTreeMap::new(),
+            fills_before_scrap: BTreeMap::new(),
             holds: BTreeMap::new(),
         }
     }
@@ -433,10 +437,14 @@ fn office_minute(w: &mut World) -> anyhow::Result<Result<(), Failure>> {
     if w.rng.random_range(0..480) == 0 {
         let i = w.rng.random_range(0..n);
         let body = EventBody::Scrap { reason: "瓶体腐蚀".into() };
+        let held = w.nodes[0].store.events_of(&code(i), usize::MAX).map_err(store_err)?;
+        let fills: BTreeSet<EventId> =
+            held.iter().filter(|e| matches!(e.event.body, EventBody::Fill { .. })).map(|e| e.id).collect();
         match op(w, 0, code(i), "inspector", "head-office".into(), body)? {
             Err(f) => return Ok(Err(f)),
             Ok(Some(id)) => {
                 w.work.scrapped.entry(code(i)).or_insert(id);
+                w.work.fills_before_scrap.insert(id, fills);
             }
             Ok(None) => {}
         }
