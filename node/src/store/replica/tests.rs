@@ -154,11 +154,11 @@ fn a_station_and_an_empty_head_office_converge_then_merge_offline_work() {
     assert_eq!(row.archive.tare_kg, Some(15.2));
 }
 
-#[test]
-fn a_long_put_goes_to_the_writer_in_jobs_and_names_exactly_its_own_change_numbers() {
+/// A station's store with cylinders 1..=n, each registered and received empty.
+fn station_with_empties(n: u32) -> Store {
     let a = store(1_795_579_200_000);
-    a.write_blocking(|ctx| {
-        for i in 1..=20 {
+    a.write_blocking(move |ctx| {
+        for i in 1..=n {
             ctx.register(archive(i), "k", "W")?;
             let wall = ctx.wall_ms;
             ctx.record(code(i), "k", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
@@ -166,6 +166,12 @@ fn a_long_put_goes_to_the_writer_in_jobs_and_names_exactly_its_own_change_number
         Ok(())
     })
     .unwrap();
+    a
+}
+
+#[test]
+fn a_long_put_goes_to_the_writer_in_jobs_and_names_exactly_its_own_change_numbers() {
+    let a = station_with_empties(20);
     let (ra, mut rb) = (Replica::new(a.clone()), Replica::new(store(1_795_579_300_000)));
     let b = rb.store.clone();
     let mut stored = 0;
@@ -608,16 +614,7 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
 /// the next session sends exactly what came after them, scope by scope.
 #[test]
 fn a_first_push_cut_off_after_a_mark_resumes_from_the_station_checkpoints() {
-    let a = store(1_795_579_200_000);
-    a.write_blocking(|ctx| {
-        for i in 1..=200 {
-            ctx.register(archive(i), "k", "W")?;
-            let wall = ctx.wall_ms;
-            ctx.record(code(i), "k", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    let a = station_with_empties(200);
     let b = store(1_795_579_300_000);
     let (mut ra, mut rb) = (Replica::new(a.clone()), Replica::new(b.clone()));
     let zero: BTreeMap<Vec<u8>, u64> = scopes(ENT).into_iter().map(|s| (s, 0)).collect();
