@@ -154,6 +154,19 @@ fn a_station_and_an_empty_head_office_converge_then_merge_offline_work() {
     assert_eq!(row.archive.tare_kg, Some(15.2));
 }
 
+/// Registers cylinder 1 in `s` and fills it; the fill event.
+fn registered_and_filled(s: &Store) -> SignedEvent {
+    let (fill, _) = s
+        .write_blocking(|ctx| {
+            ctx.register(archive(1), "k", "W")?;
+            let wall = ctx.wall_ms;
+            let fill = EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None };
+            ctx.record(code(1), "f", "W", fill, wall)
+        })
+        .unwrap();
+    fill
+}
+
 /// A station's store with cylinders 1..=n, each registered and received empty.
 fn station_with_empties(n: u32) -> Store {
     let a = store(1_795_579_200_000);
@@ -260,19 +273,7 @@ fn an_event_whose_clock_runs_behind_its_wall_time_is_refused() {
 fn an_enrolled_node_takes_events_only_from_enrolled_signers_within_their_rights() {
     use schema::records::NodeRecord;
     let station = store(1_795_579_200_000);
-    let (fill, _) = station
-        .write_blocking(|ctx| {
-            ctx.register(archive(1), "k", "W")?;
-            let wall = ctx.wall_ms;
-            ctx.record(
-                code(1),
-                "f",
-                "W",
-                EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None },
-                wall,
-            )
-        })
-        .unwrap();
+    let fill = registered_and_filled(&station);
     let register = station.events_of(&code(1), usize::MAX).unwrap();
     let office = store(1_795_579_300_000);
     office.write_blocking(|ctx| ctx.set_meta(crate::enrolment::CA_CERT, b"enrolled")).unwrap();
@@ -674,20 +675,7 @@ fn a_local_scrap_sorts_after_a_received_fill_from_a_clock_that_runs_ahead() {
     use crate::store::anomalies::AnomalyFilter;
     let t = 1_795_579_200_000;
     let (ahead, here) = (store(t + 3_600_000), store(t));
-    ahead
-        .write_blocking(|ctx| {
-            ctx.register(archive(1), "k", "W")?;
-            let wall = ctx.wall_ms;
-            ctx.record(
-                code(1),
-                "f",
-                "W",
-                EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None },
-                wall,
-            )
-            .map(|_| ())
-        })
-        .unwrap();
+    registered_and_filled(&ahead);
     replicate(&ahead, &here);
     here.write_blocking(|ctx| {
         let wall = ctx.wall_ms;
