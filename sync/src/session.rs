@@ -443,13 +443,15 @@ impl Session {
     /// and documents go before its events: a cut during the events should not send them
     /// again).
     fn mark(&mut self, next: Option<(Vec<u8>, u64)>) -> Option<Frame> {
-        let next_scope = next.as_ref().map(|(scope, _)| scope.clone());
+        let scope_ends = match (&next, &self.last_page) {
+            (Some((next, _)), Some((last, _))) => next != last,
+            _ => true,
+        };
         let done = match next {
             Some(page) => self.last_page.replace(page),
             None => self.last_page.take(),
         };
         let (scope, seq) = done?;
-        let scope_ends = next_scope.is_none_or(|next| next != scope);
         let due = match scope_ends {
             true => self.opts.mark_bytes / 16,
             false => self.opts.mark_bytes,
