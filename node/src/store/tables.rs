@@ -42,10 +42,18 @@ pub(crate) const AWAITING_SEAL_TABLE: TableDefinition<&[u8; 16], &[u8]> = TableD
 /// This node's own events not yet sealed. Key: u64 counter. Value: 32-byte event id.
 pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("unsealed-1");
 
-/// Traceability indexes. Key: `<dimension>\0<value>\0` ++ 8-byte big-endian wall ms ++
-/// 32-byte event id, for dimensions `time` (empty value), `operator`, `kind` and `place`.
-/// Value: none; the id leads to the event through `event-ids-2`.
-pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-index-1");
+/// Traceability indexes, in runs. Key: 4-byte big-endian run number ++
+/// `<dimension>\0<value>\0` ++ 8-byte big-endian wall ms ++ 32-byte event id, for
+/// dimensions `time` (empty value), `operator`, `kind` and `place`. Value: none; the id
+/// leads to the event through `event-ids-2`. Run 0 takes this node's own events as they
+/// are stored; each index pass writes received events into the newest run of 1 and up,
+/// which holds a bounded number of events (see `store::index_pass`), so a pass never
+/// rewrites pages of the whole index. A trace reads every run.
+pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-index-2");
+
+/// Layout 4's traceability index: the same keys without the run number. Converted to
+/// run 0 of `event-index-2` on open.
+pub(crate) const EVENT_INDEX_V1_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-index-1");
 
 /// Automerge documents: compacted snapshot. Key: document id (`cyl:<code>`, `staff:<account>`, ...).
 pub(crate) const DOCS_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("docs-1");

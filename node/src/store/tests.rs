@@ -467,3 +467,127 @@ fn a_forced_index_pass_runs_whole_past_a_streams_puts() {
     let seen = index_seen_after_a_forced_pass(false);
     assert!(seen >= INDEX_PASS as u64, "the pass stopped at {seen} for a stream's put");
 }
+
+/// `n` registered cylinders whose index entries are gone and whose index cursor is back
+/// at the start, as if every event had been received: only index passes put them back.
+fn received_only(path: &Path, n: u32) {
+    unindexed(path, n);
+    let db = Database::open(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.delete_table(EVENT_INDEX_TABLE).unwrap();
+    tx.open_table(EVENT_INDEX_TABLE).unwrap();
+    tx.commit().unwrap();
+}
+
+/// Entries of each run of the traceability index.
+fn index_runs(store: &Store) -> std::collections::BTreeMap<u32, usize> {
+    let r = store.db.begin_read().unwrap();
+    let mut runs = std::collections::BTreeMap::new();
+    for item in r.open_table(EVENT_INDEX_TABLE).unwrap().iter().unwrap() {
+        *runs.entry(run_of(item.unwrap().0.value()).unwrap()).or_default() += 1;
+    }
+    runs
+}
+
+/// Traces over every dimension, some cut short by their limit.
+fn traces(store: &Store) -> Vec<Vec<EventId>> {
+    [("kind", "register", 1000), ("kind", "register", 7), ("time", "", 1000), ("time", "", 33), ("operator", "k", 50)]
+        .map(|(d, v, limit)| store.trace(d, v, 0, i64::MAX, limit).unwrap().into_iter().map(|e| e.id).collect())
+        .to_vec()
+}
+
+/// Index passes write received events into runs of bounded size (so a pass never
+/// rewrites the whole index), and a trace over several runs answers exactly what the
+/// log itself answers before any pass.
+#[test]
+fn index_passes_fill_bounded_runs_and_a_trace_reads_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    received_only(&path, 500);
+    // No passes yet: every trace reads the log past the cursor.
+    let store = forced_passes_only(&path);
+    assert!(index_runs(&store).is_empty());
+    let expected = traces(&store);
+    assert_eq!(expected[0].len(), 500);
+    assert_eq!(expected[1].len(), 7);
+    assert_eq!(expected[2].len(), 500);
+    store.shutdown();
+
+    let store = Store::open(&path, options(), clock()).unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while store.index_backlog().unwrap() > 0 {
+        assert!(Instant::now() < deadline, "the index passes did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let runs = index_runs(&store);
+    assert!(runs.len() >= 3, "500 events in runs of about {RUN_EVENTS}: {runs:?}");
+    assert!(!runs.contains_key(&LIVE_RUN), "{runs:?}");
+    let most = 4 * (RUN_EVENTS as usize + INDEX_PASS);
+    assert!(runs.values().all(|n| *n <= most), "a run over {most} entries: {runs:?}");
+    assert_eq!(runs.values().sum::<usize>(), 4 * 500);
+    assert_eq!(traces(&store), expected);
+    // A local write goes to the live run, and traces see it with the runs.
+    store
+        .write_blocking(|ctx| {
+            let wall = ctx.wall_ms + 1;
+            ctx.record(
+                archive(1).code.parse().unwrap(),
+                "k",
+                "p",
+                EventBody::Repair { description: "阀门".into() },
+                wall,
+            )
+            .map(|_| ())
+        })
+        .unwrap();
+    assert_eq!(index_runs(&store).get(&LIVE_RUN), Some(&4));
+    assert_eq!(store.trace("time", "", 0, i64::MAX, 1000).unwrap().len(), 501);
+    assert_eq!(store.trace("operator", "k", 0, i64::MAX, 1).unwrap()[0].event.body.kind(), "repair");
+}
+
+/// Layout 4 kept the index in one tree without runs; opening such a file moves it into
+/// the live run, and traces answer as before.
+#[test]
+fn a_layout_4_index_is_converted_on_open_and_traces_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let store = Store::open(&path, options(), clock()).unwrap();
+    store
+        .write_blocking(|ctx| {
+            for n in 1..=30 {
+                ctx.register(archive(n), "k", "p")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let expected = traces(&store);
+    assert_eq!(expected[0].len(), 30);
+    store.shutdown();
+    let entries = {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META_TABLE).unwrap().insert("layout", 4u64.to_le_bytes().as_slice()).unwrap();
+        let mut entries = 0;
+        {
+            let new = tx.open_table(EVENT_INDEX_TABLE).unwrap();
+            let mut old = tx.open_table(EVENT_INDEX_V1_TABLE).unwrap();
+            for row in new.iter().unwrap() {
+                let (k, _) = row.unwrap();
+                old.insert(&k.value()[RUN_PREFIX..], ()).unwrap();
+                entries += 1;
+            }
+        }
+        tx.delete_table(EVENT_INDEX_TABLE).unwrap();
+        tx.commit().unwrap();
+        entries
+    };
+    assert_eq!(entries, 4 * 30);
+    let store = Store::open(&path, options(), clock()).unwrap();
+    {
+        let r = store.db.begin_read().unwrap();
+        assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT.to_le_bytes());
+        assert!(!table_names(&r).iter().any(|n| n == "event-index-1"));
+    }
+    assert_eq!(index_runs(&store), [(LIVE_RUN, entries)].into());
+    assert_eq!(traces(&store), expected);
+}
