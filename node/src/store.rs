@@ -72,6 +72,11 @@ const INDEX_FORCE: u64 = if cfg!(test) { 512 } else { 500_000 };
 const RUN_EVENTS: u64 = if cfg!(test) { 150 } else { 100_000 };
 /// The run of this node's own events, written as they are stored.
 const LIVE_RUN: u32 = 0;
+/// Full runs of received events at which the idle writer merges the two oldest into
+/// one, so a trace reads a few runs, not one per 100,000 events ever received.
+const RUNS_MAX: usize = if cfg!(test) { 3 } else { 16 };
+/// Index entries a merge copies or deletes in one transaction at most.
+const MERGE_STEP: usize = if cfg!(test) { 64 } else { 65_536 };
 /// Bytes of the run number that leads each index key.
 const RUN_PREFIX: usize = 4;
 /// How long the writer must have been idle before it works on the index backlog.
@@ -342,6 +347,7 @@ impl Store {
             stats: stats.clone(),
             index_cursor,
             index_backlog,
+            index_merging: true,
             index_idle,
             index_behind: 0,
             linger,
@@ -683,11 +689,7 @@ impl Store {
         // (index key without its run, the event if read already), newest first: the
         // newest `limit` of every run, then what waits for the index.
         let mut found: Vec<(Vec<u8>, Option<SignedEvent>)> = Vec::new();
-        let runs = match idx.last()? {
-            Some((k, _)) => run_of(k.value())?,
-            None => LIVE_RUN,
-        };
-        for run in LIVE_RUN..=runs {
+        for run in runs_in(&idx)? {
             let (lo, hi) = (
                 index_key(run, dimension, value, from_ms, &[0; 32]),
                 index_key(run, dimension, value, to_ms, &[0; 32]),
@@ -905,6 +907,77 @@ fn index_keys(event: &SignedEvent, run: u32) -> [Vec<u8>; 4] {
 fn run_of(key: &[u8]) -> Result<u32, StoreError> {
     let run = key.first_chunk::<RUN_PREFIX>().ok_or_else(|| StoreError::Corrupt("index key without a run".into()))?;
     Ok(u32::from_be_bytes(*run))
+}
+
+/// The runs the index holds entries in, in order: one look-up per run.
+fn runs_in(idx: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<u32>, StoreError> {
+    let mut runs = Vec::new();
+    let mut from = LIVE_RUN.to_be_bytes();
+    while let Some(item) = idx.range::<&[u8]>(from.as_slice()..)?.next() {
+        let run = run_of(item?.0.value())?;
+        runs.push(run);
+        match run.checked_add(1) {
+            Some(next) => from = next.to_be_bytes(),
+            None => break,
+        }
+    }
+    Ok(runs)
+}
+
+/// The highest run number in the index (the live run if it is empty).
+fn newest_run(idx: &impl ReadableTable<&'static [u8], ()>) -> Result<u32, StoreError> {
+    match idx.last()? {
+        Some((k, _)) => run_of(k.value()),
+        None => Ok(LIVE_RUN),
+    }
+}
+
+/// The keys of `run` after `after` (a key without its run; empty: from the start).
+fn run_range(run: u32, after: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut from = run.to_be_bytes().to_vec();
+    if !after.is_empty() {
+        from.extend_from_slice(after);
+        from.push(0);
+    }
+    (from, run.saturating_add(1).to_be_bytes().to_vec())
+}
+
+/// A merge of two runs of the index into a new one, as saved in `meta-1` between steps:
+/// the entries of `from` are copied into `into` in key order up to `after`, then deleted.
+struct Merge {
+    from: [u32; 2],
+    into: u32,
+    deleting: bool,
+    after: Vec<u8>,
+}
+
+impl Merge {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(13 + self.after.len());
+        for run in [self.from[0], self.from[1], self.into] {
+            v.extend_from_slice(&run.to_le_bytes());
+        }
+        v.push(u8::from(self.deleting));
+        v.extend_from_slice(&self.after);
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<Merge, StoreError> {
+        let bad = || StoreError::Corrupt("index merge state".into());
+        let run = |at: usize| -> Result<u32, StoreError> {
+            Ok(u32::from_le_bytes(v.get(at..at + 4).and_then(|b| b.try_into().ok()).ok_or_else(bad)?))
+        };
+        let deleting = match v.get(12) {
+            Some(0) => false,
+            Some(1) => true,
+            _ => return Err(bad()),
+        };
+        Ok(Merge { from: [run(0)?, run(4)?], into: run(8)?, deleting, after: v[13..].to_vec() })
+    }
+}
+
+fn index_merge_key(enterprise: &str) -> String {
+    format!("index_merge:{}", replica::events_scope(enterprise))
 }
 
 fn index_key(run: u32, dimension: &str, value: &str, wall_ms: i64, id: &[u8; 32]) -> Vec<u8> {
@@ -1136,6 +1209,8 @@ struct Writer {
     index_cursor: u64,
     /// Received events wait for an index pass past `index_cursor`.
     index_backlog: bool,
+    /// Runs of the index may wait to be merged (see [`RUNS_MAX`]).
+    index_merging: bool,
     /// How long the writer must have been idle before an index pass (never: only full
     /// backlogs are indexed).
     index_idle: Option<std::time::Duration>,
@@ -1178,7 +1253,7 @@ impl Writer {
         let mut carried = std::collections::VecDeque::new();
         loop {
             // Received events' index entries are written when nothing else waits.
-            let idle = self.index_idle.filter(|_| self.index_backlog);
+            let idle = self.index_idle.filter(|_| self.index_backlog || self.index_merging);
             let linger = self.linger.filter(|_| self.open.is_some());
             let first = if let Some(job) = carried.pop_front() {
                 job
@@ -1199,7 +1274,10 @@ impl Writer {
                 match rx.recv_timeout(idle) {
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        carried = self.index_pass(rx, false);
+                        carried = match self.index_backlog {
+                            true => self.index_pass(rx, false),
+                            false => self.merge_runs(rx),
+                        };
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -1495,7 +1573,8 @@ impl Writer {
             // The newest run while it holds fewer than RUN_EVENTS, else a new one.
             let (run, in_run) = match saved_run(&tx.open_table(META_TABLE)?, &self.scope)? {
                 (run, events) if run != LIVE_RUN && events < RUN_EVENTS => (run, events),
-                (run, _) => (run.saturating_add(1), 0),
+                // Above every run there is (a merge writes into a new run too).
+                (run, _) => (run.max(newest_run(&tx.open_table(EVENT_INDEX_TABLE)?)?).saturating_add(1), 0),
             };
             {
                 let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
@@ -1556,6 +1635,7 @@ impl Writer {
                 self.index_behind = self.index_behind.saturating_sub(cursor - self.index_cursor);
                 self.index_cursor = cursor;
                 self.index_backlog = more;
+                self.index_merging = true;
             }
             Err(e) => {
                 // Tried again at the next idle moment; queries read the backlog meanwhile.
@@ -1563,6 +1643,107 @@ impl Writer {
             }
         }
         arrived
+    }
+}
+
+impl Writer {
+    /// Merges the two oldest full runs of received events into a new run while more than
+    /// [`RUNS_MAX`] wait, a step of up to [`MERGE_STEP`] entries per transaction, until a
+    /// job arrives on `yield_to` (handed back) or nothing is left to merge. A trace
+    /// meanwhile finds entries copied but not yet deleted twice and counts them once.
+    fn merge_runs(&mut self, yield_to: &mpsc::Receiver<Job>) -> std::collections::VecDeque<Job> {
+        let mut arrived = std::collections::VecDeque::new();
+        loop {
+            match self.merge_step() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.index_merging = false;
+                    break;
+                }
+                Err(e) => {
+                    // Tried again after the next index pass.
+                    self.index_merging = false;
+                    tracing::error!(error = %e, "index merge failed");
+                    break;
+                }
+            }
+            if let Ok(job) = yield_to.try_recv() {
+                arrived.push_back(job);
+                break;
+            }
+        }
+        arrived
+    }
+
+    /// One step of a merge, starting one if enough runs wait; false once none is left.
+    fn merge_step(&mut self) -> Result<bool, StoreError> {
+        let tx = begin(&self.db, self.quick_repair)?;
+        {
+            let mut meta = tx.open_table(META_TABLE)?;
+            let mut idx = tx.open_table(EVENT_INDEX_TABLE)?;
+            let key = index_merge_key(&self.scope);
+            let saved = meta.get(key.as_str())?.map(|v| Merge::decode(v.value())).transpose()?;
+            let mut merge = match saved {
+                Some(merge) => merge,
+                None => {
+                    let (filling, _) = saved_run(&meta, &self.scope)?;
+                    let full: Vec<u32> =
+                        runs_in(&idx)?.into_iter().filter(|r| *r != LIVE_RUN && *r != filling).collect();
+                    if full.len() < RUNS_MAX {
+                        drop((meta, idx));
+                        tx.abort()?;
+                        return Ok(false);
+                    }
+                    let into = newest_run(&idx)?.max(filling).saturating_add(1);
+                    Merge { from: [full[0], full[1]], into, deleting: false, after: Vec::new() }
+                }
+            };
+            if merge.deleting {
+                let mut left = MERGE_STEP;
+                for run in merge.from {
+                    let (lo, hi) = run_range(run, &[]);
+                    for item in idx.extract_from_if(lo.as_slice()..hi.as_slice(), |_, _| true)?.take(left) {
+                        item?;
+                        left -= 1;
+                    }
+                }
+                if left > 0 {
+                    // Both runs are gone.
+                    meta.remove(key.as_str())?;
+                    tracing::debug!(from = ?merge.from, into = merge.into, "index runs merged");
+                } else {
+                    meta.insert(key.as_str(), merge.encode().as_slice())?;
+                }
+            } else {
+                // The next entries of the two runs, in key order without the run.
+                let mut next: Vec<Vec<u8>> = Vec::with_capacity(2 * MERGE_STEP);
+                for run in merge.from {
+                    let (lo, hi) = run_range(run, &merge.after);
+                    for item in idx.range(lo.as_slice()..hi.as_slice())?.take(MERGE_STEP) {
+                        let key = item?.0.value().get(RUN_PREFIX..).map(<[u8]>::to_vec);
+                        next.push(key.ok_or_else(|| StoreError::Corrupt("index key without a run".into()))?);
+                    }
+                }
+                next.sort_unstable();
+                next.dedup();
+                // Past the step, a run may hold keys before ones not read from the other.
+                let whole = next.len() < MERGE_STEP;
+                next.truncate(MERGE_STEP);
+                let mut into = merge.into.to_be_bytes().to_vec();
+                for k in &next {
+                    into.truncate(RUN_PREFIX);
+                    into.extend_from_slice(k);
+                    idx.insert(into.as_slice(), ())?;
+                }
+                match next.last() {
+                    Some(last) if !whole => merge.after = last.clone(),
+                    _ => merge.deleting = true,
+                }
+                meta.insert(key.as_str(), merge.encode().as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(true)
     }
 }
 

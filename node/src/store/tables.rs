@@ -47,8 +47,11 @@ pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefiniti
 /// dimensions `time` (empty value), `operator`, `kind` and `place`. Value: none; the id
 /// leads to the event through `event-ids-2`. Run 0 takes this node's own events as they
 /// are stored; each index pass writes received events into the newest run of 1 and up,
-/// which holds a bounded number of events (see `store::index_pass`), so a pass never
-/// rewrites pages of the whole index. A trace reads every run.
+/// which holds a bounded number of events (see `store::RUN_EVENTS`), so a pass never
+/// rewrites pages of the whole index. The idle writer merges the oldest full runs into a
+/// new one while more than a few wait (`store::RUNS_MAX`; the merge's progress is
+/// `index_merge:<scope>` in `meta-1`). A trace reads every run and counts an entry found
+/// in two once.
 pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-index-2");
 
 /// Layout 4's traceability index: the same keys without the run number. Converted to

@@ -591,3 +591,38 @@ fn a_layout_4_index_is_converted_on_open_and_traces_the_same() {
     assert_eq!(index_runs(&store), [(LIVE_RUN, entries)].into());
     assert_eq!(traces(&store), expected);
 }
+
+/// Once more than a few full runs wait, the idle writer merges the oldest two into a new
+/// run, step by step: the runs stay few, no entry is lost or kept twice, and traces answer
+/// as before.
+#[test]
+fn the_idle_writer_merges_full_runs_and_traces_answer_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    received_only(&path, 1500);
+    let store = forced_passes_only(&path);
+    let expected = traces(&store);
+    assert_eq!(expected[0].len(), 1000);
+    store.shutdown();
+
+    let store = Store::open(&path, options(), clock()).unwrap();
+    let merge_key = index_merge_key("3701020001");
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "passes and merges did not finish: {:?}", index_runs(&store));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let r = store.db.begin_read().unwrap();
+        let merging = r.open_table(META_TABLE).unwrap().get(merge_key.as_str()).unwrap().is_some();
+        drop(r);
+        let full = index_runs(&store).len().saturating_sub(1);
+        if store.index_backlog().unwrap() == 0 && !merging && full < RUNS_MAX {
+            break;
+        }
+    }
+    let runs = index_runs(&store);
+    assert_eq!(runs.values().sum::<usize>(), 4 * 1500, "every entry once: {runs:?}");
+    let one_pass_run = 4 * (RUN_EVENTS as usize + INDEX_PASS);
+    assert!(runs.values().any(|n| *n > one_pass_run), "no run was merged: {runs:?}");
+    assert!(!runs.contains_key(&1), "the oldest run was merged away: {runs:?}");
+    assert_eq!(traces(&store), expected);
+}
