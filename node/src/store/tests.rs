@@ -143,6 +143,20 @@ fn downgrade_ids(tx: &redb::WriteTransaction) {
     tx.delete_table(EVENT_IDS_TABLE).unwrap();
 }
 
+/// The file at `path`, opened, with cylinders 1 to `n` registered in it.
+fn with_cylinders(path: &Path, n: u32) -> Store {
+    let store = Store::open(path, options(), clock()).unwrap();
+    store
+        .write_blocking(move |ctx| {
+            for i in 1..=n {
+                ctx.register(archive(i), "k", "p")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store
+}
+
 /// Changes of a scope (number, item) and the items a push of them reads.
 type Pushed = (Vec<(u64, [u8; 32])>, Vec<Vec<u8>>);
 
@@ -150,15 +164,7 @@ type Pushed = (Vec<(u64, [u8; 32])>, Vec<Vec<u8>>);
 fn three_cylinders(path: &Path) -> Pushed {
     use sync::store::ItemStore;
     let scope = replica::events_scope("3701020001");
-    let store = Store::open(path, options(), clock()).unwrap();
-    store
-        .write_blocking(|ctx| {
-            for n in 1..=3 {
-                ctx.register(archive(n), "k", "p")?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    let store = with_cylinders(path, 3);
     let replica = replica::Replica::new(store.clone());
     let before = replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap();
     let items = replica.get_changes(scope.as_bytes(), &before).unwrap();
@@ -386,16 +392,7 @@ fn unsettled_puts_share_one_commit_until_a_read_or_a_write_settles_them() {
 /// `n` registered cylinders whose events the index must take again: the cursor is put
 /// back to the start, as if they had been received.
 fn unindexed(path: &Path, n: u32) {
-    let store = Store::open(path, options(), clock()).unwrap();
-    store
-        .write_blocking(move |ctx| {
-            for i in 1..=n {
-                ctx.register(archive(i), "k", "p")?;
-            }
-            Ok(())
-        })
-        .unwrap();
-    store.shutdown();
+    with_cylinders(path, n).shutdown();
     let db = Database::open(path).unwrap();
     let tx = db.begin_write().unwrap();
     let key = index_cursor_key("3701020001");
@@ -496,6 +493,17 @@ fn traces(store: &Store) -> Vec<Vec<EventId>> {
         .to_vec()
 }
 
+/// The traces of `n` cylinders whose events all wait for the index ([`received_only`]),
+/// before any pass: each reads the log past the cursor.
+fn traced_before_any_pass(path: &Path, n: u32) -> Vec<Vec<EventId>> {
+    received_only(path, n);
+    let store = forced_passes_only(path);
+    assert!(index_runs(&store).is_empty());
+    let traced = traces(&store);
+    store.shutdown();
+    traced
+}
+
 /// Index passes write received events into runs of bounded size (so a pass never
 /// rewrites the whole index), and a trace over several runs answers exactly what the
 /// log itself answers before any pass.
@@ -503,15 +511,10 @@ fn traces(store: &Store) -> Vec<Vec<EventId>> {
 fn index_passes_fill_bounded_runs_and_a_trace_reads_every_run() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
-    received_only(&path, 500);
-    // No passes yet: every trace reads the log past the cursor.
-    let store = forced_passes_only(&path);
-    assert!(index_runs(&store).is_empty());
-    let expected = traces(&store);
+    let expected = traced_before_any_pass(&path, 500);
     assert_eq!(expected[0].len(), 500);
     assert_eq!(expected[1].len(), 7);
     assert_eq!(expected[2].len(), 500);
-    store.shutdown();
 
     let store = Store::open(&path, options(), clock()).unwrap();
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
@@ -551,15 +554,7 @@ fn index_passes_fill_bounded_runs_and_a_trace_reads_every_run() {
 fn a_layout_4_index_is_converted_on_open_and_traces_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
-    let store = Store::open(&path, options(), clock()).unwrap();
-    store
-        .write_blocking(|ctx| {
-            for n in 1..=30 {
-                ctx.register(archive(n), "k", "p")?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    let store = with_cylinders(&path, 30);
     let expected = traces(&store);
     assert_eq!(expected[0].len(), 30);
     store.shutdown();
@@ -599,11 +594,8 @@ fn a_layout_4_index_is_converted_on_open_and_traces_the_same() {
 fn the_idle_writer_merges_full_runs_and_traces_answer_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
-    received_only(&path, 1500);
-    let store = forced_passes_only(&path);
-    let expected = traces(&store);
+    let expected = traced_before_any_pass(&path, 1500);
     assert_eq!(expected[0].len(), 1000);
-    store.shutdown();
 
     let store = Store::open(&path, options(), clock()).unwrap();
     let merge_key = index_merge_key("3701020001");
