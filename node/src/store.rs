@@ -1649,7 +1649,8 @@ impl Writer {
 impl Writer {
     /// Merges the two oldest full runs of received events into a new run while more than
     /// [`RUNS_MAX`] wait, a step of up to [`MERGE_STEP`] entries per transaction, until a
-    /// job arrives on `yield_to` (handed back) or nothing is left to merge. A trace
+    /// job arrives on `yield_to` (handed back), the store shuts down, or nothing is left
+    /// to merge. A trace
     /// meanwhile finds entries copied but not yet deleted twice and counts them once.
     fn merge_runs(&mut self, yield_to: &mpsc::Receiver<Job>) -> std::collections::VecDeque<Job> {
         let mut arrived = std::collections::VecDeque::new();
@@ -1667,9 +1668,14 @@ impl Writer {
                     break;
                 }
             }
-            if let Ok(job) = yield_to.try_recv() {
-                arrived.push_back(job);
-                break;
+            match yield_to.try_recv() {
+                Ok(job) => {
+                    arrived.push_back(job);
+                    break;
+                }
+                // The store is shutting down: the merge goes on at the next start.
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {}
             }
         }
         arrived

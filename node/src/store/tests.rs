@@ -618,3 +618,61 @@ fn the_idle_writer_merges_full_runs_and_traces_answer_the_same() {
     assert!(!runs.contains_key(&1), "the oldest run was merged away: {runs:?}");
     assert_eq!(traces(&store), expected);
 }
+
+/// A store shutting down while runs are being merged stops after the step under way,
+/// not after every merge, and the merge goes on where it stopped at the next start.
+#[test]
+fn a_store_shutting_down_stops_merging_runs_after_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    Store::open(&path, options(), clock()).unwrap().shutdown();
+    // Twenty full runs of 1,000 entries and nothing waiting for the index.
+    let (runs, per_run) = (20u32, 1000u32);
+    {
+        let db = Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut idx = tx.open_table(EVENT_INDEX_TABLE).unwrap();
+            for run in 1..=runs {
+                for n in 0..per_run {
+                    let id = [(n % 251) as u8; 32];
+                    idx.insert(index_key(run, "time", "", i64::from(n * runs + run), &id).as_slice(), ()).unwrap();
+                }
+            }
+            let mut filling = (runs + 1).to_le_bytes().to_vec();
+            filling.extend_from_slice(&0u64.to_le_bytes());
+            tx.open_table(META_TABLE)
+                .unwrap()
+                .insert(index_run_key("3701020001").as_str(), filling.as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let merge_key = index_merge_key("3701020001");
+    let merging = |store: &Store| {
+        let r = store.db.begin_read().unwrap();
+        r.open_table(META_TABLE).unwrap().get(merge_key.as_str()).unwrap().is_some()
+    };
+    let store = Store::open(&path, options(), clock()).unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while !merging(&store) {
+        assert!(Instant::now() < deadline, "no merge started");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let stopping = Instant::now();
+    store.shutdown();
+    let took = stopping.elapsed();
+    assert!(took < std::time::Duration::from_secs(1), "shutdown waited {took:?} for the merges");
+    let store = forced_passes_only(&path);
+    let left = index_runs(&store);
+    assert!(left.len() > RUNS_MAX, "every merge ran before the shutdown: {left:?}");
+    // Every entry is still there once (a run being copied holds some twice).
+    let r = store.db.begin_read().unwrap();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for item in r.open_table(EVENT_INDEX_TABLE).unwrap().iter().unwrap() {
+        keys.push(item.unwrap().0.value()[RUN_PREFIX..].to_vec());
+    }
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), (runs * per_run) as usize);
+}
