@@ -323,23 +323,6 @@ fn on_every_core<T: Send>(
 }
 
 /// A document item on the wire: u16 length of the id, the id, the Automerge bytes.
-/// Frees `spent` on a thread of its own. Freeing a loaded Automerge document took about a
-/// sixth of the writer's time per received document (perf of a first sync of 10,000
-/// cylinders), and the writer is what a first sync waits for.
-fn dispose<T: Send + 'static>(spent: Vec<T>) {
-    type Spent = Box<dyn Send>;
-    static BIN: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Spent>>> = std::sync::OnceLock::new();
-    let bin = BIN.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Spent>();
-        let thread = std::thread::Builder::new().name("dispose".into()).spawn(move || rx.into_iter().for_each(drop));
-        thread.ok().map(|_| tx)
-    });
-    // Without the thread (it could not start), here.
-    if let Some(Err(std::sync::mpsc::SendError(spent))) = bin.as_ref().map(|bin| bin.send(Box::new(spent))) {
-        drop(spent);
-    }
-}
-
 fn encode_doc(doc_id: &str, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + doc_id.len() + bytes.len());
     out.extend_from_slice(&(doc_id.len() as u16).to_be_bytes());
@@ -735,13 +718,8 @@ impl WriteCtx<'_> {
     }
 
     /// A document from a peer (loaded by [`DocLoads`]): merged into ours (or taken
-    /// as it is), then the derived row or record is refreshed. The loaded document goes
-    /// to `spent` for the caller to free elsewhere ([`dispose`]).
-    pub fn receive_doc(
-        &mut self,
-        loaded: Result<LoadedDoc, String>,
-        spent: &mut Vec<AutoCommit>,
-    ) -> Result<Received, StoreError> {
+    /// as it is), then the derived row or record is refreshed.
+    pub fn receive_doc(&mut self, loaded: Result<LoadedDoc, String>) -> Result<Received, StoreError> {
         let LoadedDoc { doc_id, bytes, doc: theirs, archive } = match loaded {
             Ok(d) => d,
             Err(reason) => return Ok(Received::Refused(reason)),
@@ -790,7 +768,6 @@ impl WriteCtx<'_> {
                 t.insert(doc_id.0.as_str(), json.as_slice())?;
             }
         }
-        spent.push(doc);
         Ok(Received::Stored(doc_item_id(&doc_id, &heads)))
     }
 }
@@ -1308,11 +1285,7 @@ impl ItemStore for Replica {
                 let results = match job {
                     Job::Events(checked) => ctx.receive_checked(checked)?,
                     Job::Docs(loaded) => {
-                        let mut spent = Vec::with_capacity(loaded.len());
-                        let results: Result<Vec<_>, _> =
-                            loaded.into_iter().map(|doc| ctx.receive_doc(doc, &mut spent)).collect();
-                        dispose(spent);
-                        results?
+                        loaded.into_iter().map(|doc| ctx.receive_doc(doc)).collect::<Result<Vec<_>, _>>()?
                     }
                     Job::Seals(items) => {
                         items.iter().map(|item| ctx.receive_seal(item)).collect::<Result<Vec<_>, _>>()?
