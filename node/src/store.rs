@@ -695,8 +695,7 @@ impl Store {
                 index_key(run, dimension, value, to_ms, &[0; 32]),
             );
             for item in idx.range(lo.as_slice()..hi.as_slice())?.rev().take(limit) {
-                let key = item?.0.value().get(RUN_PREFIX..).map(<[u8]>::to_vec);
-                found.push((key.ok_or_else(|| StoreError::Corrupt("index key without a run".into()))?, None));
+                found.push((without_run(item?.0.value())?.to_vec(), None));
             }
         }
         // Received events past the index cursor (an index pass follows soon after a sync).
@@ -905,8 +904,16 @@ fn index_keys(event: &SignedEvent, run: u32) -> [Vec<u8>; 4] {
 
 /// The run an index key is in.
 fn run_of(key: &[u8]) -> Result<u32, StoreError> {
-    let run = key.first_chunk::<RUN_PREFIX>().ok_or_else(|| StoreError::Corrupt("index key without a run".into()))?;
-    Ok(u32::from_be_bytes(*run))
+    Ok(u32::from_be_bytes(*split_run(key)?.0))
+}
+
+/// An index key without its run: what two runs holding the same entry have in common.
+fn without_run(key: &[u8]) -> Result<&[u8], StoreError> {
+    Ok(split_run(key)?.1)
+}
+
+fn split_run(key: &[u8]) -> Result<(&[u8; RUN_PREFIX], &[u8]), StoreError> {
+    key.split_first_chunk::<RUN_PREFIX>().ok_or_else(|| StoreError::Corrupt("index key without a run".into()))
 }
 
 /// The runs the index holds entries in, in order: one look-up per run.
@@ -972,7 +979,8 @@ impl Merge {
             Some(1) => true,
             _ => return Err(bad()),
         };
-        Ok(Merge { from: [run(0)?, run(4)?], into: run(8)?, deleting, after: v[13..].to_vec() })
+        let after = v.get(13..).ok_or_else(bad)?.to_vec();
+        Ok(Merge { from: [run(0)?, run(4)?], into: run(8)?, deleting, after })
     }
 }
 
@@ -1647,11 +1655,11 @@ impl Writer {
 }
 
 impl Writer {
-    /// Merges the two oldest full runs of received events into a new run while more than
-    /// [`RUNS_MAX`] wait, a step of up to [`MERGE_STEP`] entries per transaction, until a
-    /// job arrives on `yield_to` (handed back), the store shuts down, or nothing is left
-    /// to merge. A trace
-    /// meanwhile finds entries copied but not yet deleted twice and counts them once.
+    /// Merges the two oldest full runs of received events into a new run while
+    /// [`RUNS_MAX`] or more wait, a step of up to [`MERGE_STEP`] entries per transaction,
+    /// until a job arrives on `yield_to` (handed back), the store shuts down, or nothing
+    /// is left to merge. A trace meanwhile finds entries copied but not yet deleted twice
+    /// and counts them once.
     fn merge_runs(&mut self, yield_to: &mpsc::Receiver<Job>) -> std::collections::VecDeque<Job> {
         let mut arrived = std::collections::VecDeque::new();
         loop {
@@ -1726,8 +1734,7 @@ impl Writer {
                 for run in merge.from {
                     let (lo, hi) = run_range(run, &merge.after);
                     for item in idx.range(lo.as_slice()..hi.as_slice())?.take(MERGE_STEP) {
-                        let key = item?.0.value().get(RUN_PREFIX..).map(<[u8]>::to_vec);
-                        next.push(key.ok_or_else(|| StoreError::Corrupt("index key without a run".into()))?);
+                        next.push(without_run(item?.0.value())?.to_vec());
                     }
                 }
                 next.sort_unstable();

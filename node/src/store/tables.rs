@@ -49,7 +49,7 @@ pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefiniti
 /// are stored; each index pass writes received events into the newest run of 1 and up,
 /// which holds a bounded number of events (see `store::RUN_EVENTS`), so a pass never
 /// rewrites pages of the whole index. The idle writer merges the oldest full runs into a
-/// new one while more than a few wait (`store::RUNS_MAX`; the merge's progress is
+/// new one while 16 or more wait (`store::RUNS_MAX`; the merge's progress is
 /// `index_merge:<scope>` in `meta-1`). A trace reads every run and counts an entry found
 /// in two once.
 pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-index-2");
