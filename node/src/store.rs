@@ -75,9 +75,12 @@ const INDEX_FORCE: u64 = if cfg!(test) { 512 } else { 500_000 };
 const RUN_EVENTS: u64 = if cfg!(test) { 150 } else { 100_000 };
 /// The run of this node's own events, written as they are stored.
 const LIVE_RUN: u32 = 0;
-/// Full runs of received events at which the idle writer merges the two oldest into
-/// one, so a trace reads a few runs, not one per 100,000 events ever received.
-const RUNS_MAX: usize = if cfg!(test) { 3 } else { 16 };
+/// A run number's level is its top byte: a pass makes runs of level 1, and the idle
+/// writer merges two full runs of one level into one of the next, so a node that received
+/// N events keeps about log2(N / RUN_EVENTS) runs and copies each entry that many times
+/// (merging the oldest runs whatever their size would copy the biggest run again for every
+/// new one). The bits below number runs in the order they were made.
+const RUN_LEVEL_SHIFT: u32 = 24;
 /// Index entries a merge copies or deletes in one transaction at most.
 const MERGE_STEP: usize = if cfg!(test) { 64 } else { 65_536 };
 /// Bytes of the run number that leads each index key.
@@ -934,12 +937,15 @@ fn runs_in(idx: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<u32>, Stor
     Ok(runs)
 }
 
-/// The highest run number in the index (the live run if it is empty).
-fn newest_run(idx: &impl ReadableTable<&'static [u8], ()>) -> Result<u32, StoreError> {
-    match idx.last()? {
-        Some((k, _)) => run_of(k.value()),
-        None => Ok(LIVE_RUN),
-    }
+fn run_level(run: u32) -> u32 {
+    run >> RUN_LEVEL_SHIFT
+}
+
+/// A new run of `level`, numbered after each of `runs`.
+fn new_run(level: u32, runs: &[u32]) -> u32 {
+    let mask = (1 << RUN_LEVEL_SHIFT) - 1;
+    let last = runs.iter().map(|r| r & mask).max().unwrap_or(0);
+    (level << RUN_LEVEL_SHIFT) | last.saturating_add(1).min(mask)
 }
 
 /// The keys of `run` after `after` (a key without its run; empty: from the start).
@@ -1220,7 +1226,7 @@ struct Writer {
     index_cursor: u64,
     /// Received events wait for an index pass past `index_cursor`.
     index_backlog: bool,
-    /// Runs of the index may wait to be merged (see [`RUNS_MAX`]).
+    /// Runs of the index may wait to be merged (see [`RUN_LEVEL_SHIFT`]).
     index_merging: bool,
     /// How long the writer must have been idle before an index pass (never: only full
     /// backlogs are indexed).
@@ -1584,8 +1590,11 @@ impl Writer {
             // The newest run while it holds fewer than RUN_EVENTS, else a new one.
             let (run, in_run) = match saved_run(&tx.open_table(META_TABLE)?, &self.scope)? {
                 (run, events) if run != LIVE_RUN && events < RUN_EVENTS => (run, events),
-                // Above every run there is (a merge writes into a new run too).
-                (run, _) => (run.max(newest_run(&tx.open_table(EVENT_INDEX_TABLE)?)?).saturating_add(1), 0),
+                (run, _) => {
+                    let mut runs = runs_in(&tx.open_table(EVENT_INDEX_TABLE)?)?;
+                    runs.push(run);
+                    (new_run(1, &runs), 0)
+                }
             };
             {
                 let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
@@ -1658,11 +1667,11 @@ impl Writer {
 }
 
 impl Writer {
-    /// Merges the two oldest full runs of received events into a new run while
-    /// [`RUNS_MAX`] or more wait, a step of up to [`MERGE_STEP`] entries per transaction,
-    /// until a job arrives on `yield_to` (handed back), the store shuts down, or nothing
-    /// is left to merge. A trace meanwhile finds entries copied but not yet deleted twice
-    /// and counts them once.
+    /// Merges two full runs of received events of one level into a new run of the next
+    /// while any level holds two ([`RUN_LEVEL_SHIFT`]), a step of up to [`MERGE_STEP`]
+    /// entries per transaction, until a job arrives on `yield_to` (handed back), the store
+    /// shuts down, or nothing is left to merge. A trace meanwhile finds entries copied but
+    /// not yet deleted twice and counts them once.
     fn merge_runs(&mut self, yield_to: &mpsc::Receiver<Job>) -> std::collections::VecDeque<Job> {
         let mut arrived = std::collections::VecDeque::new();
         loop {
@@ -1704,15 +1713,21 @@ impl Writer {
                 Some(merge) => merge,
                 None => {
                     let (filling, _) = saved_run(&meta, &self.scope)?;
-                    let full: Vec<u32> =
-                        runs_in(&idx)?.into_iter().filter(|r| *r != LIVE_RUN && *r != filling).collect();
-                    if full.len() < RUNS_MAX {
+                    let mut runs = runs_in(&idx)?;
+                    let full: Vec<u32> = runs.iter().copied().filter(|r| *r != LIVE_RUN && *r != filling).collect();
+                    // The two first full runs of the lowest level that holds two.
+                    let pair = (1..=u8::MAX.into()).find_map(|level| {
+                        let mut of_level = full.iter().filter(|r| run_level(**r) == level);
+                        Some([*of_level.next()?, *of_level.next()?])
+                    });
+                    let Some(from) = pair else {
                         drop((meta, idx));
                         tx.abort()?;
                         return Ok(false);
-                    }
-                    let into = newest_run(&idx)?.max(filling).saturating_add(1);
-                    Merge { from: [full[0], full[1]], into, deleting: false, after: Vec::new() }
+                    };
+                    runs.push(filling);
+                    let into = new_run(run_level(from[0]) + 1, &runs);
+                    Merge { from, into, deleting: false, after: Vec::new() }
                 }
             };
             if merge.deleting {

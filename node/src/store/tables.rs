@@ -46,12 +46,12 @@ pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefiniti
 /// `<dimension>\0<value>\0` ++ 8-byte big-endian wall ms ++ 32-byte event id, for
 /// dimensions `time` (empty value), `operator`, `kind` and `place`. Value: none; the id
 /// leads to the event through `event-ids-2`. Run 0 takes this node's own events as they
-/// are stored; each index pass writes received events into the newest run of 1 and up,
+/// are stored; each index pass writes received events into the newest run of level 1,
 /// which holds a bounded number of events (see `store::RUN_EVENTS`), so a pass never
-/// rewrites pages of the whole index. The idle writer merges the oldest full runs into a
-/// new one while 16 or more wait (`store::RUNS_MAX`; the merge's progress is
-/// `index_merge:<scope>` in `meta-1`). A trace reads every run and counts an entry found
-/// in two once.
+/// rewrites pages of the whole index. The idle writer merges two full runs of one level
+/// into a new one of the next (`store::RUN_LEVEL_SHIFT`: the level is the run number's top
+/// byte; the merge's progress is `index_merge:<scope>` in `meta-1`). A trace reads every
+/// run and counts an entry found in two once.
 pub(crate) const EVENT_INDEX_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-index-2");
 
 /// Layout 4's traceability index: the same keys without the run number. Converted to
