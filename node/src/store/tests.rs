@@ -493,15 +493,17 @@ fn traces(store: &Store) -> Vec<Vec<EventId>> {
         .to_vec()
 }
 
-/// The traces of `n` cylinders whose events all wait for the index ([`received_only`]),
-/// before any pass: each reads the log past the cursor.
-fn traced_before_any_pass(path: &Path, n: u32) -> Vec<Vec<EventId>> {
-    received_only(path, n);
-    let store = forced_passes_only(path);
+/// A file of `n` cylinders whose events all wait for the index ([`received_only`]), its
+/// directory, and its traces before any pass (each reads the log past the cursor).
+fn traced_before_any_pass(n: u32) -> (tempfile::TempDir, std::path::PathBuf, Vec<Vec<EventId>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    received_only(&path, n);
+    let store = forced_passes_only(&path);
     assert!(index_runs(&store).is_empty());
     let traced = traces(&store);
     store.shutdown();
-    traced
+    (dir, path, traced)
 }
 
 /// Index passes write received events into runs of bounded size (so a pass never
@@ -509,9 +511,7 @@ fn traced_before_any_pass(path: &Path, n: u32) -> Vec<Vec<EventId>> {
 /// log itself answers before any pass.
 #[test]
 fn index_passes_fill_bounded_runs_and_a_trace_reads_every_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("node.redb");
-    let expected = traced_before_any_pass(&path, 500);
+    let (_dir, path, expected) = traced_before_any_pass(500);
     assert_eq!(expected[0].len(), 500);
     assert_eq!(expected[1].len(), 7);
     assert_eq!(expected[2].len(), 500);
@@ -592,9 +592,7 @@ fn a_layout_4_index_is_converted_on_open_and_traces_the_same() {
 /// traces answer as before.
 #[test]
 fn the_idle_writer_merges_full_runs_and_traces_answer_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("node.redb");
-    let expected = traced_before_any_pass(&path, 1500);
+    let (_dir, path, expected) = traced_before_any_pass(1500);
     assert_eq!(expected[0].len(), 1000);
 
     let store = Store::open(&path, options(), clock()).unwrap();
