@@ -24,6 +24,10 @@
 //! office's traceability index.
 //!
 //! `--keep` leaves the nodes' data directories and logs in place (the path is printed).
+//! `--stations-from DIR` (with `--stations`) copies each station's demo data from
+//! `DIR/station-<k>` when it is there and otherwise writes it and leaves a copy there, so
+//! that alternated runs need not write the stations' data each time (most of a run at
+//! 5,000 cylinders). The copies are taken before enrolment; what is measured starts after.
 //!
 //! ```text
 //! cargo build --release -p node -p simulations
@@ -139,13 +143,17 @@ fn upstream_round(station: &Client, within: Duration) -> anyhow::Result<PeerView
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut cylinders, mut live, mut stations, mut keep) = (10_000usize, 200usize, 1usize, false);
+    let mut stations_from: Option<std::path::PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cylinders" => cylinders = args.next().context("--cylinders N")?.parse()?,
             "--live" => live = args.next().context("--live N")?.parse()?,
             "--stations" => stations = args.next().context("--stations N")?.parse()?,
             "--keep" => keep = true,
-            other => bail!("unknown flag {other}; flags: --cylinders N --live N --stations N --keep"),
+            "--stations-from" => stations_from = Some(args.next().context("--stations-from DIR")?.into()),
+            other => {
+                bail!("unknown flag {other}; flags: --cylinders N --live N --stations N --keep --stations-from DIR")
+            }
         }
     }
     let dir = tempfile::tempdir()?;
@@ -159,7 +167,7 @@ fn main() -> anyhow::Result<()> {
     }
     let d = d.as_path();
     if stations > 1 {
-        return ingest(d, stations, cylinders);
+        return ingest(d, stations, cylinders, stations_from.as_deref());
     }
     let (ho_http, st_http, quic) = (free_port()?, free_port()?, free_port()?);
     let ho_data = d.join("head-office").display().to_string();
@@ -386,8 +394,17 @@ fn joining_station(d: &Path, ho: &Node, code: &str, quic: &str) -> anyhow::Resul
     Ok(Joining { intake, relayed: office, during, after })
 }
 
+/// Copies a stopped node's data directory (`cp -r`: one redb file and a few small ones).
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let status = Command::new("cp").arg("-r").arg(from).arg(to).status()?;
+    if !status.success() {
+        bail!("cp -r {} {}: {status}", from.display(), to.display());
+    }
+    Ok(())
+}
+
 /// K stations with distinct regions sync into an empty head office at once.
-fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
+fn ingest(d: &Path, stations: usize, cylinders: usize, from: Option<&Path>) -> anyhow::Result<()> {
     let mut total = 0u64;
     let mut station_args = Vec::new();
     // Each station's demo data is written by its own node process, two at a time (one
@@ -397,13 +414,30 @@ fn ingest(d: &Path, stations: usize, cylinders: usize) -> anyhow::Result<()> {
         let config = d.join(format!("{name}.toml"));
         std::fs::write(&config, format!("station_name = \"站{k}\"\nregion = \"3701{:02}\"\n", 2 + k))?;
         let extra = vec!["--config".to_owned(), config.display().to_string()];
+        // A copy made by an earlier run: its data and the events it held.
+        let kept = from.map(|f| (f.join(&name), f.join(format!("{name}.events"))));
+        if let Some((data, held)) = kept.as_ref().filter(|(data, _)| data.is_dir()) {
+            let held: u64 = std::fs::read_to_string(held)
+                .with_context(|| format!("{}", held.display()))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{}: not a count of events", held.display()))?;
+            eprintln!("copying {name}'s demo data ({held} events) from {}", data.display());
+            copy_dir(data, &d.join(&name))?;
+            return Ok((held, (name, extra)));
+        }
         eprintln!("generating demo data: {cylinders} cylinders at {name} ...");
         let mut args = extra.clone();
         args.extend(["--demo".into(), "--demo-cylinders".into(), cylinders.to_string()]);
         let mut st = start(d, &name, port, &args)?;
         let held = events_held(&st.url);
         terminate(&mut st.child);
-        Ok((held?, (name, extra)))
+        let held = held?;
+        if let Some((data, count)) = kept {
+            copy_dir(&d.join(&name), &data)?;
+            std::fs::write(count, held.to_string())?;
+        }
+        Ok((held, (name, extra)))
     };
     for pair in (0..stations).collect::<Vec<_>>().chunks(2) {
         let ports: Vec<u16> = pair.iter().map(|_| free_port()).collect::<anyhow::Result<_>>()?;
