@@ -32,9 +32,9 @@ pub struct RawConfig {
     pub utc_offset_minutes: i32,
     /// How long a login token is valid, in hours.
     pub token_ttl_hours: u32,
-    /// redb page cache in MiB; unset: 48 for a station or laptop, 256 for a head office
+    /// redb page cache in MiB; unset: 48 for a station or laptop, 128 for a head office
     /// (which takes in every station's data: a small cache makes bulk ingest evict and
-    /// re-read pages, about twice the time).
+    /// re-read pages; see `Role::default_cache_bytes`).
     pub cache_mib: Option<usize>,
     /// Save redb's allocator state with every commit: recovery after a crash takes
     /// milliseconds instead of a walk over the whole file, commits cost more.
@@ -102,10 +102,15 @@ pub enum Role {
 
 impl Role {
     /// The redb page cache when the config sets none: a head office takes in every
-    /// station's data, and a small cache makes bulk ingest evict and re-read pages.
+    /// station's data, and a small cache makes bulk ingest evict and re-read pages. Its
+    /// tables outgrow any cache a small box can give (a random-keyed id table of
+    /// gigabytes), so the cache buys little speed and costs its size in RSS: twenty
+    /// stations of 5,000 cylinders (`net_bench --stations 20 --cylinders 5000`) took
+    /// 75.0 and 85.0 s with 128 MiB against 70.2–77.4 s with 256 MiB, and peaked at 551
+    /// and 636 MiB against 684–834 MiB.
     pub fn default_cache_bytes(self) -> usize {
         match self {
-            Role::HeadOffice => 256 << 20,
+            Role::HeadOffice => 128 << 20,
             Role::Station | Role::Regulator => 48 << 20,
         }
     }

@@ -228,6 +228,20 @@ fn read_ahead(
             unaccounted += n as u64;
             decoder.push(&buf[..n]);
             loop {
+                match decoder.has_frame() {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                }
+                // Nothing more is read from this peer until its frame may go on (QUIC's flow
+                // control then holds the peer back); an idle session holds no permit. The
+                // frame is decoded only once it has one: a frame of events decoded is
+                // several times its wire size, and twenty sessions waiting each with one
+                // held about 100 MiB of a head office outside the bound.
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let frame = match decoder.next_frame() {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
@@ -237,13 +251,21 @@ fn read_ahead(
                     }
                 };
                 let wire_bytes = std::mem::take(&mut unaccounted);
-                // Nothing more is read from this peer until its frame may go on (QUIC's flow
-                // control then holds the peer back); an idle session holds no permit.
                 let weight = match &frame {
                     Frame::Items { scope, .. } => Prechecked::read_ahead_permits(scope),
                     _ => 1,
                 };
-                let Ok(permit) = permits.clone().acquire_many_owned(weight).await else { return };
+                // A frame of documents (about its wire size decoded) waits for its weight
+                // holding no permit: sessions each holding one and waiting for more would
+                // wait for one another for ever.
+                let permit = match weight {
+                    1 => permit,
+                    _ => {
+                        drop(permit);
+                        let Ok(permit) = permits.clone().acquire_many_owned(weight).await else { return };
+                        permit
+                    }
+                };
                 let receiving = match &frame {
                     Frame::Items { .. } => Some(store.start_receiving()),
                     _ => None,

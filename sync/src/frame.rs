@@ -168,15 +168,25 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next complete frame, if any. An error leaves the stream unusable: close it.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.len() < 4 {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+    /// Whether a whole frame is here (without decoding it). An error leaves the stream
+    /// unusable: close it.
+    pub fn has_frame(&self) -> Result<bool, FrameError> {
+        Ok(self.frame_len()?.is_some_and(|len| self.buf.len() >= 4 + len))
+    }
+
+    /// The length of the frame at the front, once its length prefix is here.
+    fn frame_len(&self) -> Result<Option<usize>, FrameError> {
+        let Some(prefix) = self.buf.first_chunk::<4>() else { return Ok(None) };
+        let len = u32::from_be_bytes(*prefix) as usize;
         if len > FRAME_LEN_MAX {
             return Err(FrameError::TooLarge(len));
         }
+        Ok(Some(len))
+    }
+
+    /// The next complete frame, if any. An error leaves the stream unusable: close it.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let Some(len) = self.frame_len()? else { return Ok(None) };
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
@@ -213,9 +223,11 @@ mod tests {
         let mut got = Vec::new();
         for chunk in bytes.chunks(5) {
             d.push(chunk);
-            while let Some(f) = d.next_frame().unwrap() {
-                got.push(f);
+            // `has_frame` says yes exactly when `next_frame` would give one.
+            while d.has_frame().unwrap() {
+                got.push(d.next_frame().unwrap().expect("a whole frame"));
             }
+            assert_eq!(d.next_frame().unwrap(), None);
         }
         assert_eq!(got, frames);
     }
@@ -226,6 +238,7 @@ mod tests {
         assert!(matches!(Frame::decode(&[]), Err(FrameError::Decode(_))));
         let mut d = Decoder::default();
         d.push(&u32::MAX.to_be_bytes());
+        assert!(matches!(d.has_frame(), Err(FrameError::TooLarge(_))));
         assert!(matches!(d.next_frame(), Err(FrameError::TooLarge(_))));
         let unsorted = Frame::Split {
             scope: vec![],

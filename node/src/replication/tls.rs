@@ -92,7 +92,7 @@ pub fn server_config(ca_der: &[u8], cert_der: &[u8], node_seed: &[u8; 32]) -> Re
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(transport(HEAD_OFFICE_WINDOW));
     Ok(config)
 }
 
@@ -137,17 +137,28 @@ impl quinn::ConnectionIdGenerator for RandomCids {
     }
 }
 
+/// Bytes a station or laptop lets its head office send ahead of what it has read: room
+/// for several item frames in flight, so the head office keeps reading and sending while
+/// the node commits (quinn's defaults allow about one).
+const NODE_WINDOW: u32 = 8 << 20;
+
+/// The same for each node a head office serves. What is received and not yet read is
+/// held in memory, per connection: with twenty stations uploading at once and 8 MiB each,
+/// up to 160 MiB of a head office's RSS waited in quinn's buffers for its writer. The
+/// frames a head office decodes ahead are bounded over all its sessions anyway
+/// (`replication::DECODED_MAX`), so a window of two item frames keeps each upload going.
+const HEAD_OFFICE_WINDOW: u32 = 4 << 20;
+
 /// A peer that stays silent for 5 s is gone (keep-alives every second keep a quiet link
 /// open), so a station notices a dead head office, and a healed link is used, within
-/// seconds instead of quinn's default 30 s.
-fn transport() -> Arc<quinn::TransportConfig> {
+/// seconds instead of quinn's default 30 s. `window`: bytes the peer may send ahead of
+/// what this side has read, on the stream and on the connection.
+fn transport(window: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(5_000))));
     t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
-    // Room for several 0.5 MB item frames in flight, so the sender keeps reading and
-    // sending while the receiver commits (quinn's defaults allow about one).
-    t.stream_receive_window(quinn::VarInt::from_u32(8 << 20));
-    t.receive_window(quinn::VarInt::from_u32(16 << 20));
+    t.stream_receive_window(quinn::VarInt::from_u32(window));
+    t.receive_window(quinn::VarInt::from_u32(window));
     t.send_window(16 << 20);
     Arc::new(t)
 }
@@ -163,7 +174,7 @@ pub fn client_config(ca_der: &[u8], cert_der: &[u8], node_seed: &[u8; 32]) -> Re
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(transport(NODE_WINDOW));
     Ok(config)
 }
 
