@@ -228,44 +228,15 @@ fn read_ahead(
             unaccounted += n as u64;
             decoder.push(&buf[..n]);
             loop {
-                match decoder.has_frame() {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                }
-                // Nothing more is read from this peer until its frame may go on (QUIC's flow
-                // control then holds the peer back); an idle session holds no permit. The
-                // frame is decoded only once it has one: a frame of events decoded is
-                // several times its wire size, and twenty sessions waiting each with one
-                // held about 100 MiB of a head office outside the bound.
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                let frame = match decoder.next_frame() {
-                    Ok(Some(frame)) => frame,
+                let (frame, permit) = match next_frame(&mut decoder, &permits).await {
+                    Ok(Some(next)) => next,
                     Ok(None) => break,
                     Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                 };
                 let wire_bytes = std::mem::take(&mut unaccounted);
-                let weight = match &frame {
-                    Frame::Items { scope, .. } => Prechecked::read_ahead_permits(scope),
-                    _ => 1,
-                };
-                // A frame of documents (about its wire size decoded) waits for its weight
-                // holding no permit: sessions each holding one and waiting for more would
-                // wait for one another for ever.
-                let permit = match weight {
-                    1 => permit,
-                    _ => {
-                        drop(permit);
-                        let Ok(permit) = permits.clone().acquire_many_owned(weight).await else { return };
-                        permit
-                    }
-                };
                 let receiving = match &frame {
                     Frame::Items { .. } => Some(store.start_receiving()),
                     _ => None,
@@ -285,6 +256,35 @@ fn read_ahead(
         }
     });
     (rx, task.abort_handle())
+}
+
+/// The next whole frame `decoder` holds, with the read-ahead permits it counts for
+/// (`None` when no whole frame is here). Nothing more is read from the peer until its
+/// frame may go on (QUIC's flow control then holds the peer back); an idle session holds
+/// no permit. The frame is decoded only once it has a permit: a frame of events decoded
+/// is several times its wire size, and twenty sessions waiting each with one held about
+/// 100 MiB of a head office outside the bound. A frame of documents (about its wire size
+/// decoded) then waits for its weight holding no permit: sessions each holding one and
+/// waiting for more would wait for one another for ever. An error means the stream is
+/// unusable, or the semaphore closed.
+async fn next_frame(
+    decoder: &mut Decoder,
+    permits: &Arc<tokio::sync::Semaphore>,
+) -> anyhow::Result<Option<(Frame, tokio::sync::OwnedSemaphorePermit)>> {
+    if !decoder.has_frame()? {
+        return Ok(None);
+    }
+    let permit = permits.clone().acquire_owned().await?;
+    let Some(frame) = decoder.next_frame()? else { return Ok(None) };
+    let weight = match &frame {
+        Frame::Items { scope, .. } => Prechecked::read_ahead_permits(scope),
+        _ => 1,
+    };
+    if weight == 1 {
+        return Ok(Some((frame, permit)));
+    }
+    drop(permit);
+    Ok(Some((frame, permits.clone().acquire_many_owned(weight).await?)))
 }
 
 /// The verdicts of a frame's checks started by [`read_ahead`], once they are made.
@@ -698,6 +698,51 @@ mod tests {
         assert_eq!(load_checkpoints(&store, &peers, office, true), reached);
         // Another peer met later (a station on the LAN) is a first contact: a walk.
         assert!(load_checkpoints(&store, &peers, schema::event::NodeId([8; 32]), true).is_empty());
+    }
+
+    /// Twenty sessions, each with a frame of documents waiting (four permits each), share
+    /// the head office's ten read-ahead permits: every frame goes on in turn, and none is
+    /// decoded before its session holds a permit. A session that held one permit while
+    /// waiting for three more made all of them wait for one another for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_waiting_for_read_ahead_permits_all_go_on() {
+        let permits = Arc::new(tokio::sync::Semaphore::new(DECODED_MAX));
+        let scope = crate::store::replica::docs_scope("3701020001").into_bytes();
+        let docs = Frame::Items { scope: scope.clone(), items: vec![vec![1; 100]] };
+        let weight = Prechecked::read_ahead_permits(&scope) as usize;
+        assert_eq!(weight, 4);
+        let sessions: Vec<_> = (0..20)
+            .map(|_| {
+                let (permits, docs) = (permits.clone(), docs.clone());
+                tokio::spawn(async move {
+                    let mut decoder = Decoder::default();
+                    decoder.push(&docs.encode());
+                    decoder.push(&docs.encode());
+                    for _ in 0..2 {
+                        let (frame, permit) = next_frame(&mut decoder, &permits).await?.context("a whole frame")?;
+                        anyhow::ensure!(frame == docs && permit.num_permits() == weight, "{frame:?}");
+                        // Held while the frame is stored.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    next_frame(&mut decoder, &permits).await
+                })
+            })
+            .collect();
+        for session in sessions {
+            let done = tokio::time::timeout(Duration::from_secs(20), session).await;
+            let rest = done.expect("every session gets its permits").unwrap().unwrap();
+            assert!(rest.is_none(), "both frames taken, nothing left");
+        }
+        assert_eq!(permits.available_permits(), DECODED_MAX);
+        // No permit free: a whole frame waits undecoded in the decoder.
+        let all = permits.clone().acquire_many_owned(DECODED_MAX as u32).await.unwrap();
+        let mut decoder = Decoder::default();
+        decoder.push(&docs.encode());
+        let waiting = tokio::time::timeout(Duration::from_millis(50), next_frame(&mut decoder, &permits)).await;
+        assert!(waiting.is_err(), "it waits for a permit");
+        assert!(decoder.has_frame().unwrap(), "and the frame is still undecoded in the decoder");
+        drop(all);
+        assert!(next_frame(&mut decoder, &permits).await.unwrap().is_some());
     }
 
     /// Refusals are logged one by one up to a bound per batch; the rest are counted.
