@@ -262,8 +262,9 @@ fn read_ahead(
 /// (`None` when no whole frame is here). Nothing more is read from the peer until its
 /// frame may go on (QUIC's flow control then holds the peer back); an idle session holds
 /// no permit. The frame is decoded only once it has a permit: a frame of events decoded
-/// is several times its wire size, and twenty sessions waiting each with one held about
-/// 100 MiB of a head office outside the bound. A frame of documents (about its wire size
+/// is several times its wire size, and twenty sessions waiting each with one held 27 MiB
+/// of decoded frames outside the bound at the peak of a head office's ingest (heaptrack,
+/// `net_bench --stations 20 --cylinders 5000`). A frame of documents (about its wire size
 /// decoded) then waits for its weight holding no permit: sessions each holding one and
 /// waiting for more would wait for one another for ever. An error means the stream is
 /// unusable, or the semaphore closed.

@@ -434,8 +434,15 @@ fn ingest(d: &Path, stations: usize, cylinders: usize, from: Option<&Path>) -> a
         terminate(&mut st.child);
         let held = held?;
         if let Some((data, count)) = kept {
-            copy_dir(&d.join(&name), &data)?;
+            // Under another name until whole, so that a copy cut short is never taken.
+            let partial = data.with_extension("partial");
+            if let Some(parent) = data.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let _ = std::fs::remove_dir_all(&partial);
+            copy_dir(&d.join(&name), &partial)?;
             std::fs::write(count, held.to_string())?;
+            std::fs::rename(&partial, &data)?;
         }
         Ok((held, (name, extra)))
     };
