@@ -110,6 +110,11 @@ impl Metrics {
             get(&store.commit_micros),
         );
         counter(
+            "node_store_durable_micros_total",
+            "Of the write batches' time, the time in commits (pages written and synced), microseconds.",
+            get(&store.durable_micros),
+        );
+        counter(
             "node_store_failed_batches_total",
             "Write batches that failed and stored nothing.",
             get(&store.failed_batches),

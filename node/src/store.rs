@@ -197,6 +197,8 @@ pub struct WriterStats {
     pub commits: AtomicU64,
     pub jobs: AtomicU64,
     pub commit_micros: AtomicU64,
+    /// Of `commit_micros`, the time in redb's commit (pages written and synced).
+    pub durable_micros: AtomicU64,
     pub failed_batches: AtomicU64,
     /// Puts of a peer's items being stored right now (see [`Store::receiving`]).
     pub receiving: AtomicU64,
@@ -1454,7 +1456,9 @@ impl Writer {
                     meta.insert(index_cursor_key(&self.scope).as_str(), c.to_le_bytes().as_slice())?;
                 }
             }
+            let durable = Instant::now();
             tx.commit()?;
+            self.stats.durable_micros.fetch_add(durable.elapsed().as_micros() as u64, Ordering::Relaxed);
             Ok(cursor)
         })();
         match committed {

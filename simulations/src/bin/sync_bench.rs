@@ -94,6 +94,44 @@ fn flight(
     Ok(any)
 }
 
+/// The office writer's counters (see `WriterStats`).
+#[derive(Debug, Clone, Copy)]
+struct WriterFigures {
+    commits: u64,
+    busy_s: f64,
+    durable_s: f64,
+}
+
+impl WriterFigures {
+    fn of(store: &Store) -> WriterFigures {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = store.stats();
+        WriterFigures {
+            commits: s.commits.load(Relaxed),
+            busy_s: s.commit_micros.load(Relaxed) as f64 / 1e6,
+            durable_s: s.durable_micros.load(Relaxed) as f64 / 1e6,
+        }
+    }
+
+    fn since(&self, before: &WriterFigures) -> WriterFigures {
+        WriterFigures {
+            commits: self.commits - before.commits,
+            busy_s: self.busy_s - before.busy_s,
+            durable_s: self.durable_s - before.durable_s,
+        }
+    }
+}
+
+impl std::fmt::Display for WriterFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "office writer busy {:.2} s in {} commits, {:.2} s of it in redb's commit",
+            self.busy_s, self.commits, self.durable_s
+        )
+    }
+}
+
 type Checkpoints = std::collections::BTreeMap<Vec<u8>, u64>;
 
 /// Runs one reconciliation, `a` initiating, until both sides are in sync. Each side
@@ -195,8 +233,10 @@ fn main() -> anyhow::Result<()> {
 
     let t = Instant::now();
     let mut ckpt = (Checkpoints::new(), Checkpoints::new());
+    let writer_before = WriterFigures::of(&office);
     let first = reconcile(&station, &office, &mut ckpt)?;
     let first_s = t.elapsed().as_secs_f64();
+    let first_writer = WriterFigures::of(&office).since(&writer_before);
     anyhow::ensure!(station.counts()? == office.counts()?, "counts differ after the first sync");
 
     // The office indexes what it received when idle (as a head office does between a
@@ -268,8 +308,10 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("  a week offline written in {:.1} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
+    let writer_before = WriterFigures::of(&office);
     let week = reconcile(&station, &office, &mut ckpt)?;
     let week_s = t.elapsed().as_secs_f64();
+    let week_writer = WriterFigures::of(&office).since(&writer_before);
 
     let (cylinders, events) = office.counts()?;
     println!("sync_bench (in process, real redb files, no network): {cylinders} cylinders, {events} events");
@@ -280,6 +322,7 @@ fn main() -> anyhow::Result<()> {
         first.frames,
         first.flights
     );
+    println!("    {first_writer}");
     println!(
         "  reconnect, nothing changed      {:>8.2} ms  {:>8} B    {} frames, {} flights (fastest of five; slowest {:.2} ms)",
         idle_ms[0],
@@ -309,5 +352,6 @@ fn main() -> anyhow::Result<()> {
         week.frames,
         week.flights
     );
+    println!("    {week_writer}");
     Ok(())
 }
