@@ -23,6 +23,12 @@ impl Hlc {
         k[8..].copy_from_slice(&self.logical.to_be_bytes());
         k
     }
+
+    /// The physical time of the timestamp whose key begins `key` (the first 8 bytes of
+    /// [`Hlc::to_key`]).
+    pub fn physical_ms_of_key(key: [u8; 8]) -> i64 {
+        (u64::from_be_bytes(key) ^ (1 << 63)) as i64
+    }
 }
 
 /// The clock state of one node.
@@ -81,5 +87,14 @@ mod tests {
         assert!(d > Hlc { physical_ms: 5000, logical: 7 });
         assert!(Hlc { physical_ms: -5, logical: 0 }.to_key() < Hlc { physical_ms: 3, logical: 0 }.to_key());
         assert!(a.to_key() < b.to_key());
+    }
+
+    #[test]
+    fn physical_time_reads_back_from_a_key() {
+        for physical_ms in [i64::MIN, -5, 0, 1_764_000_000_000, i64::MAX] {
+            let key = Hlc { physical_ms, logical: 9 }.to_key();
+            let head: [u8; 8] = key[..8].try_into().expect("12-byte key");
+            assert_eq!(Hlc::physical_ms_of_key(head), physical_ms);
+        }
     }
 }

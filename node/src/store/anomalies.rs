@@ -11,6 +11,7 @@ use redb::{ReadableMultimapTable, ReadableTable};
 use schema::anomaly::{Anomaly, AnomalyKind, appended, cylinder_anomalies, recent_after_ms, tag_anomaly};
 use schema::codes::FullCode;
 use schema::event::{EventBody, SignedEvent};
+use schema::hlc::Hlc;
 use schema::rules::{FillCheck, Refusal, check_fill};
 use schema::state::derive;
 use schema::vocab::Medium;
@@ -67,7 +68,7 @@ impl WriteCtx<'_> {
         fresh: &[SignedEvent],
     ) -> Result<CylinderRow, StoreError> {
         let recent = match recent_after_ms(fresh) {
-            Some(after) => self.recent_history(code, after)?,
+            Some(after) => self.recent_history(code, after, fresh)?,
             None => Vec::new(),
         };
         if let Some(a) = appended(&old.archive, &old.state, &recent, fresh, self.judge) {
@@ -95,18 +96,31 @@ impl WriteCtx<'_> {
 
     /// The latest events of a cylinder, back to the first whose HLC is at or before
     /// `after_ms`: with it, every event whose wall time is after `after_ms` (a node's HLC
-    /// never runs behind its wall clock; received events that do are refused).
-    fn recent_history(&self, code: &FullCode, after_ms: i64) -> Result<Vec<SignedEvent>, StoreError> {
+    /// never runs behind its wall clock; received events that do are refused). Those of
+    /// `fresh` are left out, not decoded: the caller has them (in a first sync they were
+    /// all of them, and decoding them again was a third of `cylinder_changed`).
+    fn recent_history(
+        &self,
+        code: &FullCode,
+        after_ms: i64,
+        fresh: &[SignedEvent],
+    ) -> Result<Vec<SignedEvent>, StoreError> {
         let events = self.tx.open_table(EVENTS_TABLE)?;
         let (lo, hi) = prefix_range(code.as_bytes());
         let mut recent = Vec::new();
         for item in events.range(lo.as_slice()..hi.as_slice())?.rev() {
             let (k, v) = item?;
-            let e = decode_keyed_event(k.value(), v.value())?;
-            if e.event.hlc.physical_ms <= after_ms {
+            let key = k.value();
+            let physical = key.get(16..24).and_then(|b| <[u8; 8]>::try_from(b).ok());
+            let physical = physical.ok_or_else(|| StoreError::Corrupt("event key shorter than its HLC".into()))?;
+            if Hlc::physical_ms_of_key(physical) <= after_ms {
                 break;
             }
-            recent.push(e);
+            // The events just stored are at hand already (`appended` takes them apart).
+            if fresh.iter().any(|e| key.ends_with(&e.id.0)) {
+                continue;
+            }
+            recent.push(decode_keyed_event(key, v.value())?);
         }
         Ok(recent)
     }
