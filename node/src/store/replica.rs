@@ -988,7 +988,7 @@ pub struct Replica {
 }
 
 /// Items of one kind the writer takes in one job of a put. A put of a stream (frames
-/// merged up to `replication::MERGE_ITEM_BYTES`: some 80,000 events, a second of
+/// merged up to `replication::MERGE_ITEM_BYTES`: up to some 300,000 events, seconds of
 /// writing) goes to the writer in jobs of this many, each handed over once the one before
 /// is answered: a handheld's write at a station taking in a relay then waits behind one
 /// job (tens of milliseconds), not the whole put (`net_bench`, a second station joins).
