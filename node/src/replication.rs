@@ -177,7 +177,7 @@ const READ_AHEAD: usize = 8;
 /// 6.3 s instead of 9.3 s and a first sync 15.5 s instead of 20.1 s (`sync_bench`). A
 /// put is sorted by cylinder, so a larger one also derives each cylinder it touches once
 /// instead of once per 16 MiB: the week's catch-up at 100,000 cylinders took 17.6 s
-/// instead of 31.5 s with 16 MiB (`sync_bench --cylinders 100000`). What a merge holds is
+/// instead of 27.0 s with 16 MiB (`sync_bench --cylinders 100000`). What a merge holds is
 /// bounded by the read-ahead permits (`DECODED_MAX` frames), not by this.
 pub const MERGE_ITEM_BYTES: usize = 64 << 20;
 
