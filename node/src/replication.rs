@@ -73,7 +73,9 @@ pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> Sess
         // A long push (a station's first upload, a head office relaying everything back)
         // marks its progress about once per merged put's worth of items; each mark costs
         // the receiver one commit, and a link cut later resumes from the last mark
-        // answered instead of from the start.
+        // answered instead of from the start. A mark also ends a merge (it is not an
+        // items frame): marks every 16 MiB with 64 MiB merges took the week's catch-up
+        // at 100,000 cylinders back to 28.3 s from 17.6–18.1 s (`sync_bench`).
         mark_bytes: MERGE_ITEM_BYTES as u64,
         ..SessionOptions::default()
     }
