@@ -110,6 +110,7 @@ impl WriteCtx<'_> {
         let mut recent = Vec::new();
         for item in events.range(lo.as_slice()..hi.as_slice())?.rev() {
             let (k, v) = item?;
+            // An event key: the 16-byte code, the 12-byte HLC (physical time first), the id.
             let key = k.value();
             let physical = key.get(16..24).and_then(|b| <[u8; 8]>::try_from(b).ok());
             let physical = physical.ok_or_else(|| StoreError::Corrupt("event key shorter than its HLC".into()))?;
