@@ -115,6 +115,11 @@ impl Metrics {
             get(&store.durable_micros),
         );
         counter(
+            "node_store_background_micros_total",
+            "Time the writer spent in traceability index passes and run merges, microseconds.",
+            get(&store.background_micros),
+        );
+        counter(
             "node_store_failed_batches_total",
             "Write batches that failed and stored nothing.",
             get(&store.failed_batches),

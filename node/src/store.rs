@@ -11,6 +11,7 @@
 
 pub mod anomalies;
 pub mod replica;
+pub(crate) mod runs;
 pub(crate) mod tables;
 
 use std::any::Any;
@@ -38,14 +39,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
+use runs::{ID_RUNS, INDEX_RUNS, Ids, LIVE_RUN, RUN_PREFIX, runs_in, without_run};
 use tables::*;
 
 /// Storage layout version written into `meta-1`. Older layouts are converted on open:
 /// layout 1's events scope change sequence held ids, not keys (`migrate_change_log`);
 /// layout 2's log kept 64 zero bytes for the signature a seal stands for (`migrate_log`);
 /// layout 3's id table repeated each event's id in its value (`migrate_ids`);
-/// layout 4's traceability index was one tree without runs (`migrate_index`).
-pub const LAYOUT: u64 = 5;
+/// layout 4's traceability index was one tree without runs (`migrate_index`);
+/// layout 5's id and sealed tables were one tree each (`migrate_to_runs`).
+pub const LAYOUT: u64 = 6;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
 /// How long answered puts of a peer's items wait in an open transaction for the next
@@ -73,18 +76,6 @@ const INDEX_FORCE: u64 = if cfg!(test) { 512 } else { 500_000 };
 /// 100,000 took 3.6 s in one tree and 1.3 s in a run (`net_bench --stations 20
 /// --cylinders 5000`), and the one tree's passes grew with every event stored.
 const RUN_EVENTS: u64 = if cfg!(test) { 150 } else { 100_000 };
-/// The run of this node's own events, written as they are stored.
-const LIVE_RUN: u32 = 0;
-/// A run number's level is its top byte: a pass makes runs of level 1, and the idle
-/// writer merges two full runs of one level into one of the next, so a node that received
-/// N events keeps about log2(N / RUN_EVENTS) runs and copies each entry that many times
-/// (merging the oldest runs whatever their size would copy the biggest run again for every
-/// new one). The bits below number runs in the order they were made.
-const RUN_LEVEL_SHIFT: u32 = 24;
-/// Index entries a merge copies or deletes in one transaction at most.
-const MERGE_STEP: usize = if cfg!(test) { 64 } else { 65_536 };
-/// Bytes of the run number that leads each index key.
-const RUN_PREFIX: usize = 4;
 /// How long the writer must have been idle before it works on the index backlog.
 const INDEX_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -199,6 +190,9 @@ pub struct WriterStats {
     pub commit_micros: AtomicU64,
     /// Of `commit_micros`, the time in redb's commit (pages written and synced).
     pub durable_micros: AtomicU64,
+    /// Time in index passes and run merges (work no job waits for, done when the writer
+    /// is idle or its index backlog is full).
+    pub background_micros: AtomicU64,
     pub failed_batches: AtomicU64,
     /// Puts of a peer's items being stored right now (see [`Store::receiving`]).
     pub receiving: AtomicU64,
@@ -208,7 +202,8 @@ pub struct WriterStats {
 
 /// Counts received items, from their decoding until they are stored, for as long as it
 /// lives (see [`Store::receiving`]).
-pub(crate) struct Receiving(Arc<WriterStats>);
+#[derive(Debug)]
+pub struct Receiving(Arc<WriterStats>);
 
 impl Drop for Receiving {
     fn drop(&mut self) {
@@ -389,8 +384,10 @@ impl Store {
         self.stats.receiving.load(Ordering::Acquire) > 0 || self.stats.unsettled.load(Ordering::Acquire)
     }
 
-    /// Counts received items until the guard drops.
-    pub(crate) fn start_receiving(&self) -> Receiving {
+    /// Counts received items until the guard drops: a driver holds one from the moment
+    /// it decodes a frame of items until that frame is put. The idle writer does no index
+    /// pass or merge meanwhile.
+    pub fn start_receiving(&self) -> Receiving {
         self.stats.receiving.fetch_add(1, Ordering::AcqRel);
         Receiving(self.stats.clone())
     }
@@ -585,10 +582,9 @@ impl Store {
         let ops = r.open_table(OPS_TABLE)?;
         let Some(v) = ops.get(op_id)? else { return Ok(None) };
         let (request_hash, id, state) = split_op(v.value())?;
-        let ids = r.open_table(EVENT_IDS_TABLE)?;
+        let ids = Ids::new(r.open_table(ID_RUNS.def)?)?;
         let events = r.open_table(EVENTS_TABLE)?;
-        let head = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
-        let key = key_of(head.value(), &id);
+        let key = ids.key(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
         let stored =
             events.get(key.as_slice())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
         Ok(Some(StoredResult { request_hash, event: decode_keyed_event(&key, stored.value())?, state }))
@@ -689,7 +685,7 @@ impl Store {
     ) -> Result<Vec<SignedEvent>, StoreError> {
         let r = self.read()?;
         let idx = r.open_table(EVENT_INDEX_TABLE)?;
-        let ids = r.open_table(EVENT_IDS_TABLE)?;
+        let ids = Ids::new(r.open_table(ID_RUNS.def)?)?;
         let events = r.open_table(EVENTS_TABLE)?;
         let (lo, hi) =
             (index_key(0, dimension, value, from_ms, &[0; 32]), index_key(0, dimension, value, to_ms, &[0; 32]));
@@ -732,8 +728,7 @@ impl Store {
             }
             let id = k.len().checked_sub(32).and_then(|at| <[u8; 32]>::try_from(&k[at..]).ok());
             let id = id.ok_or_else(|| StoreError::Corrupt("index key shorter than an id".into()))?;
-            let Some(head) = ids.get(&id)? else { continue };
-            let ekey = key_of(head.value(), &id);
+            let Some(ekey) = ids.key(&id)? else { continue };
             if let Some(v) = events.get(ekey.as_slice())? {
                 out.push(decode_keyed_event(&ekey, v.value())?);
             }
@@ -769,12 +764,11 @@ impl Store {
     /// Events by id, in the order asked; ids not held here are left out.
     pub fn events_by_id(&self, wanted: &[EventId]) -> Result<Vec<SignedEvent>, StoreError> {
         let r = self.read()?;
-        let ids = r.open_table(EVENT_IDS_TABLE)?;
+        let ids = Ids::new(r.open_table(ID_RUNS.def)?)?;
         let events = r.open_table(EVENTS_TABLE)?;
         let mut out = Vec::with_capacity(wanted.len());
         for id in wanted {
-            let Some(head) = ids.get(&id.0)? else { continue };
-            let key = key_of(head.value(), &id.0);
+            let Some(key) = ids.key(&id.0)? else { continue };
             if let Some(v) = events.get(key.as_slice())? {
                 out.push(decode_keyed_event(&key, v.value())?);
             }
@@ -910,95 +904,6 @@ fn index_keys(event: &SignedEvent, run: u32) -> [Vec<u8>; 4] {
         .map(|(dim, value)| index_key(run, dim, value, e.wall_ms, &event.id.0))
 }
 
-/// The run an index key is in.
-fn run_of(key: &[u8]) -> Result<u32, StoreError> {
-    Ok(u32::from_be_bytes(*split_run(key)?.0))
-}
-
-/// An index key without its run: what two runs holding the same entry have in common.
-fn without_run(key: &[u8]) -> Result<&[u8], StoreError> {
-    Ok(split_run(key)?.1)
-}
-
-fn split_run(key: &[u8]) -> Result<(&[u8; RUN_PREFIX], &[u8]), StoreError> {
-    key.split_first_chunk::<RUN_PREFIX>().ok_or_else(|| StoreError::Corrupt("index key without a run".into()))
-}
-
-/// The runs the index holds entries in, in order: one look-up per run.
-fn runs_in(idx: &impl ReadableTable<&'static [u8], ()>) -> Result<Vec<u32>, StoreError> {
-    let mut runs = Vec::new();
-    let mut from = LIVE_RUN.to_be_bytes();
-    while let Some(item) = idx.range::<&[u8]>(from.as_slice()..)?.next() {
-        let run = run_of(item?.0.value())?;
-        runs.push(run);
-        match run.checked_add(1) {
-            Some(next) => from = next.to_be_bytes(),
-            None => break,
-        }
-    }
-    Ok(runs)
-}
-
-fn run_level(run: u32) -> u32 {
-    run >> RUN_LEVEL_SHIFT
-}
-
-/// A new run of `level`, numbered after each of `runs`.
-fn new_run(level: u32, runs: &[u32]) -> u32 {
-    let mask = (1 << RUN_LEVEL_SHIFT) - 1;
-    let last = runs.iter().map(|r| r & mask).max().unwrap_or(0);
-    (level << RUN_LEVEL_SHIFT) | last.saturating_add(1).min(mask)
-}
-
-/// The keys of `run` after `after` (a key without its run; empty: from the start).
-fn run_range(run: u32, after: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut from = run.to_be_bytes().to_vec();
-    if !after.is_empty() {
-        from.extend_from_slice(after);
-        from.push(0);
-    }
-    (from, run.saturating_add(1).to_be_bytes().to_vec())
-}
-
-/// A merge of two runs of the index into a new one, as saved in `meta-1` between steps:
-/// the entries of `from` are copied into `into` in key order up to `after`, then deleted.
-struct Merge {
-    from: [u32; 2],
-    into: u32,
-    deleting: bool,
-    after: Vec<u8>,
-}
-
-impl Merge {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(13 + self.after.len());
-        for run in [self.from[0], self.from[1], self.into] {
-            v.extend_from_slice(&run.to_le_bytes());
-        }
-        v.push(u8::from(self.deleting));
-        v.extend_from_slice(&self.after);
-        v
-    }
-
-    fn decode(v: &[u8]) -> Result<Merge, StoreError> {
-        let bad = || StoreError::Corrupt("index merge state".into());
-        let run = |at: usize| -> Result<u32, StoreError> {
-            Ok(u32::from_le_bytes(v.get(at..at + 4).and_then(|b| b.try_into().ok()).ok_or_else(bad)?))
-        };
-        let deleting = match v.get(12) {
-            Some(0) => false,
-            Some(1) => true,
-            _ => return Err(bad()),
-        };
-        let after = v.get(13..).ok_or_else(bad)?.to_vec();
-        Ok(Merge { from: [run(0)?, run(4)?], into: run(8)?, deleting, after })
-    }
-}
-
-fn index_merge_key(enterprise: &str) -> String {
-    format!("index_merge:{}", replica::events_scope(enterprise))
-}
-
 fn index_key(run: u32, dimension: &str, value: &str, wall_ms: i64, id: &[u8; 32]) -> Vec<u8> {
     let mut k = Vec::with_capacity(RUN_PREFIX + dimension.len() + value.len() + 42);
     k.extend_from_slice(&run.to_be_bytes());
@@ -1018,7 +923,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
     let (key, hlc, token_key) = {
         let mut meta = tx.open_table(META_TABLE)?;
         tx.open_table(EVENTS_TABLE)?;
-        tx.open_table(EVENT_IDS_TABLE)?;
+        tx.open_table(ID_RUNS.def)?;
         tx.open_table(EVENT_INDEX_TABLE)?;
         tx.open_table(DOCS_TABLE)?;
         tx.open_table(DOC_CHUNKS_TABLE)?;
@@ -1034,7 +939,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
         tx.open_table(SUMMARY_L2_TABLE)?;
         tx.open_table(ANOMALIES_TABLE)?;
         tx.open_table(ITEM_SEQ_TABLE)?;
-        tx.open_table(SEALED_TABLE)?;
+        tx.open_table(runs::SEALED_RUNS.def)?;
         tx.open_table(UNSEALED_TABLE)?;
         tx.open_table(AWAITING_SEAL_TABLE)?;
         let layout = meta.get("layout")?.map(|v| v.value().to_vec());
@@ -1048,21 +953,29 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
                 migrate_log(&tx)?;
                 migrate_ids(&tx)?;
                 migrate_index(&tx)?;
+                migrate_to_runs(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == 2u64.to_le_bytes() => {
                 migrate_log(&tx)?;
                 migrate_ids(&tx)?;
                 migrate_index(&tx)?;
+                migrate_to_runs(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == 3u64.to_le_bytes() => {
                 migrate_ids(&tx)?;
                 migrate_index(&tx)?;
+                migrate_to_runs(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == 4u64.to_le_bytes() => {
                 migrate_index(&tx)?;
+                migrate_to_runs(&tx)?;
+                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
+            }
+            Some(v) if v == 5u64.to_le_bytes() => {
+                migrate_to_runs(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) => return Err(StoreError::Corrupt(format!("unknown storage layout {v:?}"))),
@@ -1167,7 +1080,7 @@ fn migrate_ids(tx: &WriteTransaction) -> Result<(), StoreError> {
     let mut rows = 0u64;
     {
         let old = tx.open_table(EVENT_IDS_V1_TABLE)?;
-        let mut new = tx.open_table(EVENT_IDS_TABLE)?;
+        let mut new = tx.open_table(EVENT_IDS_V2_TABLE)?;
         for item in old.iter()? {
             let (id, key) = item?;
             let (id, key) = (id.value(), key.value());
@@ -1211,6 +1124,16 @@ fn migrate_index(tx: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Converts layout 5's id and sealed tables into runs (`runs::migrate`). Runs once, in
+/// the opening transaction, so a crash leaves either layout whole.
+fn migrate_to_runs(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let ids = runs::migrate(tx, EVENT_IDS_V2_TABLE, ID_RUNS)?;
+    let sealed = runs::migrate(tx, SEALED_V1_TABLE, runs::SEALED_RUNS)?;
+    tracing::info!(ids, sealed, ms = started.elapsed().as_millis() as u64, "storage layout 5 converted to 6");
+    Ok(())
+}
+
 /// The writer thread's state: the only holder of the write side of the database.
 struct Writer {
     commits: Arc<tokio::sync::watch::Sender<u64>>,
@@ -1228,7 +1151,8 @@ struct Writer {
     index_cursor: u64,
     /// Received events wait for an index pass past `index_cursor`.
     index_backlog: bool,
-    /// Runs of the index may wait to be merged (see [`RUN_LEVEL_SHIFT`]).
+    /// Runs of the index or the id table may wait to be merged (see
+    /// [`runs::RUN_LEVEL_SHIFT`]).
     index_merging: bool,
     /// How long the writer must have been idle before an index pass (never: only full
     /// backlogs are indexed).
@@ -1248,6 +1172,8 @@ struct Open {
     summaries: replica::SummaryDeltas,
     /// Received events in it wait for an index pass.
     deferred: bool,
+    /// It started a run of the id table: two full ones may wait to be merged.
+    new_run: bool,
     /// The clock as it was before the transaction, restored if it fails.
     hlc_before: HlcClock,
     /// Time spent applying its jobs (not waiting for them).
@@ -1292,6 +1218,13 @@ impl Writer {
             } else if let Some(idle) = idle {
                 match rx.recv_timeout(idle) {
                     Ok(job) => job,
+                    // A peer's items on their way in (a frame decoded or checked, not yet
+                    // put) mean the writer is not idle, only between puts: in a catch-up
+                    // at 100,000 cylinders, passes and merges started in such gaps took
+                    // half the writer's time before the stream was in.
+                    Err(mpsc::RecvTimeoutError::Timeout) if self.stats.receiving.load(Ordering::Acquire) > 0 => {
+                        continue;
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         carried = match self.index_backlog {
                             true => self.index_pass(rx, false),
@@ -1367,6 +1300,7 @@ impl Writer {
                     tx,
                     summaries: replica::SummaryDeltas::default(),
                     deferred: false,
+                    new_run: false,
                     hlc_before: self.hlc.clone(),
                     busy: std::time::Duration::ZERO,
                     jobs: 0,
@@ -1397,6 +1331,7 @@ impl Writer {
                 node: self.node,
                 hlc: &mut self.hlc,
                 deferred: &mut open.deferred,
+                new_run: &mut open.new_run,
                 wall_ms: self.clock.now_ms(),
             };
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| (job.run)(&mut ctx)))
@@ -1440,7 +1375,7 @@ impl Writer {
     /// committed.
     fn commit_open(&mut self) -> Result<bool, StoreError> {
         let Some(open) = self.open.take() else { return Ok(false) };
-        let Open { tx, mut summaries, deferred, hlc_before, busy, jobs: n_jobs, replies, .. } = open;
+        let Open { tx, mut summaries, deferred, new_run, hlc_before, busy, jobs: n_jobs, replies, .. } = open;
         let started = Instant::now();
         let backlog = self.index_backlog || deferred;
         let committed = (|| -> Result<Option<u64>, StoreError> {
@@ -1464,6 +1399,7 @@ impl Writer {
         match committed {
             Ok(cursor) => {
                 self.index_backlog = backlog;
+                self.index_merging |= new_run;
                 if let Some(c) = cursor {
                     self.index_cursor = c;
                 }
@@ -1493,24 +1429,6 @@ impl Writer {
 
 fn index_cursor_key(enterprise: &str) -> String {
     format!("index_cursor:{}", replica::events_scope(enterprise))
-}
-
-fn index_run_key(enterprise: &str) -> String {
-    format!("index_run:{}", replica::events_scope(enterprise))
-}
-
-/// The index run that index passes write into and the events it holds ((0, 0): none yet).
-fn saved_run(
-    meta: &impl ReadableTable<&'static str, &'static [u8]>,
-    enterprise: &str,
-) -> Result<(u32, u64), StoreError> {
-    let Some(v) = meta.get(index_run_key(enterprise).as_str())? else { return Ok((LIVE_RUN, 0)) };
-    let (run, events) = v
-        .value()
-        .split_first_chunk::<4>()
-        .and_then(|(run, events)| Some((u32::from_le_bytes(*run), u64::from_le_bytes(events.try_into().ok()?))))
-        .ok_or_else(|| StoreError::Corrupt("index run length".into()))?;
-    Ok((run, events))
 }
 
 /// The saved index cursor, if any.
@@ -1587,19 +1505,12 @@ impl Writer {
         let started = Instant::now();
         let mut arrived = std::collections::VecDeque::new();
         let mut pass = || -> Result<(u64, bool), StoreError> {
-            let tx = begin(&self.db, self.quick_repair)?;
+            let mut tx = begin(&self.db, self.quick_repair)?;
             let scope = replica::events_scope(&self.scope);
             let s = scope.as_str();
-            let (mut cursor, mut n, mut exhausted) = (self.index_cursor, 0, false);
+            let (mut cursor, mut n, mut exhausted, mut yielded) = (self.index_cursor, 0, false, false);
             // The newest run while it holds fewer than RUN_EVENTS, else a new one.
-            let (run, in_run) = match saved_run(&tx.open_table(META_TABLE)?, &self.scope)? {
-                (run, events) if run != LIVE_RUN && events < RUN_EVENTS => (run, events),
-                (run, _) => {
-                    let mut runs = runs_in(&tx.open_table(EVENT_INDEX_TABLE)?)?;
-                    runs.push(run);
-                    (new_run(1, &runs), 0)
-                }
-            };
+            let (run, in_run) = INDEX_RUNS.filling(&tx, &self.scope, RUN_EVENTS)?;
             {
                 let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
                 let events = tx.open_table(EVENTS_TABLE)?;
@@ -1630,25 +1541,28 @@ impl Writer {
                     if n >= INDEX_PASS {
                         break;
                     }
-                    let mut stop = false;
-                    while !stop && let Ok(job) = yield_to.try_recv() {
-                        stop = !forced || job.unsettled == 0;
+                    while !yielded && let Ok(job) = yield_to.try_recv() {
+                        yielded = !forced || job.unsettled == 0;
                         arrived.push_back(job);
                     }
-                    if stop {
+                    if yielded {
                         break;
                     }
                 }
                 let mut meta = tx.open_table(META_TABLE)?;
                 meta.insert(index_cursor_key(&self.scope).as_str(), cursor.to_le_bytes().as_slice())?;
-                let mut saved = run.to_le_bytes().to_vec();
-                saved.extend_from_slice(&(in_run + n as u64).to_le_bytes());
-                meta.insert(index_run_key(&self.scope).as_str(), saved.as_slice())?;
+                INDEX_RUNS.save_run(&mut meta, &self.scope, run, in_run + n as u64)?;
+            }
+            if yielded {
+                // The write that waits makes this pass durable with its own commit.
+                tx.set_durability(Durability::None)?;
             }
             tx.commit()?;
             Ok((cursor, !exhausted))
         };
-        match pass() {
+        let passed = pass();
+        self.stats.background_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match passed {
             Ok((cursor, more)) => {
                 tracing::debug!(
                     from = self.index_cursor,
@@ -1671,17 +1585,31 @@ impl Writer {
 }
 
 impl Writer {
-    /// Merges two full runs of received events of one level into a new run of the next
-    /// while any level holds two ([`RUN_LEVEL_SHIFT`]), a step of up to [`MERGE_STEP`]
-    /// entries per transaction, until a job arrives on `yield_to` (handed back), the store
+    /// Merges two full runs of one level into a new run of the next while any level of
+    /// the index, the id table or the sealed table holds two ([`runs::RUN_LEVEL_SHIFT`]), a step of up to
+    /// [`runs::MERGE_STEP`] entries per transaction, until a job arrives on `yield_to` (handed back), the store
     /// shuts down, or nothing is left to merge. A trace meanwhile finds entries copied but
     /// not yet deleted twice and counts them once.
     fn merge_runs(&mut self, yield_to: &mpsc::Receiver<Job>) -> std::collections::VecDeque<Job> {
         let mut arrived = std::collections::VecDeque::new();
         loop {
-            match self.merge_step() {
-                Ok(true) => {}
-                Ok(false) => {
+            // Asked within a step: a job that arrived ends it (and is handed back); so does
+            // a store shutting down (the merge goes on at the next start).
+            let mut stop = || match yield_to.try_recv() {
+                Ok(job) => {
+                    arrived.push_back(job);
+                    true
+                }
+                Err(mpsc::TryRecvError::Disconnected) => true,
+                Err(mpsc::TryRecvError::Empty) => false,
+            };
+            let started = Instant::now();
+            let step = self.merge_step(&mut stop);
+            self.stats.background_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            match step {
+                Ok(runs::Step::Done) if !stop() => {}
+                Ok(runs::Step::Done | runs::Step::Stopped) => break,
+                Ok(runs::Step::Nothing) => {
                     self.index_merging = false;
                     break;
                 }
@@ -1692,93 +1620,26 @@ impl Writer {
                     break;
                 }
             }
-            match yield_to.try_recv() {
-                Ok(job) => {
-                    arrived.push_back(job);
-                    break;
-                }
-                // The store is shutting down: the merge goes on at the next start.
-                Err(mpsc::TryRecvError::Disconnected) => break,
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
         }
         arrived
     }
 
-    /// One step of a merge, starting one if enough runs wait; false once none is left.
-    fn merge_step(&mut self) -> Result<bool, StoreError> {
+    /// One step of a merge of the index's runs or, once they need none, of the id
+    /// table's, then the sealed table's: committed when done, aborted when stopped.
+    fn merge_step(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<runs::Step, StoreError> {
         let tx = begin(&self.db, self.quick_repair)?;
-        {
-            let mut meta = tx.open_table(META_TABLE)?;
-            let mut idx = tx.open_table(EVENT_INDEX_TABLE)?;
-            let key = index_merge_key(&self.scope);
-            let saved = meta.get(key.as_str())?.map(|v| Merge::decode(v.value())).transpose()?;
-            let mut merge = match saved {
-                Some(merge) => merge,
-                None => {
-                    let (filling, _) = saved_run(&meta, &self.scope)?;
-                    let mut runs = runs_in(&idx)?;
-                    let full: Vec<u32> = runs.iter().copied().filter(|r| *r != LIVE_RUN && *r != filling).collect();
-                    // The two first full runs of the lowest level that holds two.
-                    let pair = (1..=u8::MAX.into()).find_map(|level| {
-                        let mut of_level = full.iter().filter(|r| run_level(**r) == level);
-                        Some([*of_level.next()?, *of_level.next()?])
-                    });
-                    let Some(from) = pair else {
-                        drop((meta, idx));
-                        tx.abort()?;
-                        return Ok(false);
-                    };
-                    runs.push(filling);
-                    let into = new_run(run_level(from[0]) + 1, &runs);
-                    Merge { from, into, deleting: false, after: Vec::new() }
-                }
-            };
-            if merge.deleting {
-                let mut left = MERGE_STEP;
-                for run in merge.from {
-                    let (lo, hi) = run_range(run, &[]);
-                    for item in idx.extract_from_if(lo.as_slice()..hi.as_slice(), |_, _| true)?.take(left) {
-                        item?;
-                        left -= 1;
-                    }
-                }
-                if left > 0 {
-                    // Both runs are gone.
-                    meta.remove(key.as_str())?;
-                    tracing::debug!(from = ?merge.from, into = merge.into, "index runs merged");
-                } else {
-                    meta.insert(key.as_str(), merge.encode().as_slice())?;
-                }
-            } else {
-                // The next entries of the two runs, in key order without the run.
-                let mut next: Vec<Vec<u8>> = Vec::with_capacity(2 * MERGE_STEP);
-                for run in merge.from {
-                    let (lo, hi) = run_range(run, &merge.after);
-                    for item in idx.range(lo.as_slice()..hi.as_slice())?.take(MERGE_STEP) {
-                        next.push(without_run(item?.0.value())?.to_vec());
-                    }
-                }
-                next.sort_unstable();
-                next.dedup();
-                // Past the step, a run may hold keys before ones not read from the other.
-                let whole = next.len() < MERGE_STEP;
-                next.truncate(MERGE_STEP);
-                let mut into = merge.into.to_be_bytes().to_vec();
-                for k in &next {
-                    into.truncate(RUN_PREFIX);
-                    into.extend_from_slice(k);
-                    idx.insert(into.as_slice(), ())?;
-                }
-                match next.last() {
-                    Some(last) if !whole => merge.after = last.clone(),
-                    _ => merge.deleting = true,
-                }
-                meta.insert(key.as_str(), merge.encode().as_slice())?;
+        let mut step = runs::Step::Nothing;
+        for table in [INDEX_RUNS, ID_RUNS, runs::SEALED_RUNS] {
+            step = table.merge_step(&tx, &self.scope, stop)?;
+            if step != runs::Step::Nothing {
+                break;
             }
         }
-        tx.commit()?;
-        Ok(true)
+        match step {
+            runs::Step::Done => tx.commit()?,
+            runs::Step::Nothing | runs::Step::Stopped => tx.abort()?,
+        }
+        Ok(step)
     }
 }
 
@@ -1813,6 +1674,8 @@ pub struct WriteCtx<'a> {
     hlc: &'a mut HlcClock,
     /// Set when received events were stored without their index entries.
     deferred: &'a mut bool,
+    /// Set when ids went into a new run of the id table.
+    new_run: &'a mut bool,
     /// The wall clock when this job started.
     pub wall_ms: i64,
 }
@@ -1838,10 +1701,9 @@ impl WriteCtx<'_> {
         let ops = self.tx.open_table(OPS_TABLE)?;
         let Some(v) = ops.get(op_id)? else { return Ok(None) };
         let (request_hash, id, state) = split_op(v.value())?;
-        let ids = self.tx.open_table(EVENT_IDS_TABLE)?;
+        let ids = Ids::new(self.tx.open_table(ID_RUNS.def)?)?;
         let events = self.tx.open_table(EVENTS_TABLE)?;
-        let head = ids.get(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
-        let key = key_of(head.value(), &id);
+        let key = ids.key(&id)?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
         let stored =
             events.get(key.as_slice())?.ok_or_else(|| StoreError::Corrupt("operation event missing".into()))?;
         Ok(Some(StoredResult { request_hash, event: decode_keyed_event(&key, stored.value())?, state }))
@@ -1943,16 +1805,18 @@ impl WriteCtx<'_> {
     fn insert_event(&mut self, event: &SignedEvent) -> Result<bool, StoreError> {
         let key = event_key(event);
         {
-            let mut ids = self.tx.open_table(EVENT_IDS_TABLE)?;
-            if ids.get(&event.id.0)?.is_some() {
+            // The log's key ends with the id: a stored event is found there.
+            let mut events = self.tx.open_table(EVENTS_TABLE)?;
+            if events.get(key.as_slice())?.is_some() {
                 return Ok(false);
             }
-            ids.insert(&event.id.0, key_head(&key)?)?;
-        }
-        {
-            let mut events = self.tx.open_table(EVENTS_TABLE)?;
             events.insert(key.as_slice(), log_value(event).as_slice())?;
         }
+        let origin = match event.event.node == self.node {
+            true => runs::Origin::Own,
+            false => runs::Origin::Received,
+        };
+        *self.new_run |= runs::insert(&*self.tx, ID_RUNS, origin, &mut [(event.id.0, *key_head(&key)?)])?;
         {
             let mut idx = self.tx.open_table(EVENT_INDEX_TABLE)?;
             for k in index_keys(event, LIVE_RUN) {
@@ -2190,8 +2054,7 @@ impl WriteCtx<'_> {
 
     /// Whether an event is stored (as of this transaction).
     pub fn event_exists(&self, id: &EventId) -> Result<bool, StoreError> {
-        let ids = self.tx.open_table(EVENT_IDS_TABLE)?;
-        Ok(ids.get(&id.0)?.is_some())
+        Ok(Ids::new(self.tx.open_table(ID_RUNS.def)?)?.get(&id.0)?.is_some())
     }
 }
 

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use sync::fingerprint::{Id, Summary};
 use sync::store::{ItemStore, PutOutcome};
 
+use super::runs::{ID_RUNS, Ids, Origin, SEALED_RUNS, Sealed};
 use super::tables::*;
 use super::{CylinderRow, Store, StoreError, WriteCtx};
 
@@ -105,10 +106,11 @@ pub enum Verdict {
 pub fn verify_items(items: &[Vec<u8>], store: &Store) -> Vec<Verdict> {
     let verdicts = on_every_core(items, "event check panicked", |chunk| {
         let read = store.db.begin_read().ok();
-        let sealed = read.as_ref().and_then(|r| r.open_table(SEALED_TABLE).ok());
-        let signer_of = |e: &SignedEvent| -> Option<NodeId> {
-            let t = sealed.as_ref()?;
-            t.get(&sealed_id(&e.id)).ok().flatten().map(|v| NodeId(*v.value()))
+        let sealed = read.as_ref().and_then(|r| Sealed::new(r.open_table(SEALED_RUNS.def).ok()?).ok());
+        // Whether a seal of the event's own node lists it (a seal of another node's is
+        // found, and the event refused, by the writer's look-up).
+        let sealed_by_its_node = |e: &SignedEvent| -> bool {
+            sealed.as_ref().is_some_and(|t| t.contains(&sealed_id(&e.id), &e.event.node.0).unwrap_or(false))
         };
         let mut verdicts: Vec<Verdict> = Vec::with_capacity(chunk.len());
         let mut signed = Vec::new();
@@ -121,9 +123,9 @@ pub fn verify_items(items: &[Vec<u8>], store: &Store) -> Vec<Verdict> {
                     "event {} refused: its HLC ({} ms) is behind its wall time ({} ms)",
                     e.id, e.event.hlc.physical_ms, e.event.wall_ms
                 ))),
-                Ok(e) if e.signature == NO_SIGNATURE => match signer_of(&e) {
-                    Some(signer) if signer == e.event.node => verdicts.push(Verdict::Checked(e)),
-                    _ => verdicts.push(Verdict::AwaitsSeal(e)),
+                Ok(e) if e.signature == NO_SIGNATURE => match sealed_by_its_node(&e) {
+                    true => verdicts.push(Verdict::Checked(e)),
+                    false => verdicts.push(Verdict::AwaitsSeal(e)),
                 },
                 Ok(e) => {
                     signed.push(verdicts.len());
@@ -486,31 +488,34 @@ impl WriteCtx<'_> {
         let mut fresh: Vec<bool>;
         let mut deltas: std::collections::BTreeMap<(u8, u16), Summary> = std::collections::BTreeMap::new();
         {
-            let mut ids = self.tx.open_table(EVENT_IDS_TABLE)?;
             let mut log = self.tx.open_table(EVENTS_TABLE)?;
             let mut seqs = self.tx.open_table(ITEM_SEQ_TABLE)?;
             let s = scope.as_str();
             let mut seq = super::scope_seq(&seqs, s)?;
             let keyed: Vec<(&SignedEvent, Vec<u8>)> = events.map(|e| (e, super::event_key(e))).collect();
-            // The id table is keyed by hash: visited in id order, each of its pages is
-            // loaded and dirtied once per batch instead of at random. An id's value is the
-            // head of its event key, so `insert` is also the duplicate check (a duplicate
-            // rewrites the same value).
-            let mut by_id: Vec<usize> = (0..keyed.len()).collect();
-            by_id.sort_unstable_by_key(|&i| &keyed[i].0.id.0);
-            fresh = vec![false; keyed.len()];
-            for i in by_id {
-                let (event, key) = &keyed[i];
-                fresh[i] = ids.insert(&event.id.0, super::key_head(key)?)?.is_none();
-            }
-            // The log in key order (a merged put holds several sorted runs), the change
-            // sequence in arrival order.
-            let mut by_key: Vec<usize> = (0..keyed.len()).filter(|&i| fresh[i]).collect();
+            // The log in key order (a merged put holds several sorted runs). A key ends with
+            // the event's id, so the insert is also the duplicate check; an event stored
+            // before keeps its value (one stored with its signature keeps it).
+            let mut by_key: Vec<usize> = (0..keyed.len()).collect();
             by_key.sort_unstable_by_key(|&i| &keyed[i].1);
+            fresh = vec![false; keyed.len()];
+            let mut ids = Vec::with_capacity(keyed.len());
             for i in by_key {
                 let (event, key) = &keyed[i];
-                log.insert(key.as_slice(), super::log_value(event).as_slice())?;
+                let value = super::log_value(event);
+                let old = log.insert(key.as_slice(), value.as_slice())?.map(|old| old.value().to_vec());
+                match old {
+                    None => {
+                        fresh[i] = true;
+                        ids.push((event.id.0, *super::key_head(key)?));
+                    }
+                    Some(old) if old != value => {
+                        log.insert(key.as_slice(), old.as_slice())?;
+                    }
+                    Some(_) => {}
+                }
             }
+            *self.new_run |= super::runs::insert(self.tx, ID_RUNS, Origin::Received, &mut ids)?;
             for ((event, key), _) in keyed.iter().zip(&fresh).filter(|(_, f)| **f) {
                 seq += 1;
                 seqs.insert((s, seq), key.as_slice())?;
@@ -563,7 +568,7 @@ impl WriteCtx<'_> {
 
     /// For each event that came without its signature, the node whose seal stored here
     /// lists it, if any (`None` for the others). Looked up in id order: neighbouring ids
-    /// share pages of `sealed-1`, so each page is read once per batch.
+    /// share pages of `sealed-2`'s runs, so each page is read once per batch.
     fn signers_by_seal(&self, checked: &[Verdict]) -> Result<Vec<Option<NodeId>>, StoreError> {
         let mut out = vec![None; checked.len()];
         let mut wanted: Vec<(SealedId, usize)> = checked
@@ -578,9 +583,9 @@ impl WriteCtx<'_> {
             return Ok(out);
         }
         wanted.sort_unstable();
-        let t = self.tx.open_table(SEALED_TABLE)?;
+        let t = Sealed::new(self.tx.open_table(SEALED_RUNS.def)?)?;
         for (id, at) in wanted {
-            out[at] = t.get(&id)?.map(|v| NodeId(*v.value()));
+            out[at] = t.get(&id)?.map(NodeId);
         }
         Ok(out)
     }
@@ -615,22 +620,26 @@ impl WriteCtx<'_> {
         Ok(Received::AwaitsSeal)
     }
 
-    /// Adds a checked seal to its scope and its ids to `sealed-1`, then takes in the
+    /// Adds a checked seal to its scope and its ids to `sealed-2`, then takes in the
     /// received events that waited for it; false if it was here.
     fn store_seal(&mut self, seal: &Seal, id: &Id, encoded: &[u8]) -> Result<bool, StoreError> {
         if !self.add_item(&seals_scope(self.scope), id, encoded)? {
             return Ok(false);
         }
-        let mut ids = seal.ids.clone();
-        ids.sort_unstable();
+        let mut ids: Vec<(SealedId, [u8; 32])> = seal.ids.iter().map(|id| (*id, seal.signer.0)).collect();
+        let origin = match seal.signer == self.node {
+            true => Origin::Own,
+            false => Origin::Received,
+        };
+        *self.new_run |= super::runs::insert(self.tx, SEALED_RUNS, origin, &mut ids)?;
         let mut waited = Vec::new();
         {
-            let mut t = self.tx.open_table(SEALED_TABLE)?;
             let mut awaiting = self.tx.open_table(AWAITING_SEAL_TABLE)?;
-            for sealed in &ids {
-                t.insert(sealed, &seal.signer.0)?;
-                if let Some(stored) = awaiting.remove(sealed)? {
-                    waited.push(stored.value().to_vec());
+            if !awaiting.is_empty()? {
+                for (sealed, _) in &ids {
+                    if let Some(stored) = awaiting.remove(sealed)? {
+                        waited.push(stored.value().to_vec());
+                    }
                 }
             }
         }
@@ -688,16 +697,16 @@ impl WriteCtx<'_> {
     }
 
     /// The seal stored here vouches for these events now: their log values drop the
-    /// signature, as a received sealed event's do. Sending them then reads no `sealed-1`
+    /// signature, as a received sealed event's do. Sending them then reads no `sealed-2`
     /// entry, and the log keeps 64 bytes less of each.
     fn drop_signatures(&mut self, ids: impl Iterator<Item = [u8; 32]>) -> Result<(), StoreError> {
         let mut ids: Vec<[u8; 32]> = ids.collect();
         ids.sort_unstable();
         let mut keys = Vec::with_capacity(ids.len());
         {
-            let t = self.tx.open_table(EVENT_IDS_TABLE)?;
+            let t = Ids::new(self.tx.open_table(ID_RUNS.def)?)?;
             for id in &ids {
-                keys.extend(t.get(id)?.map(|head| super::key_of(head.value(), id)));
+                keys.extend(t.key(id)?);
             }
         }
         keys.sort_unstable();
@@ -886,10 +895,7 @@ impl Store {
             if scope != events_scope(&self.enterprise) {
                 return Ok(out);
             }
-            for item in r.open_table(EVENT_IDS_TABLE)?.range::<&[u8; 32]>(&lo..=&hi)? {
-                out.push(*item?.0.value());
-            }
-            return Ok(out);
+            return Ids::new(r.open_table(ID_RUNS.def)?)?.between(&lo, &hi);
         }
         for item in r.open_table(SYNC_ITEMS_TABLE)?.range((scope, &lo)..=(scope, &hi))? {
             out.push(*item?.0.value().1);
@@ -915,10 +921,10 @@ impl Store {
 
     /// Events by id as items, in the order asked (absent ones left out).
     fn event_items(&self, r: &redb::ReadTransaction, ids: &[Id]) -> Result<Vec<Vec<u8>>, StoreError> {
-        let table = r.open_table(EVENT_IDS_TABLE)?;
+        let table = Ids::new(r.open_table(ID_RUNS.def)?)?;
         let mut keys = Vec::with_capacity(ids.len());
         for id in ids {
-            keys.extend(table.get(id)?.map(|head| super::key_of(head.value(), id)));
+            keys.extend(table.key(id)?);
         }
         self.events_at(r, &keys)
     }
@@ -939,9 +945,9 @@ impl Store {
             }
             out.push(stored);
         }
-        // Looked up in id order: neighbouring ids share pages of `sealed-1`.
+        // Looked up in id order: neighbouring ids share pages of `sealed-2`'s runs.
         signed.sort_unstable();
-        let sealed = r.open_table(SEALED_TABLE)?;
+        let sealed = Sealed::new(r.open_table(SEALED_RUNS.def)?)?;
         for (id, at) in signed {
             if sealed.get(&id)?.is_some() {
                 out[at][..64].copy_from_slice(&NO_SIGNATURE);
@@ -1177,11 +1183,11 @@ impl ItemStore for Replica {
             return Ok(());
         }
         let r = self.store.db.begin_read()?;
-        let keys = r.open_table(EVENT_IDS_TABLE)?;
+        let keys = Ids::new(r.open_table(ID_RUNS.def)?)?;
         let mut keyed = Vec::with_capacity(ids.len());
         for id in ids.iter() {
             // Key order is (head, id) order: a key is its head followed by its id.
-            let head = keys.get(id)?.map(|h| *h.value()).unwrap_or([0; 28]);
+            let head = keys.get(id)?.unwrap_or([0; 28]);
             keyed.push((head, *id));
         }
         keyed.sort_unstable();

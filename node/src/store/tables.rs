@@ -16,7 +16,7 @@ pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new
 /// The event log. Key: 16-byte cylinder code ++ 12-byte HLC ++ 32-byte event id, so one
 /// cylinder's history is one contiguous range in time order. Value: byte 1 ++ 64-byte
 /// Ed25519 signature ++ canonical event encoding, or byte 0 ++ canonical event encoding
-/// for an event received under a seal (`sealed-1`), whose stored and wire form has 64 zero
+/// for an event received under a seal (`sealed-2`), whose stored and wire form has 64 zero
 /// bytes for the signature (`store::log_value`, `store::stored_of_log`).
 pub(crate) const EVENTS_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-2");
 /// Layout 2's log: the same keys; values are the stored form (signature or 64 zero bytes,
@@ -24,15 +24,27 @@ pub(crate) const EVENTS_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::
 pub(crate) const EVENTS_V1_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-1");
 
 /// Event id → the first 28 bytes of its key in `events-2` (cylinder code ++ HLC; the key
-/// ends with the id itself): deduplication and look-up by id (`store::key_of`).
-pub(crate) const EVENT_IDS_TABLE: TableDefinition<&[u8; 32], &[u8; 28]> = TableDefinition::new("event-ids-2");
+/// ends with the id itself): look-up by id (`store::runs::Ids`), and the events scope's
+/// items. Kept in runs (`store::runs`). Key: 4-byte big-endian run number ++ 32-byte event
+/// id ++ those 28 bytes. Value: none. Runs of level 1 take up to `store::runs::RUN_IDS`
+/// ids each; the filling run is `ids_run` in `meta-1`, a merge's progress `ids_merge`.
+pub(crate) const EVENT_ID_RUNS_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("event-ids-3");
+/// Layout 5's id table: event id → the first 28 bytes of its key, in one tree. Read once
+/// to convert it into `event-ids-3` (and the form older layouts convert into first).
+pub(crate) const EVENT_IDS_V2_TABLE: TableDefinition<&[u8; 32], &[u8; 28]> = TableDefinition::new("event-ids-2");
 /// Layout 3's id table: event id → its whole key in the log (the id written twice). Read
 /// once to convert it into `event-ids-2`.
 pub(crate) const EVENT_IDS_V1_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("event-ids-1");
 
 /// Sealed events: first 16 bytes of the event id → 32-byte key of the node whose seal
 /// lists it (`schema::seal`). An event found here travels without its own signature.
-pub(crate) const SEALED_TABLE: TableDefinition<&[u8; 16], &[u8; 32]> = TableDefinition::new("sealed-1");
+/// Kept in runs (`store::runs`). Key: 4-byte big-endian run number ++ those 16 bytes ++
+/// that node key. Value: none. The filling run is `sealed_run` in `meta-1`, a merge's
+/// progress `sealed_merge`.
+pub(crate) const SEALED_RUNS_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("sealed-2");
+/// Layout 5's sealed table: the same map in one tree. Read once to convert it into
+/// `sealed-2`.
+pub(crate) const SEALED_V1_TABLE: TableDefinition<&[u8; 16], &[u8; 32]> = TableDefinition::new("sealed-1");
 
 /// Received events without a signature whose seal has not arrived yet (a relay may pass
 /// on a node's events before its seals). Key: first 16 bytes of the event id. Value: the
@@ -45,7 +57,7 @@ pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefiniti
 /// Traceability indexes, in runs. Key: 4-byte big-endian run number ++
 /// `<dimension>\0<value>\0` ++ 8-byte big-endian wall ms ++ 32-byte event id, for
 /// dimensions `time` (empty value), `operator`, `kind` and `place`. Value: none; the id
-/// leads to the event through `event-ids-2`. Run 0 takes this node's own events as they
+/// leads to the event through `event-ids-3`. Run 0 takes this node's own events as they
 /// are stored; each index pass writes received events into the newest run of level 1,
 /// which holds a bounded number of events (see `store::RUN_EVENTS`), so a pass never
 /// rewrites pages of the whole index. The idle writer merges two full runs of one level
@@ -87,7 +99,7 @@ pub(crate) const COUNTERS_TABLE: TableDefinition<&str, u64> = TableDefinition::n
 /// Replication items of document scopes (`D:<enterprise>`) and seal scopes
 /// (`A:<enterprise>`). Key: (scope, 32-byte item id). Value: the document id, or the
 /// seal's encoding (`schema::seal`). The event scope (`E:<enterprise>`) needs no table of
-/// its own: its items are the keys of `event-ids-2`.
+/// its own: its items are the ids in `event-ids-3`.
 pub(crate) const SYNC_ITEMS_TABLE: TableDefinition<(&str, &[u8; 32]), &[u8]> = TableDefinition::new("sync-items-1");
 
 /// A document's current item id: SHA-256 of the document id and its sorted heads.
@@ -109,7 +121,7 @@ pub(crate) const ANOMALIES_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinitio
 /// last agreed" from it (`sync::session`). Ids of replaced document items stay listed.
 /// Value: the item id (32 bytes); for the events scope the event's key in `events-2`
 /// (60 bytes, ending with its id), so that a push or an index pass reads the log in key
-/// order without a look-up per event in `event-ids-2`. Layout 1 had the id for every
+/// order without a look-up per event in the id table. Layout 1 had the id for every
 /// scope in `item-seq-1`; opening such a file converts it (`migrate_change_log`).
 pub(crate) const ITEM_SEQ_TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("item-seq-2");
 /// Layout 1's change sequence, read once to convert it into `item-seq-2`.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use schema::archive::CylinderArchive;
 use schema::event::EventBody;
 
+use super::runs::{RUN_LEVEL_SHIFT, run_level, run_of};
 use super::*;
 use crate::clock::ManualClock;
 
@@ -129,18 +130,41 @@ fn downgrade_log(tx: &redb::WriteTransaction, sealed: &[u32]) -> Vec<(Vec<u8>, V
     rows
 }
 
+/// Writes the id and sealed tables back in layout 5's form (`event-ids-2`, `sealed-1`:
+/// one tree each), as an older node left them.
+fn downgrade_id_runs(tx: &redb::WriteTransaction) {
+    {
+        let runs = runs::Ids::new(tx.open_table(ID_RUNS.def).unwrap()).unwrap();
+        let mut old = tx.open_table(EVENT_IDS_V2_TABLE).unwrap();
+        for id in runs.between(&[0; 32], &[0xff; 32]).unwrap() {
+            old.insert(&id, &runs.get(&id).unwrap().unwrap()).unwrap();
+        }
+        let runs = runs::Sealed::new(tx.open_table(runs::SEALED_RUNS.def).unwrap()).unwrap();
+        let mut old = tx.open_table(SEALED_V1_TABLE).unwrap();
+        for id in runs.between(&[0; 16], &[0xff; 16]).unwrap() {
+            old.insert(&id, &runs.get(&id).unwrap().unwrap()).unwrap();
+        }
+    }
+    tx.delete_table(ID_RUNS.def).unwrap();
+    tx.delete_table(runs::SEALED_RUNS.def).unwrap();
+    let mut meta = tx.open_table(META_TABLE).unwrap();
+    meta.remove(ID_RUNS.run_key("").as_str()).unwrap();
+    meta.remove(runs::SEALED_RUNS.run_key("").as_str()).unwrap();
+}
+
 /// Writes the id table back in layout 3's form (`event-ids-1`: each id's whole event
 /// key), as an older node left it.
 fn downgrade_ids(tx: &redb::WriteTransaction) {
+    downgrade_id_runs(tx);
     {
-        let new = tx.open_table(EVENT_IDS_TABLE).unwrap();
+        let new = tx.open_table(EVENT_IDS_V2_TABLE).unwrap();
         let mut old = tx.open_table(EVENT_IDS_V1_TABLE).unwrap();
         for row in new.iter().unwrap() {
             let (id, head) = row.unwrap();
             old.insert(id.value(), key_of(head.value(), id.value()).as_slice()).unwrap();
         }
     }
-    tx.delete_table(EVENT_IDS_TABLE).unwrap();
+    tx.delete_table(EVENT_IDS_V2_TABLE).unwrap();
 }
 
 /// The file at `path`, opened, with cylinders 1 to `n` registered in it.
@@ -299,9 +323,10 @@ fn a_layout_3_id_table_is_converted_on_open_and_finds_the_same_events() {
         let r = store.db.begin_read().unwrap();
         assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT.to_le_bytes());
         assert!(!table_names(&r).iter().any(|n| n == "event-ids-1"));
-        let ids = r.open_table(EVENT_IDS_TABLE).unwrap();
+        assert!(!table_names(&r).iter().any(|n| n == "event-ids-2"));
+        let ids = runs::Ids::new(r.open_table(ID_RUNS.def).unwrap()).unwrap();
         for (id, key) in &old_ids {
-            assert_eq!(key_of(ids.get(id).unwrap().unwrap().value(), id), *key);
+            assert_eq!(ids.key(id).unwrap().as_ref(), Some(key));
         }
     }
     let wanted: Vec<schema::event::EventId> = old_ids.iter().map(|(id, _)| schema::event::EventId(*id)).collect();
@@ -313,6 +338,69 @@ fn a_layout_3_id_table_is_converted_on_open_and_finds_the_same_events() {
     replica.send_order(scope.as_bytes(), &mut ordered).unwrap();
     assert_eq!(replica.get_many(scope.as_bytes(), &ordered).unwrap(), items);
     assert_eq!(replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap(), before);
+}
+
+/// Layout 5 kept the id and sealed tables in one tree each; opening such a file makes
+/// each tree the run of this node's own entries (run 0, never merged), and this node's
+/// later events go there too; every event is found by id, under its seal.
+#[test]
+fn a_layout_5_id_table_becomes_the_live_run_and_every_event_is_found_by_id() {
+    use sync::store::ItemStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let scope = replica::events_scope("3701020001");
+    let store = with_cylinders(&path, 100);
+    assert_eq!(store.seal_all().unwrap(), 100);
+    let node = store.node_id();
+    store.shutdown();
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META_TABLE).unwrap().insert("layout", 5u64.to_le_bytes().as_slice()).unwrap();
+        downgrade_id_runs(&tx);
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path, options(), clock()).unwrap();
+    let runs_of = |store: &Store, def| {
+        let r = store.db.begin_read().unwrap();
+        let mut runs = std::collections::BTreeMap::<u32, usize>::new();
+        for item in r.open_table(def).unwrap().iter().unwrap() {
+            *runs.entry(run_of(item.unwrap().0.value()).unwrap()).or_default() += 1;
+        }
+        runs
+    };
+    {
+        let r = store.db.begin_read().unwrap();
+        assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT.to_le_bytes());
+        let tables = table_names(&r);
+        assert!(!tables.iter().any(|n| n == "event-ids-2" || n == "sealed-1"), "{tables:?}");
+    }
+    assert_eq!(runs_of(&store, ID_RUNS.def), [(LIVE_RUN, 100)].into());
+    assert_eq!(runs_of(&store, runs::SEALED_RUNS.def), [(LIVE_RUN, 100)].into());
+    let replica = replica::Replica::new(store.clone());
+    let before: Vec<[u8; 32]> = replica.ids(scope.as_bytes(), &[]).unwrap();
+    {
+        let r = store.db.begin_read().unwrap();
+        let sealed = runs::Sealed::new(r.open_table(runs::SEALED_RUNS.def).unwrap()).unwrap();
+        for id in &before {
+            let signer = sealed.get(&schema::seal::sealed_id(&EventId(*id))).unwrap();
+            assert_eq!(signer, Some(node.0), "the seal of {}", crate::auth::hex(id));
+        }
+    }
+    store
+        .write_blocking(|ctx| {
+            for i in 101..=300 {
+                ctx.register(archive(i), "k", "p")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(runs_of(&store, ID_RUNS.def), [(LIVE_RUN, 300)].into(), "own events stay in run 0");
+    let all: Vec<[u8; 32]> = replica.ids(scope.as_bytes(), &[]).unwrap();
+    assert_eq!(all.len(), 300);
+    let wanted: Vec<EventId> = all.iter().map(|id| EventId(*id)).collect();
+    let found = store.events_by_id(&wanted).unwrap();
+    assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), wanted);
 }
 
 /// An id table of layout 3 whose value does not end with its id is damage: the file is
@@ -596,7 +684,7 @@ fn the_idle_writer_merges_full_runs_and_traces_answer_the_same() {
     assert_eq!(expected[0].len(), 1000);
 
     let store = Store::open(&path, options(), clock()).unwrap();
-    let merge_key = index_merge_key("3701020001");
+    let merge_key = INDEX_RUNS.merge_key("3701020001");
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "passes and merges did not finish: {:?}", index_runs(&store));
@@ -621,11 +709,78 @@ fn the_idle_writer_merges_full_runs_and_traces_answer_the_same() {
 /// Whether two full runs (not the one passes fill) share a level.
 fn a_level_holds_two(store: &Store) -> bool {
     let r = store.db.begin_read().unwrap();
-    let (filling, _) = saved_run(&r.open_table(META_TABLE).unwrap(), "3701020001").unwrap();
+    let (filling, _) = INDEX_RUNS.saved_run(&r.open_table(META_TABLE).unwrap(), "3701020001").unwrap();
     let mut levels: Vec<u32> = index_runs(store).into_keys().filter(|r| *r != filling).map(run_level).collect();
     let all = levels.len();
     levels.dedup();
     levels.len() < all
+}
+
+/// A merge step told to stop (a write waits) ends at once and its transaction is
+/// aborted; steps that run whole then merge the two runs into one of the next level with
+/// every entry once.
+#[test]
+fn a_stopped_merge_step_leaves_nothing_and_whole_steps_merge_every_entry_once() {
+    let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+    let filling = 1 << RUN_LEVEL_SHIFT | 3;
+    let mut wanted = Vec::new();
+    {
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(ID_RUNS.def).unwrap();
+            for run in [1u32 << RUN_LEVEL_SHIFT | 1, 1 << RUN_LEVEL_SHIFT | 2] {
+                for n in 0..100u8 {
+                    // The two runs interleave, and share ten entries (a merge copies those once).
+                    let at = if run & 1 == 1 || n < 10 { 2 * n } else { 2 * n + 1 };
+                    let mut key = run.to_be_bytes().to_vec();
+                    key.extend_from_slice(&[at; 60]);
+                    t.insert(key.as_slice(), ()).unwrap();
+                    wanted.push([at; 60].to_vec());
+                }
+            }
+        }
+        ID_RUNS.save_run(&mut tx.open_table(META_TABLE).unwrap(), "", filling, 0).unwrap();
+        tx.commit().unwrap();
+    }
+    wanted.sort();
+    wanted.dedup();
+    let entries = |db: &Database| -> Vec<Vec<u8>> {
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(ID_RUNS.def).unwrap();
+        t.iter().unwrap().map(|e| e.unwrap().0.value().to_vec()).collect()
+    };
+    let before = entries(&db);
+    let tx = db.begin_write().unwrap();
+    let mut asked = 0;
+    let step = ID_RUNS
+        .merge_step(&tx, "", &mut || {
+            asked += 1;
+            true
+        })
+        .unwrap();
+    tx.abort().unwrap();
+    assert_eq!((step, asked), (runs::Step::Stopped, 1), "ends when first told to");
+    assert_eq!(entries(&db), before);
+    let mut steps = 0;
+    loop {
+        let tx = db.begin_write().unwrap();
+        let step = ID_RUNS.merge_step(&tx, "", &mut || false).unwrap();
+        tx.commit().unwrap();
+        if step == runs::Step::Nothing {
+            break;
+        }
+        steps += 1;
+        assert!(steps < 100, "the merge does not end");
+    }
+    // 190 entries copied, then 200 deleted, 64 a step (in tests).
+    assert!(steps >= 6, "{steps} steps");
+    let r = db.begin_read().unwrap();
+    let t = r.open_table(ID_RUNS.def).unwrap();
+    let runs = runs::runs_in(&t).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(run_level(runs[0]), 2);
+    let left: Vec<Vec<u8>> = t.iter().unwrap().map(|e| e.unwrap().0.value()[RUN_PREFIX..].to_vec()).collect();
+    assert_eq!(left, wanted);
 }
 
 /// A store shutting down while runs are being merged stops after the step under way,
@@ -653,12 +808,12 @@ fn a_store_shutting_down_stops_merging_runs_after_one_step() {
             filling.extend_from_slice(&0u64.to_le_bytes());
             tx.open_table(META_TABLE)
                 .unwrap()
-                .insert(index_run_key("3701020001").as_str(), filling.as_slice())
+                .insert(INDEX_RUNS.run_key("3701020001").as_str(), filling.as_slice())
                 .unwrap();
         }
         tx.commit().unwrap();
     }
-    let merge_key = index_merge_key("3701020001");
+    let merge_key = INDEX_RUNS.merge_key("3701020001");
     let merging = |store: &Store| {
         let r = store.db.begin_read().unwrap();
         r.open_table(META_TABLE).unwrap().get(merge_key.as_str()).unwrap().is_some()

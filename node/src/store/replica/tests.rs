@@ -209,6 +209,91 @@ fn a_long_put_goes_to_the_writer_in_jobs_and_names_exactly_its_own_change_number
     assert_same(&a, &b, 20);
 }
 
+/// The log is the duplicate check (an event key ends with its id): an event that comes
+/// twice in one put, or again in a later one, is stored once, counted once and summed once,
+/// however many runs of the id table the ids are spread over.
+#[test]
+fn a_received_event_is_stored_once_however_often_it_comes() {
+    let a = station_with_empties(60);
+    let (ra, mut rb) = (Replica::new(a.clone()), Replica::new(store(1_795_579_300_000)));
+    let b = rb.store.clone();
+    let scope = events_scope(ENT);
+    let ids = ra.ids(scope.as_bytes(), &[]).unwrap();
+    let n = ids.len();
+    assert!(n >= 120, "{n} events");
+    let items = ra.get_many(scope.as_bytes(), &ids).unwrap();
+    let (first, second) = items.split_at(50);
+    let mut twice = first.to_vec();
+    twice.extend_from_slice(first);
+    let out = rb.put(scope.as_bytes(), twice).unwrap();
+    assert_eq!(out.stored.len(), 50, "{out:?}");
+    let mut again = first[..10].to_vec();
+    again.extend_from_slice(second);
+    let out = rb.put(scope.as_bytes(), again).unwrap();
+    assert_eq!(out.stored.len(), n - 50, "only the new ones: {out:?}");
+    let out = rb.put(scope.as_bytes(), items.clone()).unwrap();
+    assert!(out.stored.is_empty(), "{out:?}");
+    assert_eq!(b.counts().unwrap().1, n as u64);
+    // Ids in runs of 40 (in tests): several runs (two once the idle writer merged
+    // the first two full ones), read as one table.
+    assert!(ids_runs(&b) >= 2, "{} runs", ids_runs(&b));
+    assert_eq!(rb.ids(scope.as_bytes(), &[]).unwrap(), ids);
+    assert_eq!(b.summary_of(&scope, &[]).unwrap(), a.summary_of(&scope, &[]).unwrap());
+    let wanted: Vec<schema::event::EventId> = ids.iter().map(|id| schema::event::EventId(*id)).collect();
+    let found = b.events_by_id(&wanted).unwrap();
+    assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), wanted);
+    assert_eq!(rb.get_many(scope.as_bytes(), &ids).unwrap(), items);
+}
+
+/// A peer's ids go into runs of level 1 (40 ids each in tests); the idle writer merges
+/// two full runs of one level into one of the next until no level holds two, and every
+/// event is found by id and listed once throughout.
+#[test]
+fn received_ids_go_into_runs_the_idle_writer_merges() {
+    let a = station_with_empties(100);
+    let (ra, mut rb) = (Replica::new(a.clone()), Replica::new(store(1_795_579_300_000)));
+    let b = rb.store.clone();
+    let scope = events_scope(ENT);
+    let ids = ra.ids(scope.as_bytes(), &[]).unwrap();
+    let items = ra.get_many(scope.as_bytes(), &ids).unwrap();
+    assert_eq!(items.len(), 300);
+    for part in items.chunks(50) {
+        assert_eq!(rb.put(scope.as_bytes(), part.to_vec()).unwrap().stored.len(), 50);
+    }
+    let wanted: Vec<schema::event::EventId> = ids.iter().map(|id| schema::event::EventId(*id)).collect();
+    let runs = |s: &Store| {
+        let r = s.db.begin_read().unwrap();
+        let mut runs = BTreeMap::<u32, usize>::new();
+        for item in r.open_table(super::super::runs::ID_RUNS.def).unwrap().iter().unwrap() {
+            *runs.entry(super::super::runs::run_of(item.unwrap().0.value()).unwrap()).or_default() += 1;
+        }
+        runs
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert_eq!(b.events_by_id(&wanted).unwrap().len(), 300);
+        assert_eq!(rb.ids(scope.as_bytes(), &[]).unwrap(), ids);
+        let now = runs(&b);
+        let levels: Vec<u32> = now.keys().map(|r| super::super::runs::run_level(*r)).collect();
+        // Runs take 40 and a little more (a job's ids go into one run): seven full ones
+        // and the filling one end as one of each level 3, 2 and 1, and the filling one.
+        if levels == [1, 1, 2, 3] && now.values().sum::<usize>() == 300 {
+            for (run, n) in &now {
+                assert!(*n >= 40 << (super::super::runs::run_level(*run) - 1) || *n < 40, "{now:?}");
+            }
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "merges did not finish: {now:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Runs of the id table.
+fn ids_runs(s: &Store) -> usize {
+    let r = s.db.begin_read().unwrap();
+    super::super::runs::runs_in(&r.open_table(super::super::runs::ID_RUNS.def).unwrap()).unwrap().len()
+}
+
 #[test]
 fn a_put_is_cut_into_parts_in_order() {
     let parts: Vec<Vec<u32>> = in_parts((0..10).collect(), 4).collect();
@@ -376,6 +461,34 @@ fn concurrent_forbidden_histories_are_flagged_identically_on_both_sides() {
     let proof = office.events_by_id(&after_scrap[0].events).unwrap();
     let proof: Vec<&str> = proof.iter().map(|e| e.event.body.kind()).collect();
     assert_eq!(proof, ["scrap", "fill"]);
+}
+
+/// While a peer's items are on their way in (a driver holds a `Receiving` guard from a
+/// frame's decoding to its put), the idle writer leaves the index backlog alone: a pass
+/// started between two puts of a stream made the stream wait. Once nothing comes, the
+/// pass runs.
+#[test]
+fn the_idle_writer_waits_while_items_are_on_their_way_in() {
+    let a = station_with_empties(30);
+    let (ra, mut rb) = (Replica::new(a.clone()), Replica::new(store(1_795_579_300_000)));
+    let b = rb.store.clone();
+    let scope = events_scope(ENT);
+    let ids = ra.ids(scope.as_bytes(), &[]).unwrap();
+    let items = ra.get_many(scope.as_bytes(), &ids).unwrap();
+    let incoming = b.start_receiving();
+    rb.put(scope.as_bytes(), items).unwrap();
+    b.settle().unwrap();
+    let backlog = b.index_backlog().unwrap();
+    assert_eq!(backlog, ids.len() as u64);
+    // In-memory stores here run their idle work after 1 s without jobs.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(b.index_backlog().unwrap(), backlog, "a pass ran while items were coming in");
+    drop(incoming);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while b.index_backlog().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "no pass once nothing came");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Received events reach the traceability index in the writer's idle-time pass; until
