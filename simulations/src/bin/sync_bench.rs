@@ -293,11 +293,10 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let before = (WriterFigures::of(&office), WriterFigures::of(&station));
         let delta = reconcile(&station, &office, &mut ckpt)?;
-        let background_ms = (
-            WriterFigures::of(&office).since(&before.0).background_s * 1000.0,
-            WriterFigures::of(&station).since(&before.1).background_s * 1000.0,
-        );
-        deltas.push((t.elapsed().as_secs_f64() * 1000.0, delta, new_bytes, background_ms));
+        let office_writer = WriterFigures::of(&office).since(&before.0);
+        let background_ms =
+            (office_writer.background_s * 1000.0, WriterFigures::of(&station).since(&before.1).background_s * 1000.0);
+        deltas.push((t.elapsed().as_secs_f64() * 1000.0, delta, new_bytes, background_ms, office_writer));
     }
 
     // A week offline: `catch_up` more events over every cylinder (the 7 days at
@@ -354,9 +353,9 @@ fn main() -> anyhow::Result<()> {
         idle.flights,
         idle_ms[idle_ms.len() - 1]
     );
-    for (ms, delta, new_bytes, background_ms) in &deltas {
+    for (ms, delta, new_bytes, background_ms, office_writer) in &deltas {
         println!(
-            "  reconnect, 100 cylinders changed {:>7.2} ms  {:>8} B    {} frames, {} flights; new events {} B ({:.2}×); station busy {:.2} ms, office {:.2} ms (writers' index passes and merges: office {:.2} ms, station {:.2} ms)",
+            "  reconnect, 100 cylinders changed {:>7.2} ms  {:>8} B    {} frames, {} flights; new events {} B ({:.2}×); station busy {:.2} ms, office {:.2} ms (its writer {:.2} ms, {:.2} ms of it in redb's commit; writers' index passes and merges: office {:.2} ms, station {:.2} ms)",
             ms,
             delta.bytes,
             delta.frames,
@@ -365,6 +364,8 @@ fn main() -> anyhow::Result<()> {
             delta.bytes as f64 / *new_bytes as f64,
             delta.busy[0].as_secs_f64() * 1000.0,
             delta.busy[1].as_secs_f64() * 1000.0,
+            office_writer.busy_s * 1000.0,
+            office_writer.durable_s * 1000.0,
             background_ms.0,
             background_ms.1,
         );
