@@ -873,7 +873,7 @@ const EVENT_KEY_HEAD: usize = 28;
 /// Bytes of an event key: its head, then the 32-byte id.
 const EVENT_KEY_LEN: usize = EVENT_KEY_HEAD + 32;
 
-/// What `event-ids-2` keeps of an event key: the part before the id.
+/// What the id table (`event-ids-3`) keeps of an event key: the part before the id.
 fn key_head(key: &[u8]) -> Result<&[u8; EVENT_KEY_HEAD], StoreError> {
     match key.len() {
         EVENT_KEY_LEN => key[..EVENT_KEY_HEAD].try_into().map_err(|_| StoreError::Corrupt("event key".into())),
@@ -881,7 +881,7 @@ fn key_head(key: &[u8]) -> Result<&[u8; EVENT_KEY_HEAD], StoreError> {
     }
 }
 
-/// The event key of `id` from what `event-ids-2` keeps of it.
+/// The event key of `id` from what the id table keeps of it.
 fn key_of(head: &[u8; EVENT_KEY_HEAD], id: &[u8; 32]) -> Vec<u8> {
     let mut k = Vec::with_capacity(EVENT_KEY_LEN);
     k.extend_from_slice(head);

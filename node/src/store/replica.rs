@@ -516,6 +516,7 @@ impl WriteCtx<'_> {
                 }
             }
             *self.new_run |= super::runs::insert(self.tx, ID_RUNS, Origin::Received, &mut ids)?;
+            // The change sequence in arrival order.
             for ((event, key), _) in keyed.iter().zip(&fresh).filter(|(_, f)| **f) {
                 seq += 1;
                 seqs.insert((s, seq), key.as_slice())?;
