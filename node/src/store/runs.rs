@@ -389,7 +389,7 @@ pub(crate) fn insert<const K: usize, const V: usize>(
         return Ok(false);
     }
     let (run, held) = match origin {
-        Origin::Own => (LIVE_RUN, 1),
+        Origin::Own => (LIVE_RUN, 0),
         Origin::Received => table.filling(tx, "", RUN_IDS)?,
     };
     // In key order, each page of the run is dirtied once per batch.
@@ -402,9 +402,10 @@ pub(crate) fn insert<const K: usize, const V: usize>(
             t.insert(key.as_slice(), ())?;
         }
     }
-    if origin == Origin::Received {
-        table.save_run(&mut tx.open_table(META_TABLE)?, "", run, held + entries.len() as u64)?;
+    if origin == Origin::Own {
+        return Ok(false);
     }
+    table.save_run(&mut tx.open_table(META_TABLE)?, "", run, held + entries.len() as u64)?;
     Ok(held == 0)
 }
 
