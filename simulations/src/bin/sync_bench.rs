@@ -174,6 +174,17 @@ fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> any
     }
 }
 
+/// Waits until the office's traceability index holds every event and says how long that
+/// took after `what`.
+fn wait_for_index(office: &Store, what: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while office.index_backlog()? > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("  the office's traceability index complete {:.1} s after {what}", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut n, mut per, mut catch_up, mut rounds) = (10_000usize, 20usize, None, 5usize);
@@ -253,11 +264,7 @@ fn main() -> anyhow::Result<()> {
 
     // The office indexes what it received when idle (as a head office does between a
     // station's visits): the later rounds start from an office that has done so.
-    let t = Instant::now();
-    while office.index_backlog()? > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    eprintln!("  the office's traceability index complete {:.1} s after the first sync", t.elapsed().as_secs_f64());
+    wait_for_index(&office, "the first sync")?;
     // Five reconnects with nothing changed: the slowest and the fastest.
     let mut idle_ms = Vec::new();
     let mut idle = None;
@@ -329,11 +336,7 @@ fn main() -> anyhow::Result<()> {
     let week_s = t.elapsed().as_secs_f64();
     let week_writer = WriterFigures::of(&office).since(&writer_before.0);
     let week_station = WriterFigures::of(&station).since(&writer_before.1);
-    let t = Instant::now();
-    while office.index_backlog()? > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    eprintln!("  the office's traceability index complete {:.1} s after the catch-up", t.elapsed().as_secs_f64());
+    wait_for_index(&office, "the catch-up")?;
 
     let (cylinders, events) = office.counts()?;
     println!("sync_bench (in process, real redb files, no network): {cylinders} cylinders, {events} events");
