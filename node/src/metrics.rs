@@ -126,6 +126,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP node_store_idle_work 1 while the writer has idle work left (received events to index, runs to merge).\n# TYPE node_store_idle_work gauge\nnode_store_idle_work {}",
+            u8::from(store.idle_work.load(Ordering::Acquire))
+        );
+        let _ = writeln!(
+            out,
             "# HELP node_operations_total Operations recorded, by kind.\n# TYPE node_operations_total counter"
         );
         for (k, v) in &self.operations {

@@ -198,6 +198,9 @@ pub struct WriterStats {
     pub receiving: AtomicU64,
     /// The writer holds answered puts not yet committed (see [`Store::write_unsettled_blocking`]).
     pub unsettled: std::sync::atomic::AtomicBool,
+    /// The writer has idle work left: received events not yet in the traceability index,
+    /// or runs to merge (it may not know there are none until it has looked).
+    pub idle_work: std::sync::atomic::AtomicBool,
 }
 
 /// Counts received items, from their decoding until they are stored, for as long as it
@@ -333,7 +336,8 @@ impl Store {
         let (index_cursor, index_backlog) = index_position(&db, &scope)?;
         let node = NodeId(key.verifying_key().to_bytes());
         let db = Arc::new(db);
-        let stats = Arc::new(WriterStats::default());
+        // Until the writer has looked, it may have runs to merge.
+        let stats = Arc::new(WriterStats { idle_work: true.into(), ..Default::default() });
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
         let enterprise = scope.clone();
         let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
@@ -1198,6 +1202,7 @@ impl Writer {
         let mut carried = std::collections::VecDeque::new();
         loop {
             // Received events' index entries are written when nothing else waits.
+            self.stats.idle_work.store(self.index_backlog || self.index_merging, Ordering::Release);
             let idle = self.index_idle.filter(|_| self.index_backlog || self.index_merging);
             let linger = self.linger.filter(|_| self.open.is_some());
             let first = if let Some(job) = carried.pop_front() {
@@ -1400,6 +1405,8 @@ impl Writer {
             Ok(cursor) => {
                 self.index_backlog = backlog;
                 self.index_merging |= new_run;
+                // Said before anyone is answered, as the counts below.
+                self.stats.idle_work.store(self.index_backlog || self.index_merging, Ordering::Release);
                 if let Some(c) = cursor {
                     self.index_cursor = c;
                 }

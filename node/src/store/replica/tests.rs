@@ -260,6 +260,7 @@ fn received_ids_go_into_runs_the_idle_writer_merges() {
     for part in items.chunks(50) {
         assert_eq!(rb.put(scope.as_bytes(), part.to_vec()).unwrap().stored.len(), 50);
     }
+    b.settle().unwrap();
     let wanted: Vec<schema::event::EventId> = ids.iter().map(|id| schema::event::EventId(*id)).collect();
     let runs = |s: &Store| {
         let r = s.db.begin_read().unwrap();
@@ -270,14 +271,19 @@ fn received_ids_go_into_runs_the_idle_writer_merges() {
         runs
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let idle_work = || b.stats().idle_work.load(std::sync::atomic::Ordering::Acquire);
     loop {
+        // Read first: the writer says it has no idle work left only once it has done it.
+        let busy = idle_work();
         assert_eq!(b.events_by_id(&wanted).unwrap().len(), 300);
         assert_eq!(rb.ids(scope.as_bytes(), &[]).unwrap(), ids);
         let now = runs(&b);
         let levels: Vec<u32> = now.keys().map(|r| super::super::runs::run_level(*r)).collect();
         // Runs take 40 and a little more (a job's ids go into one run): seven full ones
         // and the filling one end as one of each level 3, 2 and 1, and the filling one.
-        if levels == [1, 1, 2, 3] && now.values().sum::<usize>() == 300 {
+        let merged = levels == [1, 1, 2, 3] && now.values().sum::<usize>() == 300;
+        assert!(busy || merged, "no idle work said before the merges were done: {now:?}");
+        if merged {
             for (run, n) in &now {
                 assert!(*n >= 40 << (super::super::runs::run_level(*run) - 1) || *n < 40, "{now:?}");
             }
@@ -285,6 +291,11 @@ fn received_ids_go_into_runs_the_idle_writer_merges() {
         }
         assert!(std::time::Instant::now() < deadline, "merges did not finish: {now:?}");
         std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Then it says so (`node_store_idle_work`, which benchmarks wait for).
+    while idle_work() {
+        assert!(std::time::Instant::now() < deadline, "idle work still said after the merges");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
