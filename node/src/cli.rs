@@ -92,6 +92,24 @@ enum Command {
         #[command(subcommand)]
         what: ImportWhat,
     },
+    /// Demo data in a stopped node's data directory (`run --demo` creates it).
+    Demo {
+        #[command(subcommand)]
+        what: DemoWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DemoWhat {
+    /// Write a week of station work into the last seven days (each cylinder back empty,
+    /// checked, filled, stored full): what a station does while its link is down.
+    Week {
+        #[command(flatten)]
+        common: Common,
+        /// How many events to write.
+        #[arg(long, default_value_t = 400_000)]
+        events: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -340,6 +358,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 before as f64 / 1048576.0,
                 after as f64 / 1048576.0
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { what: DemoWhat::Week { common, events } } => {
+            let s = settings(&common)?;
+            let clock = Arc::new(SystemClock);
+            let store = open_store(&s, clock.clone())?;
+            let pb = bar(events as u64, "一周作业 a week's work");
+            let written = crate::demo::week(&store, events, clock.now_ms(), &|done, _| pb.set_position(done))?;
+            pb.finish_and_clear();
+            store.shutdown();
+            println!("已写入 {written} 条事件 / wrote {written} events");
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { what: ImportWhat::Cylinders { file, common, operator } } => {

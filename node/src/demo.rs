@@ -381,8 +381,12 @@ fn write_cylinder(ctx: &mut WriteCtx<'_>, s: Spec) -> Result<(), StoreError> {
             EventBody::Dispatch { order: None, driver: "demo-driver".into() },
         )?;
         step(ctx, &mut t, "demo-driver", &customer, EventBody::Deliver { customer: customer.clone(), order: None })?;
+        // Out with the customer for three to seven weeks, unless that runs past the end
+        // (the history stops there: no event after the time it is made at).
+        let delivered = t;
         t += rng.random_range(21..49) * DAY_MS;
         if t >= end {
+            t = delivered;
             break;
         }
         step(ctx, &mut t, "demo-driver", &customer, EventBody::Return { customer: customer.clone(), slip: None })?;
@@ -418,4 +422,150 @@ fn write_cylinder(ctx: &mut WriteCtx<'_>, s: Spec) -> Result<(), StoreError> {
         _ => {}
     }
     Ok(())
+}
+
+/// A week of station work written into the last seven days of a store that holds demo
+/// data: each cylinder in turn comes back empty, is checked, and (if the rules allow it)
+/// is filled and goes into the full store, until `events` events are written, spread
+/// evenly over the week up to an hour ago, each after the cylinder's last event (so later
+/// for the cylinders the history ends with). What a station does while its link is down:
+/// for trying the catch-up that follows (`net_bench --catch-up`). Returns the events
+/// written.
+pub fn week(store: &Store, events: usize, now_ms: i64, progress: &dyn Fn(u64, u64)) -> Result<usize, StoreError> {
+    if store.meta("demo")?.is_none() {
+        return Err(StoreError::Invalid("这里没有演示数据 / this data directory holds no demo data".into()));
+    }
+    let mut codes = Vec::new();
+    for page in 1.. {
+        let (_, rows) = store.list(&crate::store::CylinderFilter::default(), page, 10_000)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            codes.push(row.archive.full_code().map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+    }
+    // A cycle starts at the share of the week that the events before it are of all.
+    let (start, span) = (now_ms - 7 * DAY_MS, 7 * DAY_MS - 3_600_000);
+    let mut written = 0usize;
+    let mut next = codes.iter().copied().cycle();
+    while written < events && !codes.is_empty() {
+        let batch: Vec<FullCode> = next.by_ref().take(CHUNK).collect();
+        let before = written;
+        written += store.write_blocking(move |ctx| {
+            let mut n = 0;
+            for code in batch {
+                let Some(row) = ctx.row(&code)? else { continue };
+                let medium = row.archive.medium;
+                let grams = match medium.is_liquefied() {
+                    true => (row.archive.rated_max_fill_kg.unwrap_or(row.archive.water_volume_l * 0.42) * 950.0) as u64,
+                    false => (row.archive.water_volume_l * 200.0) as u64,
+                };
+                // After the cylinder's last event: a week offline follows what the head
+                // office last heard of it.
+                let share = start + (span as i128 * (before + n) as i128 / events as i128) as i64;
+                let t = row.state.last_applied.map_or(share, |(hlc, ..)| share.max(hlc.physical_ms + 600_000));
+                let mut steps = vec![
+                    ("demo-keeper", EMPTY_STORES[0], EventBody::ReceiveEmpty { warehouse: EMPTY_STORES[0].into() }),
+                    ("demo-filler", "历下充装站", EventBody::PreFillCheck { passed: true, failed_items: vec![] }),
+                ];
+                // As in the history: a cylinder the rules refuse waits in the empty store.
+                // Ten minutes between the steps of one cycle.
+                if ctx.fill_refusals(&code, medium, grams, t + 2 * 600_000)?.is_empty() {
+                    let batch = Some("PC20261120".into());
+                    steps.push(("demo-filler", "历下充装站", EventBody::Fill { medium, filled_mass_g: grams, batch }));
+                    let full = FULL_STORES[0];
+                    steps.push(("demo-filler", full, EventBody::StoreFull { warehouse: full.into() }));
+                }
+                for (i, (operator, place, body)) in steps.into_iter().enumerate() {
+                    if before + n == events {
+                        return Ok(n);
+                    }
+                    ctx.record_backdated(code, operator, place, body, t + i as i64 * 600_000)?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })?;
+        progress(written as u64, events as u64);
+        if written == before {
+            break;
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::RawConfig;
+
+    const NOW_MS: i64 = 1_795_579_200_000;
+
+    #[test]
+    fn a_week_of_work_goes_into_the_last_seven_days_in_cycles_the_rules_allow() {
+        let store = Store::in_memory(Arc::new(ManualClock::at(NOW_MS))).unwrap();
+        let settings = RawConfig { mdns: "off".into(), ..RawConfig::default() }.validate().unwrap();
+        let err = week(&store, 10, NOW_MS, &|_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("no demo data"), "{err}");
+        ensure(&store, &settings, 60, NOW_MS, &|_, _| {}).unwrap();
+        let (cylinders, before) = store.counts().unwrap();
+        assert_eq!(cylinders, 60);
+        let (_, rows) = store.list(&crate::store::CylinderFilter::default(), 1, 100).unwrap();
+        let codes: Vec<FullCode> = rows.iter().map(|r| r.archive.full_code().unwrap()).collect();
+        let history: Vec<_> = codes.iter().flat_map(|c| store.events_of(c, 10_000).unwrap()).collect();
+        // The history stops at the time it was made at (a cylinder's last return once came
+        // up to seven weeks later).
+        let latest = history.iter().map(|e| e.event.wall_ms).max().unwrap();
+        assert!(latest <= NOW_MS, "an event {} ms after the demo data was made", latest - NOW_MS);
+        let old: BTreeSet<_> = history.iter().map(|e| e.id).collect();
+
+        assert_eq!(week(&store, 300, NOW_MS, &|_, _| {}).unwrap(), 300);
+        assert_eq!(store.counts().unwrap().1, before + 300);
+        let weeks: Vec<Vec<_>> = codes
+            .iter()
+            .map(|c| store.events_of(c, 10_000).unwrap().into_iter().filter(|e| !old.contains(&e.id)).collect())
+            .collect();
+        // The week's last event may end a cycle midway (300 is the count asked for).
+        let last = weeks.iter().flatten().map(|e| e.event.hlc).max().unwrap();
+        let mut new = 0;
+        let mut filled = BTreeSet::new();
+        for (code, events) in codes.iter().zip(weeks) {
+            assert!(!events.is_empty(), "{code}: every cylinder comes back at least once in 300 events");
+            new += events.len();
+            // After everything the cylinder had, within the last seven days.
+            let history = store.events_of(code, 10_000).unwrap();
+            let first_new = history.iter().position(|e| !old.contains(&e.id)).unwrap();
+            assert_eq!(history.len() - first_new, events.len(), "{code}: the week's events come last");
+            for e in &events {
+                assert!(
+                    e.event.wall_ms >= NOW_MS - 7 * DAY_MS && e.event.wall_ms < NOW_MS,
+                    "{code}: {}",
+                    e.event.wall_ms
+                );
+            }
+            // Each cycle in order, a fill only after a check and always followed by storing.
+            let kinds: Vec<&str> = events.iter().map(|e| e.event.body.kind()).collect();
+            let whole = [&["pre_fill_check"][..], &["pre_fill_check", "fill", "store_full"]];
+            let ends_the_week = events.last().is_some_and(|e| e.event.hlc == last);
+            assert_eq!(kinds[0], "receive_empty", "{code}: {kinds:?}");
+            let cycles: Vec<&[&str]> = kinds.split(|k| *k == "receive_empty").skip(1).collect();
+            for (i, cycle) in cycles.iter().enumerate() {
+                let cut_short = ends_the_week && i + 1 == cycles.len();
+                assert!(whole.contains(cycle) || cut_short && whole[1].starts_with(cycle), "{code}: {kinds:?}");
+            }
+            if kinds.contains(&"fill") {
+                filled.insert(code.to_string());
+            }
+        }
+        assert_eq!(new, 300);
+        // A good cylinder is filled; an overdue or scrapped one waits in the empty store.
+        assert!(filled.contains("3701020101000001"), "{filled:?}");
+        assert!(!filled.contains("3701020101000002"), "{filled:?}");
+        assert!(!filled.contains("3701020101000003"), "{filled:?}");
+    }
 }

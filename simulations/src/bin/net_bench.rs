@@ -144,6 +144,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut cylinders, mut live, mut stations, mut keep) = (10_000usize, 200usize, 1usize, false);
     let mut stations_from: Option<std::path::PathBuf> = None;
+    let mut catch_up = 0usize;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--cylinders" => cylinders = args.next().context("--cylinders N")?.parse()?,
@@ -151,8 +152,11 @@ fn main() -> anyhow::Result<()> {
             "--stations" => stations = args.next().context("--stations N")?.parse()?,
             "--keep" => keep = true,
             "--stations-from" => stations_from = Some(args.next().context("--stations-from DIR")?.into()),
+            "--catch-up" => catch_up = args.next().context("--catch-up N")?.parse()?,
             other => {
-                bail!("unknown flag {other}; flags: --cylinders N --live N --stations N --keep --stations-from DIR")
+                bail!(
+                    "unknown flag {other}; flags: --cylinders N --live N --stations N --keep --stations-from DIR --catch-up N"
+                )
             }
         }
     }
@@ -207,6 +211,13 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let indexed = t.elapsed();
+    // Then merges its runs (a head office between a station's visits has the time): the
+    // reconnects below are measured against a head office that has done its idle work.
+    while metric(&ho.url, "node_store_idle_work").is_none_or(|n| n > 0.0) {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(3600), "the head office's idle work never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let idle_done = t.elapsed();
 
     // 2. Reconnect with nothing changed: restart the station.
     terminate(&mut st.child);
@@ -268,8 +279,41 @@ fn main() -> anyhow::Result<()> {
     }
     lat.sort();
 
-    // 5. A second station joins and takes in the first one's data while its keeper scans.
-    let second = joining_station(d, &ho, &second_code, &ho_args[3])?;
+    // 5. A week offline: the station stops, its week of work is written into its data
+    // directory, and it starts again and pushes the week to the head office, which ran
+    // throughout (its idle work done meanwhile, as in a week).
+    let week = match catch_up {
+        0 => None,
+        n => {
+            let before = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+            terminate(&mut st.child);
+            let t = Instant::now();
+            node_cmd(&["demo", "week", "--data", &st_data, "--events", &n.to_string()])?;
+            let written = t.elapsed();
+            while metric(&ho.url, "node_store_idle_work").is_none_or(|n| n > 0.0) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let ho_before =
+                (metric(&ho.url, "node_store_commit_micros_total").unwrap_or(0.0), cpu_seconds(ho.child.id()));
+            let t = Instant::now();
+            st = start(d, "station", st_http, &st_args)?;
+            let started = t.elapsed();
+            wait_equal(&ho.url, &st.url, Duration::from_secs(3600), Duration::from_millis(10))?;
+            let took = t.elapsed();
+            let events = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events - before;
+            let round = upstream_round(&login(&st.url, "demo-manager")?, Duration::from_secs(60))?;
+            let writer_s = metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| (us - ho_before.0) / 1e6);
+            let cpu = (cpu_seconds(ho.child.id()) - ho_before.1, cpu_seconds(st.child.id()));
+            Some((written, started, took, events, round, writer_s, cpu))
+        }
+    };
+
+    // 6. A second station joins and takes in the first one's data while its keeper scans
+    // (not after a catch-up: at the sizes one is measured, it would relay millions).
+    let second = match week {
+        None => Some(joining_station(d, &ho, &second_code, &ho_args[3])?),
+        Some(_) => None,
+    };
     terminate(&mut st.child);
     terminate(&mut ho.child);
     println!(
@@ -294,6 +338,7 @@ fn main() -> anyhow::Result<()> {
         "    traceability index complete at the head office {:.2} s after the station started",
         indexed.as_secs_f64()
     );
+    println!("    its idle work (runs merged) done {:.2} s after the station started", idle_done.as_secs_f64());
     let round = |p: &PeerView| {
         format!(
             "{:>4} ms  {:>6} B  {} flights",
@@ -312,7 +357,23 @@ fn main() -> anyhow::Result<()> {
     );
     println!("  live, station operation → head office  {}  ({} operations)", spread(&lat), lat.len());
     println!("    slowest single look-up at the head office {:.1} ms", ms(slowest_lookup));
-    second.print();
+    if let Some((written, started, took, events, round, writer_s, (ho_cpu, st_cpu))) = week {
+        println!(
+            "  catch-up after a week offline ({} events written at the station in {:.1} s)  {:.2} s (station start {:.2} s)  {:.2} MB, {} flights",
+            events,
+            written.as_secs_f64(),
+            took.as_secs_f64(),
+            started.as_secs_f64(),
+            round.first_round_bytes.unwrap_or(0) as f64 / 1e6,
+            round.first_round_flights.unwrap_or(0)
+        );
+        println!(
+            "    head office writer busy {writer_s:.1} s; CPU meanwhile: head office {ho_cpu:.1} s, station {st_cpu:.1} s (since its start)"
+        );
+    }
+    if let Some(second) = second {
+        second.print();
+    }
     Ok(())
 }
 
