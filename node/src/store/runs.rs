@@ -105,6 +105,19 @@ impl RunTable {
         }
     }
 
+    /// Whether one level holds `at` full runs or more (this node's own run and the run
+    /// being filled are not full runs).
+    pub(crate) fn piled_up(&self, r: &redb::ReadTransaction, enterprise: &str, at: usize) -> Result<bool, StoreError> {
+        let (filling, _) = self.saved_run(&r.open_table(META_TABLE)?, enterprise)?;
+        let mut per_level = std::collections::BTreeMap::<u32, usize>::new();
+        for run in runs_in(&r.open_table(self.def)?)? {
+            if run != LIVE_RUN && run != filling {
+                *per_level.entry(run_level(run)).or_default() += 1;
+            }
+        }
+        Ok(per_level.values().any(|n| *n >= at))
+    }
+
     /// One step of a merge of two full runs of one level into a new run of the next,
     /// starting one if a level holds two. `stop` is asked every [`YIELD_EVERY`] entries; when
     /// it says so the step ends at once with [`Step::Stopped`], its writes half done: the

@@ -299,6 +299,54 @@ fn received_ids_go_into_runs_the_idle_writer_merges() {
     }
 }
 
+/// A store whose writer never idles (no idle-time passes or merges, as at a head office
+/// under a constant stream) merges runs between a stream's puts once four full ones of a
+/// level pile up, and only so far: below that it leaves them for idle time.
+#[test]
+fn runs_piling_up_under_a_stream_are_merged_between_its_puts() {
+    let a = station_with_empties(100);
+    let ra = Replica::new(a.clone());
+    let b =
+        Store::in_memory_lingering(Arc::new(ManualClock::at(1_795_579_300_000)), std::time::Duration::from_millis(2))
+            .unwrap();
+    let mut rb = Replica::new(b.clone());
+    let scope = events_scope(ENT);
+    let ids = ra.ids(scope.as_bytes(), &[]).unwrap();
+    let items = ra.get_many(scope.as_bytes(), &ids).unwrap();
+    assert_eq!(items.len(), 300);
+    for part in items.chunks(20) {
+        assert_eq!(rb.put(scope.as_bytes(), part.to_vec()).unwrap().stored.len(), 20);
+    }
+    b.settle().unwrap();
+    // Full runs per level of the id table (runs of 40 ids and a little more in tests;
+    // without merges, seven full ones of level 1).
+    let levels = || {
+        let r = b.db.begin_read().unwrap();
+        let filling = super::super::runs::ID_RUNS.saved_run(&r.open_table(META_TABLE).unwrap(), ENT).unwrap().0;
+        let mut levels = BTreeMap::<u32, usize>::new();
+        for run in super::super::runs::runs_in(&r.open_table(super::super::runs::ID_RUNS.def).unwrap()).unwrap() {
+            if run != filling && run != super::super::runs::LIVE_RUN {
+                *levels.entry(super::super::runs::run_level(run)).or_default() += 1;
+            }
+        }
+        levels
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while levels().values().any(|n| *n >= super::super::MERGE_FORCE_RUNS) {
+        assert!(std::time::Instant::now() < deadline, "runs piled up and stayed: {:?}", levels());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let now = levels();
+    assert!(now.contains_key(&2), "merged into level 2: {now:?}");
+    // Below the bound, merges wait for idle time (which this writer never has).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(levels(), now);
+    assert!(now.get(&1).is_some_and(|n| *n >= 2), "level 1 left for idle time: {now:?}");
+    let wanted: Vec<schema::event::EventId> = ids.iter().map(|id| schema::event::EventId(*id)).collect();
+    assert_eq!(b.events_by_id(&wanted).unwrap().len(), 300);
+    assert_eq!(rb.ids(scope.as_bytes(), &[]).unwrap(), ids);
+}
+
 /// Runs of the id table.
 fn ids_runs(s: &Store) -> usize {
     let r = s.db.begin_read().unwrap();
