@@ -445,7 +445,8 @@ pub fn week(store: &Store, events: usize, now_ms: i64, progress: &dyn Fn(u64, u6
             codes.push(row.archive.full_code().map_err(|e| StoreError::Corrupt(e.to_string()))?);
         }
     }
-    // A cycle starts at the share of the week that the events before it are of all.
+    // A cycle starts as far into the week (up to an hour ago) as the events written before
+    // it are into all of them, or after the cylinder's last event if that is later.
     let (start, span) = (now_ms - 7 * DAY_MS, 7 * DAY_MS - 3_600_000);
     let mut written = 0usize;
     let mut next = codes.iter().copied().cycle();
@@ -461,8 +462,7 @@ pub fn week(store: &Store, events: usize, now_ms: i64, progress: &dyn Fn(u64, u6
                     true => (row.archive.rated_max_fill_kg.unwrap_or(row.archive.water_volume_l * 0.42) * 950.0) as u64,
                     false => (row.archive.water_volume_l * 200.0) as u64,
                 };
-                // After the cylinder's last event: a week offline follows what the head
-                // office last heard of it.
+                // A week offline follows what the head office last heard of the cylinder.
                 let share = start + (span as i128 * (before + n) as i128 / events as i128) as i64;
                 let t = row.state.last_applied.map_or(share, |(hlc, ..)| share.max(hlc.physical_ms + 600_000));
                 let mut steps = vec![

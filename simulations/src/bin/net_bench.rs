@@ -213,10 +213,7 @@ fn main() -> anyhow::Result<()> {
     let indexed = t.elapsed();
     // Then merges its runs (a head office between a station's visits has the time): the
     // reconnects below are measured against a head office that has done its idle work.
-    while metric(&ho.url, "node_store_idle_work").is_none_or(|n| n > 0.0) {
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(3600), "the head office's idle work never ended");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_idle(&ho.url)?;
     let idle_done = t.elapsed();
 
     // 2. Reconnect with nothing changed: restart the station.
@@ -285,14 +282,12 @@ fn main() -> anyhow::Result<()> {
     let week = match catch_up {
         0 => None,
         n => {
-            let before = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events;
+            let before = events_held(&st.url)?;
             terminate(&mut st.child);
             let t = Instant::now();
             node_cmd(&["demo", "week", "--data", &st_data, "--events", &n.to_string()])?;
             let written = t.elapsed();
-            while metric(&ho.url, "node_store_idle_work").is_none_or(|n| n > 0.0) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            wait_idle(&ho.url)?;
             let ho_before =
                 (metric(&ho.url, "node_store_commit_micros_total").unwrap_or(0.0), cpu_seconds(ho.child.id()));
             let t = Instant::now();
@@ -300,11 +295,15 @@ fn main() -> anyhow::Result<()> {
             let started = t.elapsed();
             wait_equal(&ho.url, &st.url, Duration::from_secs(3600), Duration::from_millis(10))?;
             let took = t.elapsed();
-            let events = Client::new(&st.url).health().map_err(|e| anyhow::anyhow!("{e:?}"))?.events - before;
-            let round = upstream_round(&login(&st.url, "demo-manager")?, Duration::from_secs(60))?;
-            let writer_s = metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| (us - ho_before.0) / 1e6);
-            let cpu = (cpu_seconds(ho.child.id()) - ho_before.1, cpu_seconds(st.child.id()));
-            Some((written, started, took, events, round, writer_s, cpu))
+            Some(Week {
+                events: events_held(&st.url)? - before,
+                written,
+                started,
+                took,
+                round: upstream_round(&login(&st.url, "demo-manager")?, Duration::from_secs(60))?,
+                writer_s: metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| (us - ho_before.0) / 1e6),
+                cpu: (cpu_seconds(ho.child.id()) - ho_before.1, cpu_seconds(st.child.id())),
+            })
         }
     };
 
@@ -357,24 +356,59 @@ fn main() -> anyhow::Result<()> {
     );
     println!("  live, station operation → head office  {}  ({} operations)", spread(&lat), lat.len());
     println!("    slowest single look-up at the head office {:.1} ms", ms(slowest_lookup));
-    if let Some((written, started, took, events, round, writer_s, (ho_cpu, st_cpu))) = week {
-        println!(
-            "  catch-up after a week offline ({} events written at the station in {:.1} s)  {:.2} s (station start {:.2} s)  {:.2} MB, {} flights",
-            events,
-            written.as_secs_f64(),
-            took.as_secs_f64(),
-            started.as_secs_f64(),
-            round.first_round_bytes.unwrap_or(0) as f64 / 1e6,
-            round.first_round_flights.unwrap_or(0)
-        );
-        println!(
-            "    head office writer busy {writer_s:.1} s; CPU meanwhile: head office {ho_cpu:.1} s, station {st_cpu:.1} s (since its start)"
-        );
+    if let Some(week) = week {
+        week.print();
     }
     if let Some(second) = second {
         second.print();
     }
     Ok(())
+}
+
+/// Waits until the node at `url` has no idle work left (`node_store_idle_work`: index
+/// passes, run merges).
+fn wait_idle(url: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while metric(url, "node_store_idle_work").is_none_or(|n| n > 0.0) {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(3600), "the node's idle work never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A station's week offline pushed to the head office.
+struct Week {
+    /// Events the station held more afterwards.
+    events: u64,
+    /// Time `node demo week` took to write them.
+    written: Duration,
+    /// Time to start the station process, and until both held the same.
+    started: Duration,
+    took: Duration,
+    /// The station's view of its first round.
+    round: PeerView,
+    /// The head office's writer busy meanwhile (s).
+    writer_s: f64,
+    /// CPU seconds: the head office's meanwhile, the station's since it started.
+    cpu: (f64, f64),
+}
+
+impl Week {
+    fn print(&self) {
+        println!(
+            "  catch-up after a week offline ({} events written at the station in {:.1} s)  {:.2} s (station start {:.2} s)  {:.2} MB, {} flights",
+            self.events,
+            self.written.as_secs_f64(),
+            self.took.as_secs_f64(),
+            self.started.as_secs_f64(),
+            self.round.first_round_bytes.unwrap_or(0) as f64 / 1e6,
+            self.round.first_round_flights.unwrap_or(0)
+        );
+        println!(
+            "    head office writer busy {:.1} s; CPU meanwhile: head office {:.1} s, station {:.1} s (since its start)",
+            self.writer_s, self.cpu.0, self.cpu.1
+        );
+    }
 }
 
 /// Scan latencies at a station that joins while the head office relays it everything.
