@@ -1215,7 +1215,7 @@ impl Writer {
         let mut carried = std::collections::VecDeque::new();
         loop {
             if self.merge_forced && self.open.is_none() && carried.is_empty() {
-                carried = self.forced_merge(rx);
+                carried = self.merge_runs(rx, true);
             }
             // Received events' index entries are written when nothing else waits.
             self.stats.idle_work.store(self.index_backlog || self.index_merging, Ordering::Release);
@@ -1249,7 +1249,7 @@ impl Writer {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         carried = match self.index_backlog {
                             true => self.index_pass(rx, false),
-                            false => self.merge_runs(rx),
+                            false => self.merge_runs(rx, false),
                         };
                         continue;
                     }
@@ -1619,58 +1619,27 @@ impl Writer {
 
 impl Writer {
     /// Merges two full runs of one level into a new run of the next while any level of
-    /// the index, the id table or the sealed table holds two ([`runs::RUN_LEVEL_SHIFT`]), a step of up to
-    /// [`runs::MERGE_STEP`] entries per transaction, until a job arrives on `yield_to` (handed back), the store
-    /// shuts down, or nothing is left to merge. A trace meanwhile finds entries copied but
-    /// not yet deleted twice and counts them once.
-    fn merge_runs(&mut self, yield_to: &mpsc::Receiver<Job>) -> std::collections::VecDeque<Job> {
+    /// the index, the id table or the sealed table holds two ([`runs::RUN_LEVEL_SHIFT`]),
+    /// a step of up to [`runs::MERGE_STEP`] entries per transaction. Idle: until a job
+    /// arrives on `yield_to` (handed back), the store shuts down, or nothing is left to
+    /// merge. `forced` (runs piled up, [`MERGE_FORCE_RUNS`]): between jobs, idle or not,
+    /// until no level holds that many or jobs came meanwhile (handed back, to be done before
+    /// the next step); a step then gives way only to a write that waits for its commit, and
+    /// a stream's answered puts wait aside until it is done, as in a forced index pass (a
+    /// constant stream would cut every step short). A trace meanwhile finds entries copied
+    /// but not yet deleted twice and counts them once.
+    fn merge_runs(&mut self, yield_to: &mpsc::Receiver<Job>, forced: bool) -> std::collections::VecDeque<Job> {
         let mut arrived = std::collections::VecDeque::new();
         loop {
-            // Asked within a step: a job that arrived ends it (and is handed back); so does
-            // a store shutting down (the merge goes on at the next start).
-            let mut stop = || match yield_to.try_recv() {
-                Ok(job) => {
-                    arrived.push_back(job);
-                    true
-                }
-                Err(mpsc::TryRecvError::Disconnected) => true,
-                Err(mpsc::TryRecvError::Empty) => false,
-            };
-            let started = Instant::now();
-            let step = self.merge_step(&mut stop);
-            self.stats.background_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            match step {
-                Ok(runs::Step::Done) if !stop() => {}
-                Ok(runs::Step::Done | runs::Step::Stopped) => break,
-                Ok(runs::Step::Nothing) => {
-                    self.index_merging = false;
-                    break;
-                }
-                Err(e) => {
-                    // Tried again after the next index pass.
-                    self.index_merging = false;
-                    tracing::error!(error = %e, "index merge failed");
-                    break;
-                }
-            }
-        }
-        arrived
-    }
-
-    /// Merges while runs pile up ([`MERGE_FORCE_RUNS`]), a step at a time, until they no
-    /// longer do or jobs came meanwhile (handed back, to be done before the next step). A
-    /// step gives way only to a write that waits for its commit; a stream's answered puts
-    /// are taken aside until it is done, as in a forced index pass, or a constant stream
-    /// would cut every step short.
-    fn forced_merge(&mut self, yield_to: &mpsc::Receiver<Job>) -> std::collections::VecDeque<Job> {
-        let mut arrived = std::collections::VecDeque::new();
-        loop {
+            // Asked within a step and after it: a job that arrived ends it (unless forced
+            // and the job's answer does not wait for a commit); so does a store shutting
+            // down (the merge goes on at the next start).
             let mut stop = || loop {
                 match yield_to.try_recv() {
                     Ok(job) => {
-                        let waits = job.unsettled == 0;
+                        let gives_way = !forced || job.unsettled == 0;
                         arrived.push_back(job);
-                        if waits {
+                        if gives_way {
                             return true;
                         }
                     }
@@ -1683,11 +1652,17 @@ impl Writer {
             self.stats.background_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             match step {
                 Ok(runs::Step::Done) => {
-                    self.merge_forced = self.runs_piled_up().unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "counting runs failed");
-                        false
-                    });
-                    if !self.merge_forced || !arrived.is_empty() {
+                    let go_on = match forced {
+                        true => {
+                            self.merge_forced = self.runs_piled_up().unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "counting runs failed");
+                                false
+                            });
+                            self.merge_forced && arrived.is_empty()
+                        }
+                        false => !stop(),
+                    };
+                    if !go_on {
                         break;
                     }
                 }
@@ -1698,9 +1673,10 @@ impl Writer {
                     break;
                 }
                 Err(e) => {
-                    // Tried again when a new run is started.
+                    // Tried again after the next index pass or new run.
                     self.merge_forced = false;
-                    tracing::error!(error = %e, "forced merge failed");
+                    self.index_merging = false;
+                    tracing::error!(error = %e, "index merge failed");
                     break;
                 }
             }
