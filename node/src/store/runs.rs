@@ -105,17 +105,25 @@ impl RunTable {
         }
     }
 
-    /// Whether one level holds `at` full runs or more (this node's own run and the run
-    /// being filled are not full runs).
-    pub(crate) fn piled_up(&self, r: &redb::ReadTransaction, enterprise: &str, at: usize) -> Result<bool, StoreError> {
+    /// Full runs per level (this node's own run and the run being filled are not full).
+    pub(crate) fn full_runs(
+        &self,
+        r: &redb::ReadTransaction,
+        enterprise: &str,
+    ) -> Result<std::collections::BTreeMap<u32, usize>, StoreError> {
         let (filling, _) = self.saved_run(&r.open_table(META_TABLE)?, enterprise)?;
-        let mut per_level = std::collections::BTreeMap::<u32, usize>::new();
+        let mut per_level = std::collections::BTreeMap::new();
         for run in runs_in(&r.open_table(self.def)?)? {
             if run != LIVE_RUN && run != filling {
                 *per_level.entry(run_level(run)).or_default() += 1;
             }
         }
-        Ok(per_level.values().any(|n| *n >= at))
+        Ok(per_level)
+    }
+
+    /// Whether one level holds `at` full runs or more.
+    pub(crate) fn piled_up(&self, r: &redb::ReadTransaction, enterprise: &str, at: usize) -> Result<bool, StoreError> {
+        Ok(self.full_runs(r, enterprise)?.values().any(|n| *n >= at))
     }
 
     /// One step of a merge of two full runs of one level into a new run of the next,

@@ -320,17 +320,7 @@ fn runs_piling_up_under_a_stream_are_merged_between_its_puts() {
     b.settle().unwrap();
     // Full runs per level of the id table (runs of 40 ids and a little more in tests;
     // without merges, seven full ones of level 1).
-    let levels = || {
-        let r = b.db.begin_read().unwrap();
-        let filling = super::super::runs::ID_RUNS.saved_run(&r.open_table(META_TABLE).unwrap(), ENT).unwrap().0;
-        let mut levels = BTreeMap::<u32, usize>::new();
-        for run in super::super::runs::runs_in(&r.open_table(super::super::runs::ID_RUNS.def).unwrap()).unwrap() {
-            if run != filling && run != super::super::runs::LIVE_RUN {
-                *levels.entry(super::super::runs::run_level(run)).or_default() += 1;
-            }
-        }
-        levels
-    };
+    let levels = || super::super::runs::ID_RUNS.full_runs(&b.db.begin_read().unwrap(), ENT).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while levels().values().any(|n| *n >= super::super::MERGE_FORCE_RUNS) {
         assert!(std::time::Instant::now() < deadline, "runs piled up and stayed: {:?}", levels());
