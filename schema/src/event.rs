@@ -201,6 +201,25 @@ impl Event {
         }
     }
 
+    /// The node that wrote the event of canonical encoding `bytes`, read without decoding
+    /// the rest (the fields before it have the layout of [`Event`]'s first four).
+    pub fn node_of(bytes: &[u8]) -> Result<NodeId, EventError> {
+        #[derive(Deserialize)]
+        struct Head {
+            _cylinder: FullCode,
+            _hlc: Hlc,
+            _wall_ms: i64,
+            node: NodeId,
+        }
+        match bytes.split_first() {
+            Some((&ENCODING_VERSION, rest)) => postcard::take_from_bytes::<Head>(rest)
+                .map(|(head, _)| head.node)
+                .map_err(|e| EventError::Decode(e.to_string())),
+            Some((&v, _)) => Err(EventError::Version(v)),
+            None => Err(EventError::Decode("empty".into())),
+        }
+    }
+
     pub fn id_of(bytes: &[u8]) -> EventId {
         EventId(Sha256::digest(bytes).into())
     }

@@ -568,25 +568,31 @@ impl WriteCtx<'_> {
     }
 
     /// For each event that came without its signature, the node whose seal stored here
-    /// lists it, if any (`None` for the others). Looked up in id order: neighbouring ids
-    /// share pages of `sealed-2`'s runs, so each page is read once per batch.
+    /// lists it, if any (`None` for the others): the event's own node when one of its
+    /// seals does, though another node's seal over the same id was stored too (a seal
+    /// vouches only for its signer's events, and another's must not hide the right one).
+    /// Looked up in id order: neighbouring ids share pages of `sealed-2`'s runs, so each
+    /// page is read once per batch.
     fn signers_by_seal(&self, checked: &[Verdict]) -> Result<Vec<Option<NodeId>>, StoreError> {
         let mut out = vec![None; checked.len()];
-        let mut wanted: Vec<(SealedId, usize)> = checked
+        let mut wanted: Vec<(SealedId, usize, NodeId)> = checked
             .iter()
             .enumerate()
             .filter_map(|(at, v)| match v {
-                Verdict::AwaitsSeal(e) => Some((sealed_id(&e.id), at)),
+                Verdict::AwaitsSeal(e) => Some((sealed_id(&e.id), at, e.event.node)),
                 _ => None,
             })
             .collect();
         if wanted.is_empty() {
             return Ok(out);
         }
-        wanted.sort_unstable();
+        wanted.sort_unstable_by_key(|(id, at, _)| (*id, *at));
         let t = Sealed::new(self.tx.open_table(SEALED_RUNS.def)?)?;
-        for (id, at) in wanted {
-            out[at] = t.get(&id)?.map(NodeId);
+        for (id, at, node) in wanted {
+            out[at] = match t.contains(&id, &node.0)? {
+                true => Some(node),
+                false => t.get(&id)?.map(NodeId),
+            };
         }
         Ok(out)
     }
@@ -931,26 +937,31 @@ impl Store {
     }
 
     /// The events at `keys` (event keys, each ending with its id) as items, in that order:
-    /// a sealed event goes without its signature (its seal vouches for it).
+    /// an event a seal of its own node lists goes without its signature (the seal vouches
+    /// for it). Another node's seal over its id does not count: a receiver would find no
+    /// seal to take it under, and the signature is its only proof.
     fn events_at(&self, r: &redb::ReadTransaction, keys: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError> {
         let events = r.open_table(EVENTS_TABLE)?;
         let mut out = Vec::with_capacity(keys.len());
-        // Events still carrying their signature: (sealed id, position in `out`).
+        // Events still carrying their signature: (sealed id, position in `out`, node).
         let mut signed = Vec::new();
         for key in keys {
             let Some(value) = events.get(key.as_slice())? else { continue };
             let stored = super::stored_of_log(value.value())?;
-            if stored[..64] != NO_SIGNATURE {
+            // An encoding whose node does not read keeps its signature: the receiver judges it.
+            if stored[..64] != NO_SIGNATURE
+                && let Ok(node) = schema::event::Event::node_of(&stored[64..])
+            {
                 let id = schema::event::EventId(change_id(key)?);
-                signed.push((sealed_id(&id), out.len()));
+                signed.push((sealed_id(&id), out.len(), node));
             }
             out.push(stored);
         }
         // Looked up in id order: neighbouring ids share pages of `sealed-2`'s runs.
-        signed.sort_unstable();
+        signed.sort_unstable_by_key(|(id, at, _)| (*id, *at));
         let sealed = Sealed::new(r.open_table(SEALED_RUNS.def)?)?;
-        for (id, at) in signed {
-            if sealed.get(&id)?.is_some() {
+        for (id, at, node) in signed {
+            if sealed.contains(&id, &node.0)? {
                 out[at][..64].copy_from_slice(&NO_SIGNATURE);
             }
         }

@@ -31,6 +31,18 @@ fn encoding_is_stable_and_signed() {
 }
 
 #[test]
+fn the_node_is_read_from_the_encoding_alone() {
+    for (seed, ms) in [(7, 1_700_000_000_000), (9, 1), (200, i64::MAX / 4)] {
+        let k = key(seed);
+        let e = event(&k, ms, EventBody::Scrap { reason: "裂纹".into() });
+        assert_eq!(Event::node_of(&e.encode()), Ok(e.node));
+    }
+    assert!(Event::node_of(&[]).is_err());
+    assert!(Event::node_of(&[ENCODING_VERSION, 1, 2]).is_err(), "cut short");
+    assert_eq!(Event::node_of(&[ENCODING_VERSION + 1]), Err(EventError::Version(ENCODING_VERSION + 1)));
+}
+
+#[test]
 fn tampering_is_detected() {
     let k = key(7);
     let signed = event(&k, 1, EventBody::Scrap { reason: "裂纹".into() }).sign(&k);

@@ -772,6 +772,70 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
     assert_eq!(d.fingerprints().unwrap(), a.fingerprints().unwrap());
 }
 
+/// Another node's seal over a node's event ids hides neither the right seal nor the
+/// events' signatures: a relay holding it still passes the events on signed while their
+/// own seal is not there, and the writer takes unsigned ones under their own node's seal
+/// though the forged one sorts first.
+#[test]
+fn another_nodes_seal_over_the_same_ids_hides_nothing() {
+    let a = store(1_795_579_200_000);
+    a.write_blocking(|ctx| {
+        ctx.register(archive(1), "k", "W")?;
+        for i in 0..5 {
+            let wall = ctx.wall_ms + i;
+            ctx.record(code(1), "f", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let (events, seals) = (events_scope(ENT), seals_scope(ENT));
+    let ra = Replica::new(a.clone());
+    let items = |r: &Replica, scope: &str| -> Vec<Vec<u8>> {
+        let ids = r.ids(scope.as_bytes(), &[]).unwrap();
+        ids.iter().map(|id| r.get(scope.as_bytes(), id).unwrap().expect("listed item")).collect()
+    };
+    let signed = items(&ra, &events);
+    assert!(signed.iter().all(|i| i[..64] != NO_SIGNATURE), "not sealed yet");
+    let ids: Vec<SealedId> = signed.iter().map(|i| sealed_id(&schema::event::Event::id_of(&i[64..]))).collect();
+    // A node key that sorts before a's, so a look-up of any seal over an id finds its seal first.
+    let forger = (0..=255u8)
+        .map(|seed| ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
+        .find(|k| k.verifying_key().to_bytes() < a.node_id().0)
+        .expect("some key sorts before a's");
+    let forged = Seal::make(&forger, ids.clone()).encode();
+
+    // The relay holds a's events signed, then the forged seal: it passes them on signed.
+    let relay = store(1_795_579_300_000);
+    let mut rr = Replica::new(relay.clone());
+    let out = rr.put(events.as_bytes(), signed.clone()).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (signed.len(), 0), "{:?}", out.refused);
+    assert_eq!(rr.put(seals.as_bytes(), vec![forged.clone()]).unwrap().stored.len(), 1);
+    let relayed = items(&rr, &events);
+    assert!(relayed.iter().all(|i| i[..64] != NO_SIGNATURE), "the forged seal stripped a's signatures");
+    let d = store(1_795_579_400_000);
+    let mut rd = Replica::new(d.clone());
+    let out = rd.put(events.as_bytes(), relayed).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (signed.len(), 0), "{:?}", out.refused);
+
+    // A node that holds the forged seal and a's own takes a's unsigned events under a's,
+    // also when they reach its writer unchecked (a's seal came after the check).
+    assert_eq!(a.seal_all().unwrap(), signed.len());
+    let (sealed, seal) = (items(&ra, &events), items(&ra, &seals));
+    assert!(sealed.iter().all(|i| i[..64] == NO_SIGNATURE));
+    let b = store(1_795_579_500_000);
+    let mut rb = Replica::new(b.clone());
+    assert_eq!(rb.put(seals.as_bytes(), vec![forged]).unwrap().stored.len(), 1);
+    assert_eq!(rb.put(seals.as_bytes(), seal).unwrap().stored.len(), 1);
+    let unchecked: Vec<Verdict> = sealed
+        .iter()
+        .map(|i| Verdict::AwaitsSeal(schema::event::SignedEvent::from_stored_trusted(i).unwrap()))
+        .collect();
+    let received = b.write_blocking(move |ctx| ctx.receive_checked(unchecked)).unwrap();
+    let stored = received.iter().filter(|r| matches!(r, Received::Stored(_))).count();
+    assert_eq!(stored, sealed.len(), "{received:?}");
+    assert_eq!(b.counts().unwrap().1, sealed.len() as u64);
+}
+
 /// A station's first push to an empty head office, with marks, cut after the first
 /// mark the office answered: the station's checkpoints say what the office holds, and
 /// the next session sends exactly what came after them, scope by scope.
