@@ -362,12 +362,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { what: DemoWhat::Week { common, events } } => {
             let s = settings(&common)?;
+            // A directory without a node is refused as it is found, not given an empty store.
+            let path = s.data_dir.join("node.redb");
+            if !path.exists() {
+                anyhow::bail!(
+                    "{} 没有节点数据 / holds no node data (run `node run --demo` first)",
+                    s.data_dir.display()
+                );
+            }
             let clock = Arc::new(SystemClock);
             let store = open_store(&s, clock.clone())?;
             let pb = bar(events as u64, "一周作业 a week's work");
-            let written = crate::demo::week(&store, events, clock.now_ms(), &|done, _| pb.set_position(done))?;
+            let written = crate::demo::week(&store, events, clock.now_ms(), &|done, _| pb.set_position(done));
             pb.finish_and_clear();
             store.shutdown();
+            // The refusal is the whole message: no "record invalid" before it.
+            let written = written.map_err(|e| match e {
+                crate::store::StoreError::Invalid(reason) => anyhow::anyhow!(reason),
+                other => anyhow::Error::new(other),
+            })?;
             println!("已写入 {written} 条事件 / wrote {written} events");
             Ok(ExitCode::SUCCESS)
         }

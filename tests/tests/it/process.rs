@@ -26,3 +26,38 @@ fn the_node_limits_malloc_arenas_in_its_own_process_and_keeps_an_operators_value
         assert_eq!(vars.iter().filter(|v| v.starts_with(b"MALLOC_ARENA_MAX=")).count(), 1);
     }
 }
+
+/// `node demo week` writes only into a node that holds demo data: a directory without a
+/// node, or a node without demo data, is refused in one line with a non-zero exit, and
+/// neither gets a store or an event from it.
+#[test]
+fn a_week_of_demo_work_is_refused_where_there_is_no_demo_station() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    let (rc, out, err) = tests::run({
+        let mut c = Command::new(node_bin());
+        c.args(["demo", "week", "--events", "100", "--data"]).arg(&empty);
+        c
+    })
+    .unwrap();
+    assert_ne!(rc, 0, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("没有节点数据") && err.contains("holds no node data"), "{err}");
+    assert!(!empty.join("node.redb").exists(), "the refusal made a store");
+
+    // A node that ran without demo data.
+    let (port, data) = (free_port(), dir.path().join("plain"));
+    let mut c = Command::new(node_bin());
+    c.args(["run", "--mdns", "off", "--http", &format!("127.0.0.1:{port}"), "--data"]).arg(&data);
+    let node = NodeProcess::start(c, format!("http://127.0.0.1:{port}"), data.clone(), &dir.path().join("node.log"));
+    drop(node.unwrap());
+    let (rc, out, err) = tests::run({
+        let mut c = Command::new(node_bin());
+        c.args(["demo", "week", "--events", "100", "--data"]).arg(&data);
+        c
+    })
+    .unwrap();
+    assert_ne!(rc, 0, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("没有演示数据") && !err.contains("invalid"), "{err}");
+}
