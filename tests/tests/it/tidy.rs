@@ -61,3 +61,25 @@ fn the_crate_graph_keeps_its_direction() {
         assert!(!has(&proto, forbidden), "handheld-proto must not depend on {forbidden}");
     }
 }
+
+/// `docs/formats.md` describes the frames this build speaks: its version byte and every
+/// variant of `sync::frame::Frame` (whose names are read from the source).
+#[test]
+fn the_frame_format_document_matches_the_code() {
+    let root = workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/formats.md")).unwrap();
+    let version = format!("one version byte (`{}`)", sync::frame::VERSION);
+    assert!(doc.contains(&version), "docs/formats.md must say {version}");
+    let source = std::fs::read_to_string(root.join("sync/src/frame.rs")).unwrap();
+    let body = source.split("pub enum Frame {").nth(1).and_then(|rest| rest.split("\n}").next()).unwrap();
+    let variants: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+        .filter_map(|l| l.split([' ', '{', ',', '(']).next())
+        .collect();
+    assert!(variants.len() >= 9, "read the variants: {variants:?}");
+    for v in variants {
+        assert!(doc.contains(&format!("| `{v}` |")), "docs/formats.md lists no frame `{v}`");
+    }
+}
