@@ -307,7 +307,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let listener =
                     tokio::net::TcpListener::bind(s.http).await.with_context(|| format!("binding {}", s.http))?;
                 let peers = Arc::new(crate::replication::peers::Peers::default());
-                let tracking = crate::replication::Tracking { peers: peers.clone(), clock: clock.clone() };
+                let tracking = crate::replication::Tracking {
+                    peers: peers.clone(),
+                    clock: clock.clone(),
+                    mark_bytes: s.sync_mark_bytes,
+                };
                 let mut replication = start_replication(&s, &store, tracking.clone())?;
                 for other in &others {
                     replication.extend(start_replication(&s, other, tracking.clone())?);

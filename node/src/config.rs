@@ -47,6 +47,11 @@ pub struct RawConfig {
     pub upstream: Option<String>,
     /// Where a head office accepts replication connections.
     pub quic: String,
+    /// A long push (a first upload, a week offline) marks its progress every this many
+    /// KiB of items; a link cut part way resends only what came after the last mark the
+    /// peer held durably. Unset: 65,536 (64 MiB, one merged put at the receiver); lower
+    /// on links that drop often (each mark costs the receiver one commit).
+    pub sync_mark_kib: Option<u64>,
 }
 
 impl Default for RawConfig {
@@ -67,6 +72,7 @@ impl Default for RawConfig {
             role: "station".into(),
             upstream: None,
             quic: "0.0.0.0:7443".into(),
+            sync_mark_kib: None,
         }
     }
 }
@@ -89,6 +95,8 @@ pub struct Settings {
     pub role: Role,
     pub upstream: Option<SocketAddr>,
     pub quic: SocketAddr,
+    /// Bytes of items between a long push's progress marks (`sync::session::SessionOptions::mark_bytes`).
+    pub sync_mark_bytes: u64,
 }
 
 /// What a node is in the replication topology.
@@ -164,6 +172,9 @@ impl RawConfig {
         };
         let quic: SocketAddr =
             self.quic.parse().with_context(|| format!("config `quic`: {:?} is not ip:port", self.quic))?;
+        if self.sync_mark_kib.is_some_and(|k| !(16..=1 << 20).contains(&k)) {
+            bail!("config `sync_mark_kib` must be 16..=1048576");
+        }
         if self.station_name.trim().is_empty() {
             bail!("config `station_name` must not be empty");
         }
@@ -183,6 +194,7 @@ impl RawConfig {
             role,
             upstream,
             quic,
+            sync_mark_bytes: self.sync_mark_kib.map_or(crate::replication::MERGE_ITEM_BYTES as u64, |k| k << 10),
         })
     }
 }
@@ -207,5 +219,9 @@ mod tests {
         let raw = RawConfig { enterprise: "12".into(), ..RawConfig::default() };
         assert!(format!("{:#}", raw.validate().unwrap_err()).contains("config `enterprise`"));
         assert!(toml::from_str::<RawConfig>("colour = 1").is_err());
+        let raw = RawConfig { sync_mark_kib: Some(8), ..RawConfig::default() };
+        assert!(format!("{:#}", raw.validate().unwrap_err()).contains("config `sync_mark_kib`"));
+        let raw = RawConfig { sync_mark_kib: Some(256), ..RawConfig::default() };
+        assert_eq!(raw.validate().unwrap().sync_mark_bytes, 256 << 10);
     }
 }

@@ -47,7 +47,7 @@ const HOLD_MAX: Duration = Duration::from_secs(5);
 type Checkpoints = std::collections::BTreeMap<Vec<u8>, u64>;
 
 /// The session settings of a node's replication with one peer.
-pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> SessionOptions {
+pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints, mark_bytes: u64) -> SessionOptions {
     let e = store.enterprise();
     SessionOptions {
         initiator,
@@ -76,7 +76,8 @@ pub fn options(store: &Store, initiator: bool, checkpoints: Checkpoints) -> Sess
         // answered instead of from the start. A mark also ends a merge (it is not an
         // items frame): marks every 16 MiB with 64 MiB merges took the week's catch-up
         // at 100,000 cylinders back to 28.3 s from 17.6–18.1 s (`sync_bench`).
-        mark_bytes: MERGE_ITEM_BYTES as u64,
+        // `MERGE_ITEM_BYTES` unless configured (`sync_mark_kib`).
+        mark_bytes,
         ..SessionOptions::default()
     }
 }
@@ -126,11 +127,13 @@ fn save_checkpoints(store: &Store, peer: schema::event::NodeId, c: &Checkpoints)
     }
 }
 
-/// What a session reports its progress to.
+/// What a session reports its progress to, and how often a long push marks it.
 #[derive(Clone)]
 pub struct Tracking {
     pub peers: Arc<Peers>,
     pub clock: Arc<dyn Clock>,
+    /// Bytes of items between a long push's marks (config `sync_mark_kib`).
+    pub mark_bytes: u64,
 }
 
 impl std::fmt::Debug for Tracking {
@@ -316,6 +319,15 @@ type WriteBehind = (
 /// session's loop, both sides could block in writes while their read-aheads were full
 /// and neither read: twenty stations at once stalled that way for good. The session
 /// stops producing frames while [`SEND_BURST`] bytes wait here.
+/// Hands one frame to the stream's writer (`write_behind`); its size on the wire.
+fn send_frame(out: &mpsc::UnboundedSender<Vec<u8>>, unsent: &AtomicUsize, frame: &Frame) -> anyhow::Result<usize> {
+    let bytes = frame.encode();
+    let n = bytes.len();
+    unsent.fetch_add(n, Ordering::AcqRel);
+    out.send(bytes).map_err(|_| anyhow::anyhow!("sending: the stream's writer stopped"))?;
+    Ok(n)
+}
+
 fn write_behind(mut send: quinn::SendStream) -> WriteBehind {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let unsent = Arc::new(AtomicUsize::new(0));
@@ -374,7 +386,7 @@ async fn run_session(
     let mut replica = Replica::new(store.clone());
     let mut saved = load_checkpoints(&store, peers, peer, initiator);
     let mut saved_at = Instant::now();
-    let mut session = Session::new(options(&store, initiator, saved.clone()));
+    let mut session = Session::new(options(&store, initiator, saved.clone(), tracking.mark_bytes));
     let mut confirmed = 0;
     // The first round's price: bytes both ways and flights sent until in sync.
     let (mut round_bytes, mut flights, mut first_done) = (0u64, 0u64, false);
@@ -400,7 +412,8 @@ async fn run_session(
             // `RELAY_WAIT_MAX` at a time). Relaying each station's data to the others while
             // they still uploaded made each station store the others' data in the time it
             // had for sending its own, and the uploads crawled (`net_bench --stations 20`).
-            // Puts need no answer, so what waits is only this side's frames.
+            // Puts need no answer, so what waits is only this side's frames (answers to the
+            // peer's marks went as each was handled, below).
             let waits = !initiator
                 && store.receiving()
                 && waiting_since.get_or_insert_with(Instant::now).elapsed() < RELAY_WAIT_MAX;
@@ -412,10 +425,7 @@ async fn run_session(
                 && unsent.load(Ordering::Acquire) < SEND_BURST
                 && let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))?
             {
-                let bytes = frame.encode();
-                let n = bytes.len();
-                unsent.fetch_add(n, Ordering::AcqRel);
-                out.send(bytes).map_err(|_| anyhow::anyhow!("sending: the stream's writer stopped"))?;
+                let n = send_frame(&out, &unsent, &frame)?;
                 peers.sent(peer, n as u64);
                 round_bytes += n as u64;
                 sent += n;
@@ -532,6 +542,15 @@ async fn run_session(
                         // Stored (or refused): the next frames may be decoded.
                         drop(permits);
                         handled?;
+                        // An answer to the peer's mark goes now, not when its stream pauses:
+                        // a long upload keeps frames coming, and its push resumes only from
+                        // marks answered before a cut (held to the end, a cut upload started
+                        // over).
+                        while let Some(answer) = session.poll_answer() {
+                            let n = send_frame(&out, &unsent, &answer)?;
+                            peers.sent(peer, n as u64);
+                            round_bytes += n as u64;
+                        }
                         if let Some(next) = after {
                             incoming = next;
                             continue;

@@ -119,6 +119,9 @@ pub struct SessionStats {
 pub struct Session {
     opts: SessionOptions,
     out: VecDeque<Frame>,
+    /// Answers to the peer's marks (`Holding`): they go first, and also while a caller
+    /// holds this side's other frames back (see [`Session::poll_answer`]).
+    answers: VecDeque<Frame>,
     /// Items to send, per scope, read from the store when frames go out.
     to_send: BTreeMap<Vec<u8>, BTreeSet<Id>>,
     /// The items held in `to_send` may go (see `hold_items_below`).
@@ -201,6 +204,7 @@ impl Session {
         Session {
             opts,
             out: VecDeque::new(),
+            answers: VecDeque::new(),
             to_send: BTreeMap::new(),
             released: false,
             last_frame_ms: 0,
@@ -300,6 +304,7 @@ impl Session {
     pub fn is_in_sync(&self) -> bool {
         self.opts.scopes.iter().all(|s| self.in_sync.contains(s))
             && self.out.is_empty()
+            && self.answers.is_empty()
             && self.to_send.is_empty()
             && self.pushing.is_empty()
             && !self.is_sending()
@@ -318,6 +323,7 @@ impl Session {
             self.released = true;
         }
         if !self.out.is_empty()
+            || !self.answers.is_empty()
             || !self.to_send.is_empty()
             || !self.pushing.is_empty()
             || self.is_sending()
@@ -358,8 +364,21 @@ impl Session {
         self.sending.as_ref().is_some_and(|s| !s.is_empty())
     }
 
+    /// The next answer to one of the peer's marks, if any: a frame the caller should send
+    /// even while it holds this side's other frames back (a head office taking in several
+    /// uploads at once), since the peer's push resumes from it after a cut link. Costs
+    /// nothing to send; [`Session::poll_transmit`] returns these first too.
+    pub fn poll_answer(&mut self) -> Option<Frame> {
+        let f = self.answers.pop_front()?;
+        self.stats.frames_out += 1;
+        Some(f)
+    }
+
     /// The next frame to send, if any.
     pub fn poll_transmit<S: ItemStore>(&mut self, store: &S) -> Result<Option<Frame>, SessionError> {
+        if let Some(f) = self.poll_answer() {
+            return Ok(Some(f));
+        }
         if let Some(f) = self.out.pop_front() {
             self.stats.frames_out += 1;
             return Ok(Some(f));
@@ -598,7 +617,7 @@ impl Session {
             Frame::Mark { scope, seq } => {
                 self.last_progress_ms = now_ms;
                 store.durable().map_err(store_err)?;
-                self.out.push_back(Frame::Holding { scope, seq });
+                self.answers.push_back(Frame::Holding { scope, seq });
             }
             Frame::Holding { scope, seq } => {
                 self.last_progress_ms = now_ms;

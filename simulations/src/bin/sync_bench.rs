@@ -152,8 +152,8 @@ type Checkpoints = std::collections::BTreeMap<Vec<u8>, u64>;
 fn reconcile(a: &Store, b: &Store, ckpt: &mut (Checkpoints, Checkpoints)) -> anyhow::Result<Traffic> {
     let (mut ra, mut rb) = (Replica::new(a.clone()), Replica::new(b.clone()));
     // The node's own session settings (both stores are of enterprise ENT).
-    let mut sa = Session::new(options(a, true, ckpt.0.clone()));
-    let mut sb = Session::new(options(b, false, ckpt.1.clone()));
+    let mut sa = Session::new(options(a, true, ckpt.0.clone(), MERGE_ITEM_BYTES as u64));
+    let mut sb = Session::new(options(b, false, ckpt.1.clone(), MERGE_ITEM_BYTES as u64));
     let mut t = Traffic { bytes: 0, frames: 0, flights: 0, busy: Default::default() };
     sa.start(&ra, 0)?;
     let mut now = 0;

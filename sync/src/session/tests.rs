@@ -617,6 +617,30 @@ fn a_push_cut_off_resumes_after_the_last_mark_the_peer_made_durable() {
     assert_eq!(cut_off(0).sa.checkpoints()[SCOPE], 0);
 }
 
+/// The answer to a mark can be taken on its own, ahead of what this side queued before
+/// (a head office sends it while it holds its own frames back, or amid a stream it has
+/// not answered yet); it is what moves the pusher's checkpoint.
+#[test]
+fn the_answer_to_a_mark_is_taken_ahead_of_everything_queued() {
+    let mut b = store_of(&(0..10).collect());
+    let mut sb = Session::new(opts(false));
+    // The peer's root fingerprint differs: b queues its answer to it first.
+    let fp = Summary::of(std::iter::empty::<Id>()).fingerprint();
+    sb.handle(Frame::Fingerprint { scope: SCOPE.to_vec(), prefix: vec![], fp }, &mut b, 0).unwrap();
+    assert!(sb.poll_answer().is_none(), "nothing to answer yet");
+    sb.handle(Frame::Mark { scope: SCOPE.to_vec(), seq: 7 }, &mut b, 1).unwrap();
+    assert_eq!(sb.poll_answer(), Some(Frame::Holding { scope: SCOPE.to_vec(), seq: 7 }));
+    assert!(sb.poll_answer().is_none());
+    let rest: Vec<Frame> = std::iter::from_fn(|| sb.poll_transmit(&b).unwrap()).collect();
+    assert!(!rest.is_empty() && !rest.iter().any(|f| matches!(f, Frame::Holding { .. })), "{rest:?}");
+
+    // Left to `poll_transmit`, it goes first all the same.
+    let mut sc = Session::new(opts(false));
+    sc.handle(Frame::Fingerprint { scope: SCOPE.to_vec(), prefix: vec![], fp }, &mut b, 0).unwrap();
+    sc.handle(Frame::Mark { scope: SCOPE.to_vec(), seq: 9 }, &mut b, 1).unwrap();
+    assert_eq!(sc.poll_transmit(&b).unwrap(), Some(Frame::Holding { scope: SCOPE.to_vec(), seq: 9 }));
+}
+
 /// Where the push of one scope ends, a sixteenth of `mark_bytes` is enough for a mark:
 /// a node's documents go before its events, and a cut during the events does not send
 /// them again.
