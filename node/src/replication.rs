@@ -314,11 +314,6 @@ type WriteBehind = (
     tokio::task::JoinHandle<anyhow::Result<()>>,
 );
 
-/// Writes a session's frames in a task of its own, so that the session goes on taking
-/// its peer's frames while a write waits for QUIC flow control. With the write in the
-/// session's loop, both sides could block in writes while their read-aheads were full
-/// and neither read: twenty stations at once stalled that way for good. The session
-/// stops producing frames while [`SEND_BURST`] bytes wait here.
 /// Hands one frame to the stream's writer (`write_behind`); its size on the wire.
 fn send_frame(out: &mpsc::UnboundedSender<Vec<u8>>, unsent: &AtomicUsize, frame: &Frame) -> anyhow::Result<usize> {
     let bytes = frame.encode();
@@ -328,6 +323,11 @@ fn send_frame(out: &mpsc::UnboundedSender<Vec<u8>>, unsent: &AtomicUsize, frame:
     Ok(n)
 }
 
+/// Writes a session's frames in a task of its own, so that the session goes on taking
+/// its peer's frames while a write waits for QUIC flow control. With the write in the
+/// session's loop, both sides could block in writes while their read-aheads were full
+/// and neither read: twenty stations at once stalled that way for good. The session
+/// stops producing frames while [`SEND_BURST`] bytes wait here.
 fn write_behind(mut send: quinn::SendStream) -> WriteBehind {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let unsent = Arc::new(AtomicUsize::new(0));
