@@ -27,6 +27,13 @@ fn the_node_limits_malloc_arenas_in_its_own_process_and_keeps_an_operators_value
     }
 }
 
+/// `node demo week --events 100 --data <data>`: its exit code, stdout and stderr.
+fn demo_week(data: &std::path::Path) -> (i32, String, String) {
+    let mut c = Command::new(node_bin());
+    c.args(["demo", "week", "--events", "100", "--data"]).arg(data);
+    tests::run(c).unwrap()
+}
+
 /// `node demo week` writes only into a node that holds demo data: a directory without a
 /// node, or a node without demo data, is refused in one line with a non-zero exit, and
 /// neither gets a store or an event from it.
@@ -34,12 +41,7 @@ fn the_node_limits_malloc_arenas_in_its_own_process_and_keeps_an_operators_value
 fn a_week_of_demo_work_is_refused_where_there_is_no_demo_station() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty");
-    let (rc, out, err) = tests::run({
-        let mut c = Command::new(node_bin());
-        c.args(["demo", "week", "--events", "100", "--data"]).arg(&empty);
-        c
-    })
-    .unwrap();
+    let (rc, out, err) = demo_week(&empty);
     assert_ne!(rc, 0, "{out}{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("没有节点数据") && err.contains("holds no node data"), "{err}");
@@ -51,12 +53,7 @@ fn a_week_of_demo_work_is_refused_where_there_is_no_demo_station() {
     c.args(["run", "--mdns", "off", "--http", &format!("127.0.0.1:{port}"), "--data"]).arg(&data);
     let node = NodeProcess::start(c, format!("http://127.0.0.1:{port}"), data.clone(), &dir.path().join("node.log"));
     drop(node.unwrap());
-    let (rc, out, err) = tests::run({
-        let mut c = Command::new(node_bin());
-        c.args(["demo", "week", "--events", "100", "--data"]).arg(&data);
-        c
-    })
-    .unwrap();
+    let (rc, out, err) = demo_week(&data);
     assert_ne!(rc, 0, "{out}{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("没有演示数据") && !err.contains("invalid"), "{err}");

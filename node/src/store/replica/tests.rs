@@ -687,10 +687,8 @@ fn documents_loaded_on_every_core_come_out_in_item_order() {
     assert_eq!(rb.store.counts().unwrap().0, 129);
 }
 
-/// Sealed events travel without their signatures and are taken only under a seal of the
-/// node that wrote them; a relay passes them on the same way.
-#[test]
-fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
+/// A station with one cylinder and five events after its registration, none sealed yet.
+fn unsealed_station() -> Store {
     let a = store(1_795_579_200_000);
     a.write_blocking(|ctx| {
         ctx.register(archive(1), "k", "W")?;
@@ -701,12 +699,22 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
         Ok(())
     })
     .unwrap();
+    a
+}
+
+/// Every item `r` lists in `scope`, as it would send it.
+fn items(r: &Replica, scope: &str) -> Vec<Vec<u8>> {
+    let ids = r.ids(scope.as_bytes(), &[]).unwrap();
+    ids.iter().map(|id| r.get(scope.as_bytes(), id).unwrap().expect("listed item")).collect()
+}
+
+/// Sealed events travel without their signatures and are taken only under a seal of the
+/// node that wrote them; a relay passes them on the same way.
+#[test]
+fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
+    let a = unsealed_station();
     let (events, seals) = (events_scope(ENT), seals_scope(ENT));
     let ra = Replica::new(a.clone());
-    let items = |r: &Replica, scope: &str| -> Vec<Vec<u8>> {
-        let ids = r.ids(scope.as_bytes(), &[]).unwrap();
-        ids.iter().map(|id| r.get(scope.as_bytes(), id).unwrap().expect("listed item")).collect()
-    };
     let signed = items(&ra, &events);
     assert!(signed.len() >= 6, "{}", signed.len());
     assert!(signed.iter().all(|i| i[..64] != NO_SIGNATURE), "not sealed yet: every event carries its signature");
@@ -778,22 +786,9 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
 /// though the forged one sorts first.
 #[test]
 fn another_nodes_seal_over_the_same_ids_hides_nothing() {
-    let a = store(1_795_579_200_000);
-    a.write_blocking(|ctx| {
-        ctx.register(archive(1), "k", "W")?;
-        for i in 0..5 {
-            let wall = ctx.wall_ms + i;
-            ctx.record(code(1), "f", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    let a = unsealed_station();
     let (events, seals) = (events_scope(ENT), seals_scope(ENT));
     let ra = Replica::new(a.clone());
-    let items = |r: &Replica, scope: &str| -> Vec<Vec<u8>> {
-        let ids = r.ids(scope.as_bytes(), &[]).unwrap();
-        ids.iter().map(|id| r.get(scope.as_bytes(), id).unwrap().expect("listed item")).collect()
-    };
     let signed = items(&ra, &events);
     assert!(signed.iter().all(|i| i[..64] != NO_SIGNATURE), "not sealed yet");
     let ids: Vec<SealedId> = signed.iter().map(|i| sealed_id(&schema::event::Event::id_of(&i[64..]))).collect();
