@@ -341,51 +341,68 @@ fn head_office_two_stations_and_a_regulator_converge_after_a_partition() {
     assert!(events.iter().all(|e| e.id != rogue_fill.event.id), "the rogue fill is not stored");
 }
 
-/// A station's first upload, cut part way by the head office's crash, resumes where the
-/// head office last said it held the data durably: the next session sends what came after
-/// that mark, not the whole log again, and the two then agree.
+/// A long push cut part way resumes where the receiver last said it held the data
+/// durably, in both directions: a station's first upload cut by the head office's crash,
+/// and the head office's relay of that station's data to a second station cut by the
+/// second station's crash. Each next session sends what came after the last mark
+/// answered, not everything again, and the nodes then agree.
 #[test]
-fn a_first_upload_cut_part_way_resumes_where_the_head_office_held_it() {
+fn a_long_push_cut_part_way_resumes_where_the_receiver_held_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (ho_http, ho_quic) = (free_port(), free_port());
-    let code = enrolment_code(&dir.path().join("head-office"), "station-1");
-    let mut ho = head_office(dir.path(), ho_http, ho_quic);
-    let (rc, out) = enrol(&dir.path().join("station-1"), &ho.url, &code);
-    assert_eq!(rc, 0, "{out}");
-    // A mark at every page of the push (16,384 changes): four in the events.
-    let config = dir.path().join("station.toml");
+    let d = dir.path();
+    let ho_data = d.join("head-office");
+    let codes = ["station-1", "station-2"].map(|name| enrolment_code(&ho_data, name));
+    // A mark at every page of a push (16,384 changes): four in the events.
+    let config = d.join("marks.toml");
     std::fs::write(&config, "sync_mark_kib = 16\n").unwrap();
-    let upstream = format!("127.0.0.1:{ho_quic}");
-    let config_arg = config.to_string_lossy().into_owned();
-    let args = ["--config", &config_arg, "--upstream", &upstream, "--demo", "--demo-cylinders", "3000"];
-    let st = node(dir.path(), "station-1", &args);
-    let total = Client::new(&st.url).health().unwrap().events;
-    let ho_client = Client::new(&ho.url);
-    eventually(Duration::from_secs(120), "40 % of the events at the head office", || {
-        ho_client.health().is_ok_and(|h| h.events >= total * 2 / 5)
-    });
-    ho.kill();
-    let held = open_store(&dir.path().join("head-office"), "3701020001").counts().unwrap().1;
-    assert!(held < total, "the upload ended before the head office was killed ({held} of {total})");
-    let manager = login(&st.url, "demo-manager");
-    let sent = || manager.peers().unwrap().iter().map(|p| p.items_sent).sum::<u64>();
-    let before = sent();
+    let config = config.to_string_lossy().into_owned();
+    let quic = format!("127.0.0.1:{}", free_port());
+    let ho_args = ["--config", &config, "--role", "head-office", "--quic", &quic];
+    let mut ho = node(d, "head-office", &ho_args);
+    for (name, code) in ["station-1", "station-2"].iter().zip(&codes) {
+        let (rc, out) = enrol(&d.join(name), &ho.url, code);
+        assert_eq!(rc, 0, "{out}");
+    }
+    let st1 = node(d, "station-1", &["--config", &config, "--upstream", &quic, "--demo", "--demo-cylinders", "3000"]);
+    let total = Client::new(&st1.url).health().unwrap().events;
+    // Resumed, a push sends the events after the last mark the receiver answered (the
+    // first came after 16,384 of them), a page or two behind what it held; from scratch
+    // it would send every event again, and the documents and seals before them.
+    let resumed = |again: u64, held: u64| {
+        let what = format!("{again} items went again; the receiver held {held} of {total} events when it was killed");
+        eprintln!("{what}");
+        assert!(held < total, "the push ended before the receiver was killed: {what}");
+        assert!(again + 8_000 < total, "{what}");
+        assert!(again + held <= total + 2 * 16_384, "{what}");
+    };
+    let at_40 = |c: &Client| c.health().is_ok_and(|h| h.events >= total * 2 / 5);
+    let agree = |a: &NodeProcess, b: &NodeProcess| {
+        let (a, b) = (Client::new(&a.url), Client::new(&b.url));
+        fingerprints(&a).is_some() && fingerprints(&a) == fingerprints(&b)
+    };
+    let sent_by = |c: &Client| c.peers().unwrap().iter().map(|p| p.items_sent).sum::<u64>();
 
-    let ho = head_office(dir.path(), ho_http, ho_quic);
-    let ho_client = Client::new(&ho.url);
-    eventually(Duration::from_secs(120), "the head office holds what the station holds", || {
-        fingerprints(&ho_client).is_some() && fingerprints(&ho_client) == fingerprints(&Client::new(&st.url))
-    });
-    let again = sent() - before;
-    eprintln!("the head office held {held} of {total} events when it was killed; {again} items went again");
-    // From scratch the station would send every event again (and its documents and
-    // seals); resumed, it sends the events after the last mark the head office answered
-    // (the first came after 16,384 of them), a page or two behind what it held.
-    let what = format!("sent {again} items again; the head office held {held} of {total} events when it was killed");
-    assert!(again + 8_000 < total, "{what}");
-    assert!(again + held <= total + 2 * 16_384, "{what}");
-    drop(st);
-    drop(ho);
+    // The station's first upload; the head office killed part way.
+    eventually(Duration::from_secs(120), "40 % of the events at the head office", || at_40(&Client::new(&ho.url)));
+    ho.kill();
+    let held = open_store(&ho_data, "3701020001").counts().unwrap().1;
+    let manager = login(&st1.url, "demo-manager");
+    let before = sent_by(&manager);
+    let ho = node(d, "head-office", &ho_args);
+    eventually(Duration::from_secs(120), "the head office holds what station-1 holds", || agree(&ho, &st1));
+    resumed(sent_by(&manager) - before, held);
+
+    // The head office relays it all to a second station, killed part way.
+    let st2_args = ["--config", &config, "--upstream", &quic];
+    let mut st2 = node(d, "station-2", &st2_args);
+    eventually(Duration::from_secs(120), "40 % of the events at station-2", || at_40(&Client::new(&st2.url)));
+    st2.kill();
+    let held = open_store(&d.join("station-2"), "3701020001").counts().unwrap().1;
+    let office = login(&ho.url, "demo-manager");
+    let before = sent_by(&office);
+    let st2 = node(d, "station-2", &st2_args);
+    eventually(Duration::from_secs(120), "station-2 holds what the head office holds", || agree(&ho, &st2));
+    resumed(sent_by(&office) - before, held);
 }
 
 /// Opens a stopped node's store the way `node run` does, for enterprise `enterprise`.
