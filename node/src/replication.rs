@@ -201,6 +201,10 @@ const RELAY_WAIT_MAX: Duration = Duration::from_secs(60);
 /// frames (one per scope) still go out in one flight.
 const SEND_BURST: usize = 4 << 20;
 
+/// Live changes a waiting session relays per scope per turn of its loop, at most (see
+/// `Store::live_changes`); more go in the next turns.
+const LIVE_RELAY_MAX: usize = 4096;
+
 /// Frames a head office holds decoded at once over all its sessions (each up to 8 MiB
 /// and several times that once its events are decoded; item frames are 2 MiB); a frame
 /// of documents counts as four (`Prechecked::read_ahead_permits`). With a bound per
@@ -384,6 +388,11 @@ async fn run_session(
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
     let mut replica = Replica::new(store.clone());
+    // A regulator's findings (a hold) go on to the stations at once, even during uploads.
+    let record = store.record(&schema::archive::DocId::record("node", &peer.to_string())).ok().flatten();
+    if record.as_ref().and_then(|r| r.get("role")).and_then(|r| r.as_str()) == Some("regulator") {
+        replica.peer_is_live();
+    }
     let mut saved = load_checkpoints(&store, peers, peer, initiator);
     let mut saved_at = Instant::now();
     let mut session = Session::new(options(&store, initiator, saved.clone(), tracking.mark_bytes));
@@ -404,8 +413,10 @@ async fn run_session(
         let mut changed_in_round = false;
         // Still sending the frames queued before: not a new flight.
         let mut continuing = false;
-        // Since when this (head office) side has been waiting for other sessions' puts.
+        // Since when this (head office) side has been waiting for other sessions' puts, and
+        // per scope the change up to which it relayed live changes meanwhile.
         let mut waiting_since: Option<Instant> = None;
+        let mut live_from: Checkpoints = Checkpoints::new();
         loop {
             // A head office takes in what its peers send before it answers or relays: while
             // peers' items are being checked or stored, this session sends nothing (up to
@@ -420,7 +431,32 @@ async fn run_session(
             if !waits {
                 waiting_since = None;
             }
+            // While it waits, what was written here or came live from any peer since the wait
+            // began (a scrap, a regulator's hold) goes at once all the same: only the bulk of
+            // the streams waits. Held with it, a scrap at the head office reached an idle
+            // station only after another station's upload had ended.
+            match waits {
+                true => tokio::task::block_in_place(|| -> anyhow::Result<()> {
+                    for scope in scopes(store.enterprise()) {
+                        let from = match live_from.get(&scope) {
+                            Some(&from) => from,
+                            None => sync::store::ItemStore::seq(&replica, &scope)?,
+                        };
+                        let (changes, read_to) = store.live_changes(&scope, from, LIVE_RELAY_MAX)?;
+                        session.relay_now(&replica, &scope, changes)?;
+                        live_from.insert(scope, read_to);
+                    }
+                    Ok(())
+                })?,
+                false => live_from.clear(),
+            }
             let mut sent = 0;
+            while waits && let Some(frame) = session.poll_urgent() {
+                let n = send_frame(&out, &unsent, &frame)?;
+                peers.sent(peer, n as u64);
+                round_bytes += n as u64;
+                sent += n;
+            }
             while !waits
                 && unsent.load(Ordering::Acquire) < SEND_BURST
                 && let Some(frame) = tokio::task::block_in_place(|| session.poll_transmit(&replica))?
@@ -546,7 +582,7 @@ async fn run_session(
                         // a long upload keeps frames coming, and its push resumes only from
                         // marks answered before a cut (held to the end, a cut upload started
                         // over).
-                        while let Some(answer) = session.poll_answer() {
+                        while let Some(answer) = session.poll_urgent() {
                             let n = send_frame(&out, &unsent, &answer)?;
                             peers.sent(peer, n as u64);
                             round_bytes += n as u64;

@@ -250,6 +250,9 @@ pub struct Store {
     token_key: [u8; 32],
     stats: Arc<WriterStats>,
     writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// Change sequence ranges that stations' puts added, per scope, in order (see
+    /// `Store::live_changes`).
+    from_stations: Arc<std::sync::Mutex<replica::FromStations>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -383,6 +386,7 @@ impl Store {
             token_key,
             stats,
             writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+            from_stations: Arc::default(),
         })
     }
 

@@ -119,9 +119,10 @@ pub struct SessionStats {
 pub struct Session {
     opts: SessionOptions,
     out: VecDeque<Frame>,
-    /// Answers to the peer's marks (`Holding`): they go first, and also while a caller
-    /// holds this side's other frames back (see [`Session::poll_answer`]).
-    answers: VecDeque<Frame>,
+    /// Frames that go first, and also while a caller holds this side's other frames back
+    /// (see [`Session::poll_urgent`]): answers to the peer's marks (`Holding`), and items
+    /// relayed ahead of their push ([`Session::relay_now`]).
+    urgent: VecDeque<Frame>,
     /// Items to send, per scope, read from the store when frames go out.
     to_send: BTreeMap<Vec<u8>, BTreeSet<Id>>,
     /// The items held in `to_send` may go (see `hold_items_below`).
@@ -204,7 +205,7 @@ impl Session {
         Session {
             opts,
             out: VecDeque::new(),
-            answers: VecDeque::new(),
+            urgent: VecDeque::new(),
             to_send: BTreeMap::new(),
             released: false,
             last_frame_ms: 0,
@@ -304,7 +305,7 @@ impl Session {
     pub fn is_in_sync(&self) -> bool {
         self.opts.scopes.iter().all(|s| self.in_sync.contains(s))
             && self.out.is_empty()
-            && self.answers.is_empty()
+            && self.urgent.is_empty()
             && self.to_send.is_empty()
             && self.pushing.is_empty()
             && !self.is_sending()
@@ -323,7 +324,7 @@ impl Session {
             self.released = true;
         }
         if !self.out.is_empty()
-            || !self.answers.is_empty()
+            || !self.urgent.is_empty()
             || !self.to_send.is_empty()
             || !self.pushing.is_empty()
             || self.is_sending()
@@ -364,19 +365,57 @@ impl Session {
         self.sending.as_ref().is_some_and(|s| !s.is_empty())
     }
 
-    /// The next answer to one of the peer's marks, if any: a frame the caller should send
-    /// even while it holds this side's other frames back (a head office taking in several
-    /// uploads at once), since the peer's push resumes from it after a cut link. Costs
-    /// nothing to send; [`Session::poll_transmit`] returns these first too.
-    pub fn poll_answer(&mut self) -> Option<Frame> {
-        let f = self.answers.pop_front()?;
+    /// The next urgent frame, if any: one the caller should send even while it holds this
+    /// side's other frames back (a head office taking in uploads): an answer to one of the
+    /// peer's marks, since the peer's push resumes from it after a cut link, or items
+    /// [`Session::relay_now`] queued. [`Session::poll_transmit`] returns these first too.
+    pub fn poll_urgent(&mut self) -> Option<Frame> {
+        let f = self.urgent.pop_front()?;
         self.stats.frames_out += 1;
         Some(f)
     }
 
+    /// Queues the changes `changes` of this side's `scope` to go now, ahead of the push
+    /// they belong to (a head office relaying its own writes and peers' live changes while
+    /// it holds back the bulk of an upload it is taking in): those stored from this peer
+    /// are left out, and no push or checkpoint moves, so the push sends them again in
+    /// their turn (the receiver keeps one copy).
+    pub fn relay_now<S: ItemStore>(
+        &mut self,
+        store: &S,
+        scope: &[u8],
+        changes: Vec<(u64, Id)>,
+    ) -> Result<(), SessionError> {
+        if !self.opts.scopes.iter().any(|s| s == scope) {
+            return Ok(());
+        }
+        let theirs = self.received.get(scope);
+        let changes: Vec<(u64, Id)> =
+            changes.into_iter().filter(|(seq, _)| theirs.is_none_or(|r| !in_ranges(r, *seq))).collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut items = store.get_changes(scope, &changes).map_err(store_err)?.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut frame = Vec::new();
+            let mut bytes = 0;
+            while let Some(item) = items.next_if(|i| {
+                frame.is_empty()
+                    || (frame.len() < self.opts.items_per_frame && bytes + i.len() <= self.opts.frame_bytes_max)
+            }) {
+                bytes += item.len();
+                frame.push(item);
+            }
+            self.stats.items_sent += frame.len() as u64;
+            self.stats.item_bytes_sent += bytes as u64;
+            self.urgent.push_back(Frame::Items { scope: scope.to_vec(), items: frame });
+        }
+        Ok(())
+    }
+
     /// The next frame to send, if any.
     pub fn poll_transmit<S: ItemStore>(&mut self, store: &S) -> Result<Option<Frame>, SessionError> {
-        if let Some(f) = self.poll_answer() {
+        if let Some(f) = self.poll_urgent() {
             return Ok(Some(f));
         }
         if let Some(f) = self.out.pop_front() {
@@ -617,7 +656,7 @@ impl Session {
             Frame::Mark { scope, seq } => {
                 self.last_progress_ms = now_ms;
                 store.durable().map_err(store_err)?;
-                self.answers.push_back(Frame::Holding { scope, seq });
+                self.urgent.push_back(Frame::Holding { scope, seq });
             }
             Frame::Holding { scope, seq } => {
                 self.last_progress_ms = now_ms;

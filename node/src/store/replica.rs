@@ -996,6 +996,71 @@ impl Store {
 /// full; see [`Store::write_unsettled_blocking`]).
 const STREAM_PUT_MIN: usize = 1 << 20;
 
+/// Change sequence ranges stations' puts added: scope → ranges `(first, last)` in order,
+/// neighbours joined. Kept in memory: they only steer what a waiting session relays
+/// early, never what is stored or sent in the end.
+pub(crate) type FromStations = std::collections::BTreeMap<String, Vec<(u64, u64)>>;
+
+/// Ranges kept per scope at most: older ones are forgotten (they lie below any waiting
+/// session's cursor long before, since a session waits a minute at most).
+const STATION_RANGES_MAX: usize = 1 << 14;
+
+impl Store {
+    /// Notes changes `first..=last` of `scope` as added by a station's put.
+    fn note_from_station(&self, scope: &str, (first, last): (u64, u64)) {
+        let mut streamed = self.from_stations.lock().unwrap_or_else(|p| p.into_inner());
+        let ranges = streamed.entry(scope.to_owned()).or_default();
+        match ranges.last_mut() {
+            Some(prev) if prev.1 + 1 == first => prev.1 = last,
+            _ => ranges.push((first, last)),
+        }
+        if ranges.len() > STATION_RANGES_MAX {
+            ranges.drain(..STATION_RANGES_MAX / 2);
+        }
+    }
+
+    /// Up to `limit` changes of `scope` after `after` that no station's put added: this
+    /// node's own writes (a scrap at the head office) and a regulator's (a hold), with the
+    /// sequence read up to. Reads only the gaps between the stations' ranges, so a session
+    /// that calls this while a million events stream in reads none of them.
+    pub fn live_changes(&self, scope: &[u8], after: u64, limit: usize) -> Result<(Vec<(u64, Id)>, u64), StoreError> {
+        let scope = scope_str(scope)?;
+        let r = self.db.begin_read()?;
+        let log = r.open_table(ITEM_SEQ_TABLE)?;
+        let upto = super::scope_seq(&log, scope)?;
+        let skipped: Vec<(u64, u64)> = {
+            let streamed = self.from_stations.lock().unwrap_or_else(|p| p.into_inner());
+            let ranges = streamed.get(scope).map_or(&[][..], Vec::as_slice);
+            ranges.iter().filter(|(_, last)| *last > after).copied().collect()
+        };
+        // The gaps between the stations' ranges above `after`, then the rest up to `upto`.
+        let mut gaps = Vec::new();
+        let mut from = after + 1;
+        for (first, last) in skipped {
+            if first > from {
+                gaps.push((from, first - 1));
+            }
+            from = from.max(last + 1);
+        }
+        gaps.push((from, upto));
+        let mut out = Vec::new();
+        for (lo, hi) in gaps {
+            if lo > hi.min(upto) {
+                continue;
+            }
+            for item in log.range((scope, lo)..=(scope, hi.min(upto)))? {
+                let (k, change) = item?;
+                let seq = k.value().1;
+                if out.len() == limit {
+                    return Ok((out, seq - 1));
+                }
+                out.push((seq, change_id(change.value())?));
+            }
+        }
+        Ok((out, upto))
+    }
+}
+
 /// The store as the sync session sees it. Scopes are the strings above as bytes.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -1003,6 +1068,10 @@ pub struct Replica {
     /// Checks of the next `Items` frame, made while the writer was busy with the one
     /// before (see [`Replica::precheck`]).
     prechecked: Option<std::sync::Arc<Prechecked>>,
+    /// The peer is a regulator's laptop: what it puts (findings) counts as live, as this
+    /// node's own writes do, and a head office relays it while stations' uploads wait
+    /// (`Store::live_changes`). Whatever a station puts waits with the bulk.
+    live_peer: bool,
 }
 
 /// Items of one kind the writer takes in one job of a put. A put of a stream (frames
@@ -1141,7 +1210,12 @@ impl Prechecked {
 
 impl Replica {
     pub fn new(store: Store) -> Replica {
-        Replica { store, prechecked: None }
+        Replica { store, prechecked: None, live_peer: false }
+    }
+
+    /// Takes what the peer puts as live (see `Replica::live_peer`): for a regulator's laptop.
+    pub fn peer_is_live(&mut self) {
+        self.live_peer = true;
     }
 
     /// Hands over [`Prechecked::of`]'s verdicts on the items of the frame about to be
@@ -1313,6 +1387,7 @@ impl ItemStore for Replica {
         let mut out = PutOutcome::default();
         for (job, bytes) in checked.into_jobs(items) {
             let scope = scope.to_owned();
+            let (store, live_peer) = (self.store.clone(), self.live_peer);
             let job = move |ctx: &mut WriteCtx<'_>| {
                 let before = ctx.scope_seq(&scope)?;
                 let mut spent = Vec::new();
@@ -1327,6 +1402,11 @@ impl ItemStore for Replica {
                 };
                 // The writer runs one job at a time: every number in between is this job's.
                 let after = ctx.scope_seq(&scope)?;
+                // Noted before the commit that makes them visible: a waiting session never
+                // takes a station's changes for live ones (`Store::live_changes`).
+                if !live_peer && after > before {
+                    store.note_from_station(&scope, (before + 1, after));
+                }
                 Ok((results, (after > before).then_some((before + 1, after)), spent))
             };
             // What the job was done with is dropped here, not in the writer.

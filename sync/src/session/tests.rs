@@ -627,10 +627,10 @@ fn the_answer_to_a_mark_is_taken_ahead_of_everything_queued() {
     // The peer's root fingerprint differs: b queues its answer to it first.
     let fp = Summary::of(std::iter::empty::<Id>()).fingerprint();
     sb.handle(Frame::Fingerprint { scope: SCOPE.to_vec(), prefix: vec![], fp }, &mut b, 0).unwrap();
-    assert!(sb.poll_answer().is_none(), "nothing to answer yet");
+    assert!(sb.poll_urgent().is_none(), "nothing to answer yet");
     sb.handle(Frame::Mark { scope: SCOPE.to_vec(), seq: 7 }, &mut b, 1).unwrap();
-    assert_eq!(sb.poll_answer(), Some(Frame::Holding { scope: SCOPE.to_vec(), seq: 7 }));
-    assert!(sb.poll_answer().is_none());
+    assert_eq!(sb.poll_urgent(), Some(Frame::Holding { scope: SCOPE.to_vec(), seq: 7 }));
+    assert!(sb.poll_urgent().is_none());
     let rest: Vec<Frame> = std::iter::from_fn(|| sb.poll_transmit(&b).unwrap()).collect();
     assert!(!rest.is_empty() && !rest.iter().any(|f| matches!(f, Frame::Holding { .. })), "{rest:?}");
 
@@ -639,6 +639,46 @@ fn the_answer_to_a_mark_is_taken_ahead_of_everything_queued() {
     sc.handle(Frame::Fingerprint { scope: SCOPE.to_vec(), prefix: vec![], fp }, &mut b, 0).unwrap();
     sc.handle(Frame::Mark { scope: SCOPE.to_vec(), seq: 9 }, &mut b, 1).unwrap();
     assert_eq!(sc.poll_transmit(&b).unwrap(), Some(Frame::Holding { scope: SCOPE.to_vec(), seq: 9 }));
+}
+
+/// Changes relayed now go ahead of everything queued, in bounded frames, without what
+/// the peer itself sent, and move no push or checkpoint: the peer takes them as items,
+/// and a later push sends them again in their turn.
+#[test]
+fn changes_relayed_now_go_first_without_the_peers_own_and_move_nothing() {
+    let mut a = store_of(&(0..40).collect());
+    let mut sa = Session::new(SessionOptions { checkpoints: BTreeMap::from([(SCOPE.to_vec(), 0)]), ..opts(false) });
+    // The peer's own item, stored here as change 41: never relayed back to it.
+    let mut theirs = vec![0x01];
+    theirs.extend_from_slice(&1_000u32.to_le_bytes());
+    sa.handle(Frame::Items { scope: SCOPE.to_vec(), items: vec![theirs.clone()] }, &mut a, 0).unwrap();
+    let fp = Summary::of(std::iter::empty::<Id>()).fingerprint();
+    sa.handle(Frame::Fingerprint { scope: SCOPE.to_vec(), prefix: vec![], fp }, &mut a, 1).unwrap();
+    let changes = a.changes_after(SCOPE, 10, 100).unwrap();
+    assert_eq!(changes.len(), 31);
+    sa.relay_now(&a, SCOPE, changes).unwrap();
+    sa.relay_now(&a, b"another scope", a.changes_after(SCOPE, 0, 5).unwrap()).unwrap();
+    let mut relayed = Vec::new();
+    while let Some(f) = sa.poll_urgent() {
+        let Frame::Items { scope, items } = f else { panic!("{f:?}") };
+        assert_eq!(scope, SCOPE);
+        assert!(items.len() <= 32 && (items.len() == 1 || items.iter().map(Vec::len).sum::<usize>() <= FRAME_BYTES));
+        relayed.extend(items);
+    }
+    let expected: Vec<Vec<u8>> = (10..40u32).map(|i| [vec![0x01], i.to_le_bytes().to_vec()].concat()).collect();
+    assert_eq!(relayed, expected, "changes 11 to 40 in order, without the peer's own");
+    assert_eq!(sa.stats.items_sent, 30);
+    assert_eq!(sa.checkpoints()[SCOPE], 0);
+    // The answer to the empty peer's fingerprint (everything) was queued before them and
+    // goes after, all of it again.
+    let mut rest = 0;
+    while let Some(f) = sa.poll_transmit(&a).unwrap() {
+        rest += match f {
+            Frame::Items { items, .. } => items.len(),
+            _ => 0,
+        };
+    }
+    assert_eq!(rest, 41);
 }
 
 /// Where the push of one scope ends, a sixteenth of `mark_bytes` is enough for a mark:

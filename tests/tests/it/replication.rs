@@ -610,3 +610,54 @@ fn a_regulator_pulls_every_enterprise_of_its_region() {
     assert!(login(&ho_a.url, "demo-manager").cylinder(&target.code).is_err());
     assert_eq!(fingerprints(&at_reg), fingerprints(&Client::new(&ho_a.url)));
 }
+
+/// While a station uploads its log, a head office holds back the bulk it would relay to
+/// the others, but a safety fact written meanwhile (a scrap at the head office) reaches
+/// an idle station at once, before the upload has ended.
+#[test]
+fn a_scrap_at_the_head_office_reaches_an_idle_station_while_another_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let codes = ["station-1", "station-2"].map(|name| enrolment_code(&d.join("head-office"), name));
+    let quic = format!("127.0.0.1:{}", free_port());
+    let ho = node(d, "head-office", &["--role", "head-office", "--quic", &quic]);
+    for (name, code) in ["station-1", "station-2"].iter().zip(&codes) {
+        let (rc, out) = enrol(&d.join(name), &ho.url, code);
+        assert_eq!(rc, 0, "{out}");
+    }
+    let mut st2 = node(d, "station-2", &["--upstream", &quic]);
+    // Marks every page (16,384 events): the head office commits, and shows, the upload in steps.
+    let config = d.join("marks.toml");
+    std::fs::write(&config, "sync_mark_kib = 16\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let st1 = node(d, "station-1", &["--config", &config, "--upstream", &quic, "--demo", "--demo-cylinders", "3000"]);
+    let total = Client::new(&st1.url).health().unwrap().events;
+    let (office, idle) = (Client::new(&ho.url), Client::new(&st2.url));
+    // The station's staff records come first; the scrap goes in while its events stream.
+    let mut inspector = Client::new(&ho.url);
+    eventually(Duration::from_secs(120), "the station's staff at the head office", || {
+        inspector.login("demo-inspector", "demo-pass").is_ok()
+    });
+    eventually(Duration::from_secs(120), "the station's events streaming in", || {
+        office.health().is_ok_and(|h| h.events >= 16_384)
+    });
+    let scrap = op(&inspector, "ho-scrap", "0101000001", Operation::Scrap { reason: "瓶体裂纹".into() }).unwrap();
+    let at = Instant::now();
+    let office_at_scrap = office.health().unwrap().events;
+    assert!(office_at_scrap < total, "the upload ended before the scrap: nothing to judge");
+    let mut office_then = 0;
+    eventually(Duration::from_secs(120), "an event at the idle station", || {
+        office_then = office.health().map_or(0, |h| h.events);
+        idle.health().is_ok_and(|h| h.events >= 1)
+    });
+    let took = at.elapsed();
+    st2.kill();
+    let id = schema::event::EventId(schema::event::parse_hex(&scrap.event.id).unwrap());
+    let held = open_store(&d.join("station-2"), "3701020001").events_by_id(&[id]).unwrap();
+    eprintln!(
+        "the scrap reached the idle station after {took:?}; the head office held {office_at_scrap} of {total} events \
+         at the scrap and {office_then} then"
+    );
+    assert_eq!(held.len(), 1, "the idle station's first event is not the scrap");
+    assert!(office_then < total, "the scrap waited for the upload's end ({took:?})");
+}

@@ -708,6 +708,35 @@ fn items(r: &Replica, scope: &str) -> Vec<Vec<u8>> {
     ids.iter().map(|id| r.get(scope.as_bytes(), id).unwrap().expect("listed item")).collect()
 }
 
+/// A waiting session's live changes: those no bulk stream added, read from the gaps
+/// between the streamed ranges, in order, `limit` at a time, with the sequence read up to.
+#[test]
+fn live_changes_are_the_gaps_between_the_ranges_stations_sent() {
+    let a = unsealed_station();
+    let scope = events_scope(ENT);
+    let all = Replica::new(a.clone()).changes_after(scope.as_bytes(), 0, 100).unwrap();
+    let n = all.len() as u64;
+    assert!(n >= 6, "{n}");
+    let seqs = |changes: &[(u64, Id)]| changes.iter().map(|(seq, _)| *seq).collect::<Vec<_>>();
+    assert_eq!(a.live_changes(scope.as_bytes(), 0, 100).unwrap(), (all.clone(), n), "nothing streamed");
+    a.note_from_station(&scope, (2, 2));
+    a.note_from_station(&scope, (3, 3));
+    a.note_from_station(&scope, (5, 5));
+    // A stream's range not committed yet reads as nothing.
+    a.note_from_station(&scope, (n + 1, n + 9));
+    let (live, upto) = a.live_changes(scope.as_bytes(), 0, 100).unwrap();
+    let expected: Vec<u64> = [1, 4].into_iter().chain(6..=n).collect();
+    assert_eq!((seqs(&live), upto), (expected.clone(), n));
+    assert!(live.iter().all(|c| all.contains(c)), "ids as the change log has them");
+    // A page at a time: the next read starts where the last one stopped.
+    let (first, upto) = a.live_changes(scope.as_bytes(), 0, 1).unwrap();
+    assert_eq!((seqs(&first), upto), (vec![1], 3));
+    let (next, upto) = a.live_changes(scope.as_bytes(), upto, 2).unwrap();
+    assert_eq!((seqs(&next), upto), (vec![4, 6], 6));
+    assert_eq!(a.live_changes(scope.as_bytes(), n, 10).unwrap(), (vec![], n));
+    assert_eq!(a.live_changes(seals_scope(ENT).as_bytes(), 0, 10).unwrap(), (vec![], 0));
+}
+
 /// Sealed events travel without their signatures and are taken only under a seal of the
 /// node that wrote them; a relay passes them on the same way.
 #[test]
