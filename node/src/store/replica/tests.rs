@@ -737,6 +737,30 @@ fn live_changes_are_the_gaps_between_the_ranges_stations_sent() {
     assert_eq!(a.live_changes(seals_scope(ENT).as_bytes(), 0, 10).unwrap(), (vec![], 0));
 }
 
+/// What a station puts is noted as such, and is not live; what a regulator's laptop puts
+/// is, as this node's own writes are.
+#[test]
+fn only_a_regulators_puts_and_own_writes_are_live() {
+    let a = unsealed_station();
+    let scope = events_scope(ENT);
+    let items = items(&Replica::new(a.clone()), &scope);
+    let office = store(1_795_579_300_000);
+    let mut from_station = Replica::new(office.clone());
+    let out = from_station.put(scope.as_bytes(), items[..3].to_vec()).unwrap();
+    assert_eq!(out.stored.len(), 3, "{:?}", out.refused);
+    assert_eq!(office.live_changes(scope.as_bytes(), 0, 100).unwrap(), (vec![], 3));
+    let mut from_regulator = Replica::new(office.clone());
+    from_regulator.peer_is_live();
+    let out = from_regulator.put(scope.as_bytes(), items[3..].to_vec()).unwrap();
+    assert_eq!(out.stored.len(), items.len() - 3, "{:?}", out.refused);
+    let n = items.len() as u64;
+    let (live, upto) = office.live_changes(scope.as_bytes(), 0, 100).unwrap();
+    assert_eq!((live.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), upto), ((4..=n).collect(), n));
+    office.write_blocking(|ctx| ctx.register(archive(2), "k", "HO")).unwrap();
+    let (own, upto) = office.live_changes(scope.as_bytes(), n, 100).unwrap();
+    assert_eq!((own.len(), upto), (2, n + 2), "the office's own registration and tag binding");
+}
+
 /// Sealed events travel without their signatures and are taken only under a seal of the
 /// node that wrote them; a relay passes them on the same way.
 #[test]
