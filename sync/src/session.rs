@@ -376,8 +376,8 @@ impl Session {
     }
 
     /// Queues the changes `changes` of this side's `scope` to go now, ahead of the push
-    /// they belong to (a head office relaying its own writes and peers' live changes while
-    /// it holds back the bulk of an upload it is taking in): those stored from this peer
+    /// they belong to (a head office relaying its own writes and a regulator's findings
+    /// while it holds back what stations upload): those stored from this peer
     /// are left out, and no push or checkpoint moves, so the push sends them again in
     /// their turn (the receiver keeps one copy).
     pub fn relay_now<S: ItemStore>(
