@@ -254,12 +254,8 @@ fn received_ids_go_into_runs_the_idle_writer_merges() {
     let (ra, mut rb) = (Replica::new(a.clone()), Replica::new(store(1_795_579_300_000)));
     let b = rb.store.clone();
     let scope = events_scope(ENT);
-    let ids = ra.ids(scope.as_bytes(), &[]).unwrap();
-    let items = ra.get_many(scope.as_bytes(), &ids).unwrap();
-    assert_eq!(items.len(), 300);
-    for part in items.chunks(50) {
-        assert_eq!(rb.put(scope.as_bytes(), part.to_vec()).unwrap().stored.len(), 50);
-    }
+    let ids = put_events_in_parts(&ra, &mut rb, 50);
+    assert_eq!(ids.len(), 300);
     b.settle().unwrap();
     let wanted: Vec<schema::event::EventId> = ids.iter().map(|id| schema::event::EventId(*id)).collect();
     let runs = |s: &Store| {
@@ -311,12 +307,8 @@ fn runs_piling_up_under_a_stream_are_merged_between_its_puts() {
             .unwrap();
     let mut rb = Replica::new(b.clone());
     let scope = events_scope(ENT);
-    let ids = ra.ids(scope.as_bytes(), &[]).unwrap();
-    let items = ra.get_many(scope.as_bytes(), &ids).unwrap();
-    assert_eq!(items.len(), 300);
-    for part in items.chunks(20) {
-        assert_eq!(rb.put(scope.as_bytes(), part.to_vec()).unwrap().stored.len(), 20);
-    }
+    let ids = put_events_in_parts(&ra, &mut rb, 20);
+    assert_eq!(ids.len(), 300);
     b.settle().unwrap();
     // Full runs per level of the id table (runs of 40 ids and a little more in tests;
     // without merges, seven full ones of level 1).
@@ -335,6 +327,19 @@ fn runs_piling_up_under_a_stream_are_merged_between_its_puts() {
     let wanted: Vec<schema::event::EventId> = ids.iter().map(|id| schema::event::EventId(*id)).collect();
     assert_eq!(b.events_by_id(&wanted).unwrap().len(), 300);
     assert_eq!(rb.ids(scope.as_bytes(), &[]).unwrap(), ids);
+}
+
+/// Puts every event `from` lists into `to`, `per` at a time, each part stored whole; the
+/// events' ids, in id order.
+fn put_events_in_parts(from: &Replica, to: &mut Replica, per: usize) -> Vec<Id> {
+    let scope = events_scope(ENT);
+    let ids = from.ids(scope.as_bytes(), &[]).unwrap();
+    let items = from.get_many(scope.as_bytes(), &ids).unwrap();
+    assert_eq!(items.len(), ids.len());
+    for part in items.chunks(per) {
+        assert_eq!(to.put(scope.as_bytes(), part.to_vec()).unwrap().stored.len(), part.len());
+    }
+    ids
 }
 
 /// Runs of the id table.
