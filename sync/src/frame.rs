@@ -85,7 +85,13 @@ impl Frame {
 
     /// Decodes one frame body (without the length prefix).
     pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
-        if body.len() > FRAME_LEN_MAX {
+        Frame::decode_within(body, FRAME_LEN_MAX)
+    }
+
+    /// Decodes one frame body whose length, and inflated length, are at most `limit`
+    /// (`FrameError::TooLarge` otherwise).
+    fn decode_within(body: &[u8], limit: usize) -> Result<Frame, FrameError> {
+        if body.len() > limit {
             return Err(FrameError::TooLarge(body.len()));
         }
         let (&version, rest) = body.split_first().ok_or_else(|| FrameError::Decode("empty frame".into()))?;
@@ -97,7 +103,7 @@ impl Frame {
         let rest = match flags {
             0 => rest,
             DEFLATE => {
-                inflated = inflate(rest)?;
+                inflated = inflate(rest, limit)?;
                 inflated.as_slice()
             }
             other => return Err(FrameError::Decode(format!("unknown flags {other:#04x}"))),
@@ -144,14 +150,14 @@ fn deflate(bytes: &[u8]) -> Vec<u8> {
     e.finish().expect("writing to a Vec cannot fail")
 }
 
-/// Inflates at most [`FRAME_LEN_MAX`] bytes: a bomb is refused, not expanded.
-fn inflate(bytes: &[u8]) -> Result<Vec<u8>, FrameError> {
+/// Inflates at most `limit` bytes: a bomb is refused, not expanded.
+fn inflate(bytes: &[u8], limit: usize) -> Result<Vec<u8>, FrameError> {
     let mut out = Vec::with_capacity(bytes.len() * 3);
     flate2::read::DeflateDecoder::new(bytes)
-        .take(FRAME_LEN_MAX as u64 + 1)
+        .take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| FrameError::Decode(format!("compressed frame: {e}")))?;
-    if out.len() > FRAME_LEN_MAX {
+    if out.len() > limit {
         return Err(FrameError::TooLarge(out.len()));
     }
     Ok(out)
@@ -172,6 +178,23 @@ impl Decoder {
     /// unusable: close it.
     pub fn has_frame(&self) -> Result<bool, FrameError> {
         Ok(self.frame_len()?.is_some_and(|len| self.buf.len() >= 4 + len))
+    }
+
+    /// The frame at the front, if all of it is here and it takes at most `max` bytes on
+    /// the wire and inflated; else `None`, the frame left in place. A receiver takes such
+    /// frames without counting them against its bound on frames held decoded.
+    pub fn next_small_frame(&mut self, max: usize) -> Result<Option<Frame>, FrameError> {
+        let Some(len) = self.frame_len()?.filter(|len| *len <= max && self.buf.len() >= 4 + len) else {
+            return Ok(None);
+        };
+        match Frame::decode_within(&self.buf[4..4 + len], max) {
+            Err(FrameError::TooLarge(_)) => Ok(None),
+            Err(e) => Err(e),
+            Ok(frame) => {
+                self.buf.drain(..4 + len);
+                Ok(Some(frame))
+            }
+        }
     }
 
     /// The length of the frame at the front, once its length prefix is here.
@@ -263,6 +286,29 @@ mod tests {
         // Small frames go raw.
         let small = Frame::Pushed { scope: b"E:3701020001".to_vec() };
         assert_eq!(small.encode()[5], 0);
+    }
+
+    /// Only a frame small both on the wire and inflated comes out as small; any other is
+    /// left whole for `next_frame`, in its place in the stream.
+    #[test]
+    fn a_small_frame_is_one_small_on_the_wire_and_inflated() {
+        let items = |n: usize, byte: u8| Frame::Items { scope: b"E:3701020001".to_vec(), items: vec![vec![byte; n]] };
+        let (small, wide) = (items(600, 1), items(64 << 10, 2));
+        let (wide_bytes, small_bytes) = (wide.encode(), small.encode());
+        assert!(wide_bytes.len() < 1024, "compressed to {} bytes on the wire", wide_bytes.len());
+        let mut d = Decoder::default();
+        d.push(&small_bytes[..10]);
+        assert_eq!(d.next_small_frame(16 << 10).unwrap(), None, "not all of it here");
+        d.push(&small_bytes[10..]);
+        d.push(&wide_bytes);
+        d.push(&small_bytes);
+        assert_eq!(d.next_small_frame(16 << 10).unwrap(), Some(small.clone()));
+        assert_eq!(d.next_small_frame(16 << 10).unwrap(), None, "inflates past the bound");
+        assert_eq!(d.next_small_frame(100).unwrap(), None, "longer than the bound on the wire");
+        assert_eq!(d.next_frame().unwrap(), Some(wide));
+        assert_eq!(d.next_small_frame(16 << 10).unwrap(), Some(small));
+        d.push(&[0, 0, 0, 3, VERSION, 7, 0]);
+        assert!(matches!(d.next_small_frame(16 << 10), Err(FrameError::Decode(_))));
     }
 
     #[test]

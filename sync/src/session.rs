@@ -249,16 +249,37 @@ impl Session {
     /// the head office that just enrolled it): its whole log is pushed, at once, instead
     /// of coming out of a walk range by range.
     fn push<S: ItemStore>(&mut self, store: &S, scope: &[u8]) -> Result<(), SessionError> {
+        self.push_newer(store, scope)?;
+        self.tail.push_back(Frame::Pushed { scope: scope.to_vec() });
+        Ok(())
+    }
+
+    /// Queues what this side added to `scope` since it last pushed (or since the
+    /// checkpoint): a push under way goes on to the newer end.
+    fn push_newer<S: ItemStore>(&mut self, store: &S, scope: &[u8]) -> Result<(), SessionError> {
         let ckpt = self.opts.checkpoints.get(scope).copied();
         let since = ckpt.unwrap_or(0).max(self.pushed_upto.get(scope).copied().unwrap_or(0));
         let now = store.seq(scope).map_err(store_err)?;
         self.pushed_upto.insert(scope.to_vec(), now);
         if ckpt.is_some() && now > since {
-            // A push still under way goes on to the newer end.
             let push = self.pushing.entry(scope.to_vec()).or_insert((since, now));
             *push = (push.0.min(since), now);
         }
-        self.tail.push_back(Frame::Pushed { scope: scope.to_vec() });
+        Ok(())
+    }
+
+    /// Sends what this side added since it last pushed at once, within the round under
+    /// way (initiator only), instead of in the next round: a station's handheld operation
+    /// then reaches a head office that answers nothing for a while (it takes in another
+    /// station's upload first) as soon as it is made. No checkpoint moves; the next round
+    /// confirms the items, without sending them again.
+    pub fn push_now<S: ItemStore>(&mut self, store: &S) -> Result<(), SessionError> {
+        if !self.opts.initiator {
+            return Ok(());
+        }
+        for scope in self.opts.scopes.clone() {
+            self.push_newer(store, &scope)?;
+        }
         Ok(())
     }
 
@@ -582,6 +603,7 @@ impl Session {
             }
             Frame::Pushed { scope } => {
                 self.last_progress_ms = now_ms;
+                store.peer_pushed(&scope);
                 if !self.opts.initiator {
                     // The initiator's changes are in: push mine back.
                     self.in_sync.remove(&scope);

@@ -74,6 +74,11 @@ pub trait ItemStore {
     /// peer may not write.
     fn put(&mut self, scope: &[u8], items: Vec<Vec<u8>>) -> Result<PutOutcome, Self::Error>;
 
+    /// The peer said it has pushed all it had of `scope` (its `Pushed` frame): every item
+    /// of that push was put before. A store that treats a peer's bulk upload apart from
+    /// its other puts learns here that the upload is over. By default nothing.
+    fn peer_pushed(&mut self, _scope: &[u8]) {}
+
     /// The change sequence of `scope`: every item added gets the next number (0: none).
     fn seq(&self, scope: &[u8]) -> Result<u64, Self::Error>;
 

@@ -445,6 +445,50 @@ fn a_write_landing_while_the_peer_confirms_a_fingerprint_goes_in_the_same_round(
     assert_eq!(sa.stats.items_sent, 2);
 }
 
+/// A write made while a round waits on the peer (a head office that answers nothing
+/// while it takes in another station's upload) goes at once, without a second `Pushed`,
+/// and the round then ends in sync without sending it again.
+#[test]
+fn a_write_during_a_round_goes_at_once_and_the_round_confirms_it() {
+    let common: BTreeSet<u32> = (0..100).collect();
+    let first = run(store_of(&common), store_of(&common), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
+    let (oa, ob) = resumed(first.sa.checkpoints().clone(), first.sb.checkpoints().clone());
+    let (mut a, mut b) = (first.a, first.b);
+    let (mut sa, mut sb) = (Session::new(oa), Session::new(ob));
+    sa.start(&a, 0).unwrap();
+    while let Some(f) = sa.poll_transmit(&a).unwrap() {
+        sb.handle(f, &mut b, 0).unwrap();
+    }
+    // b's answers wait; a writes.
+    add(&mut a, 1_000..1_001);
+    sb.push_now(&b).unwrap();
+    sa.push_now(&a).unwrap();
+    let mut sent = Vec::new();
+    while let Some(f) = sa.poll_transmit(&a).unwrap() {
+        sent.push(f.clone());
+        sb.handle(f, &mut b, 0).unwrap();
+    }
+    assert!(matches!(sent.as_slice(), [Frame::Items { items, .. }] if items.len() == 1), "{sent:?}");
+    assert_eq!(a.items, b.items, "the write is at the peer before the round goes on");
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(f) = sb.poll_transmit(&b).unwrap() {
+            sa.handle(f, &mut a, 0).unwrap();
+            moved = true;
+        }
+        while let Some(f) = sa.poll_transmit(&a).unwrap() {
+            sb.handle(f, &mut b, 0).unwrap();
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(sa.is_in_sync() && sb.is_in_sync(), "the round stalled");
+    assert_eq!((sa.stats.items_sent, sb.stats.items_sent), (1, 0));
+    assert_eq!(sa.checkpoints()[SCOPE], a.seq(SCOPE).unwrap());
+}
+
 #[test]
 fn sequence_ranges_hold_exactly_their_numbers() {
     let r = [(3, 5), (9, 9), (12, 20)];
