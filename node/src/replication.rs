@@ -158,8 +158,9 @@ struct Incoming {
     frame: Frame,
     wire_bytes: u64,
     checked: Option<tokio::task::JoinHandle<Prechecked>>,
-    /// Held until the frame is handled: decoded frames wait within a bound.
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Held until the frame is handled: decoded frames wait within a bound (a small
+    /// frame needs none; see [`SMALL_FRAME_MAX`]).
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Items count as being received from their decoding on (see [`Store::receiving`]).
     _receiving: Option<crate::store::Receiving>,
 }
@@ -175,6 +176,15 @@ impl Drop for AbortOnDrop {
 
 /// Frames decoded ahead at most per session (each up to 8 MiB).
 const READ_AHEAD: usize = 8;
+
+/// Bytes up to which a frame, on the wire and inflated, needs no read-ahead permit (see
+/// [`next_frame`]): a
+/// handheld's operation sent live (a frame of well under a kilobyte), a mark, a
+/// fingerprint. With permits for these too, a station's scrap waited at its head office
+/// behind another station's upload frames holding every permit, about a second
+/// (`a_scrap_at_one_station_reaches_another_while_a_third_uploads`). What such frames
+/// hold decoded stays small: `READ_AHEAD` of them per session.
+const SMALL_FRAME_MAX: usize = 16 << 10;
 
 /// Item bytes of consecutive `Items` frames of one scope, already decoded, that go to the
 /// writer as one put (one commit). Every commit rewrites the pages it touches of the
@@ -284,7 +294,10 @@ fn read_ahead(
 async fn next_frame(
     decoder: &mut Decoder,
     permits: &Arc<tokio::sync::Semaphore>,
-) -> anyhow::Result<Option<(Frame, tokio::sync::OwnedSemaphorePermit)>> {
+) -> anyhow::Result<Option<(Frame, Option<tokio::sync::OwnedSemaphorePermit>)>> {
+    if let Some(frame) = decoder.next_small_frame(SMALL_FRAME_MAX)? {
+        return Ok(Some((frame, None)));
+    }
     if !decoder.has_frame()? {
         return Ok(None);
     }
@@ -295,10 +308,10 @@ async fn next_frame(
         _ => 1,
     };
     if weight == 1 {
-        return Ok(Some((frame, permit)));
+        return Ok(Some((frame, Some(permit))));
     }
     drop(permit);
-    Ok(Some((frame, permits.clone().acquire_many_owned(weight).await?)))
+    Ok(Some((frame, Some(permits.clone().acquire_many_owned(weight).await?))))
 }
 
 /// The verdicts of a frame's checks started by [`read_ahead`], once they are made.
@@ -619,11 +632,17 @@ async fn run_session(
                 changed = commits.changed(), if initiator || waits => {
                     changed.context("store closed")?;
                     if initiator {
-                        // A commit during a round is pushed as soon as that round ends, not
-                        // at the next idle round a second later.
+                        // A commit during a round goes at once, and a round confirms it as
+                        // soon as this one ends, not at the next idle round a second later.
+                        // Held for the round instead, a station's scrap reached its head
+                        // office, busy with another station's upload, after about a
+                        // second (`a_scrap_at_one_station_reaches_another_while_a_third_uploads`).
                         changed_in_round = !session.is_in_sync();
-                        if session.is_in_sync() {
-                            tokio::task::block_in_place(|| session.start(&replica, now()))?;
+                        tokio::task::block_in_place(|| match session.is_in_sync() {
+                            true => session.start(&replica, now()),
+                            false => session.push_now(&replica),
+                        })?;
+                        if !changed_in_round {
                             last_round = Instant::now();
                         }
                     }
@@ -765,12 +784,13 @@ mod tests {
     /// Twenty sessions, each with a frame of documents waiting (four permits each), share
     /// the head office's ten read-ahead permits: every frame goes on in turn, and none is
     /// decoded before its session holds a permit. A session that held one permit while
-    /// waiting for three more made all of them wait for one another for ever.
+    /// waiting for three more made all of them wait for one another for ever. A small
+    /// frame needs none.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sessions_waiting_for_read_ahead_permits_all_go_on() {
         let permits = Arc::new(tokio::sync::Semaphore::new(DECODED_MAX));
         let scope = crate::store::replica::docs_scope("3701020001").into_bytes();
-        let docs = Frame::Items { scope: scope.clone(), items: vec![vec![1; 100]] };
+        let docs = Frame::Items { scope: scope.clone(), items: vec![vec![1; SMALL_FRAME_MAX]] };
         let weight = Prechecked::read_ahead_permits(&scope) as usize;
         assert_eq!(weight, 4);
         let sessions: Vec<_> = (0..20)
@@ -782,7 +802,8 @@ mod tests {
                     decoder.push(&docs.encode());
                     for _ in 0..2 {
                         let (frame, permit) = next_frame(&mut decoder, &permits).await?.context("a whole frame")?;
-                        anyhow::ensure!(frame == docs && permit.num_permits() == weight, "{frame:?}");
+                        let permits = permit.map(|p| p.num_permits());
+                        anyhow::ensure!(frame == docs && permits == Some(weight), "{permits:?}");
                         // Held while the frame is stored.
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
@@ -803,6 +824,13 @@ mod tests {
         let waiting = tokio::time::timeout(Duration::from_millis(50), next_frame(&mut decoder, &permits)).await;
         assert!(waiting.is_err(), "it waits for a permit");
         assert!(decoder.has_frame().unwrap(), "and the frame is still undecoded in the decoder");
+        // A small frame (a handheld's operation sent live) goes on without one.
+        let mut small = Decoder::default();
+        let live = Frame::Items { scope: scope.clone(), items: vec![vec![1; 600]] };
+        small.push(&live.encode());
+        let went = tokio::time::timeout(Duration::from_millis(50), next_frame(&mut small, &permits)).await;
+        let (frame, permit) = went.expect("no wait for a permit").unwrap().expect("a whole frame");
+        assert!(frame == live && permit.is_none());
         drop(all);
         assert!(next_frame(&mut decoder, &permits).await.unwrap().is_some());
     }

@@ -1070,8 +1070,14 @@ pub struct Replica {
     prechecked: Option<std::sync::Arc<Prechecked>>,
     /// The peer is a regulator's laptop: what it puts (findings) counts as live, as this
     /// node's own writes do, and a head office relays it while stations' uploads wait
-    /// (`Store::live_changes`). Whatever a station puts waits with the bulk.
+    /// (`Store::live_changes`).
     live_peer: bool,
+    /// The peer's push under way has put a stream (a full frame or more) since it last
+    /// said it had pushed everything (`ItemStore::peer_pushed`): its smaller puts until
+    /// then are the ends of that upload's pages and wait with the bulk. A station's put
+    /// outside such a push (a handheld's operation sent live, a short catch-up) counts
+    /// as live.
+    streaming: bool,
 }
 
 /// Items of one kind the writer takes in one job of a put. A put of a stream (frames
@@ -1210,7 +1216,7 @@ impl Prechecked {
 
 impl Replica {
     pub fn new(store: Store) -> Replica {
-        Replica { store, prechecked: None, live_peer: false }
+        Replica { store, prechecked: None, live_peer: false, streaming: false }
     }
 
     /// Takes what the peer puts as live (see `Replica::live_peer`): for a regulator's laptop.
@@ -1254,6 +1260,11 @@ impl ItemStore for Replica {
     /// Commits the puts that share the writer's open transaction.
     fn durable(&mut self) -> Result<(), StoreError> {
         self.store.settle()
+    }
+
+    /// The peer's upload is over: what it puts next is live until it streams again.
+    fn peer_pushed(&mut self, _scope: &[u8]) {
+        self.streaming = false;
     }
 
     fn seq(&self, scope: &[u8]) -> Result<u64, StoreError> {
@@ -1384,10 +1395,12 @@ impl ItemStore for Replica {
         // Part of a stream (a full frame or more): each job is answered before its commit,
         // so that the next one joins the same transaction. A live change commits at once.
         let stream = items.iter().map(Vec::len).sum::<usize>() >= STREAM_PUT_MIN;
+        self.streaming |= stream;
+        let live = self.live_peer || !self.streaming;
         let mut out = PutOutcome::default();
         for (job, bytes) in checked.into_jobs(items) {
             let scope = scope.to_owned();
-            let (store, live_peer) = (self.store.clone(), self.live_peer);
+            let store = self.store.clone();
             let job = move |ctx: &mut WriteCtx<'_>| {
                 let before = ctx.scope_seq(&scope)?;
                 let mut spent = Vec::new();
@@ -1404,7 +1417,7 @@ impl ItemStore for Replica {
                 let after = ctx.scope_seq(&scope)?;
                 // Noted before the commit that makes them visible: a waiting session never
                 // takes a station's changes for live ones (`Store::live_changes`).
-                if !live_peer && after > before {
+                if !live && after > before {
                     store.note_from_station(&scope, (before + 1, after));
                 }
                 Ok((results, (after > before).then_some((before + 1, after)), spent))

@@ -661,3 +661,66 @@ fn a_scrap_at_the_head_office_reaches_an_idle_station_while_another_uploads() {
     assert_eq!(held.len(), 1, "the idle station's first event is not the scrap");
     assert!(office_then < total, "the scrap waited for the upload's end ({took:?})");
 }
+
+/// A scrap at one station, made while another station uploads its demo data, reaches
+/// the head office before the page of the upload under way, and a third station before
+/// the upload ends: the head office holds back only the upload, and takes in and relays
+/// at once what a station sends outside one (a handheld's operation), as it does its own
+/// writes.
+#[test]
+fn a_scrap_at_one_station_reaches_another_while_a_third_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let names = ["station-1", "station-2", "station-3"];
+    let codes = names.map(|name| enrolment_code(&d.join("head-office"), name));
+    let quic = format!("127.0.0.1:{}", free_port());
+    let ho = node(d, "head-office", &["--role", "head-office", "--quic", &quic]);
+    for (name, code) in names.iter().zip(&codes) {
+        let (rc, out) = enrol(&d.join(name), &ho.url, code);
+        assert_eq!(rc, 0, "{out}");
+    }
+    // The station that scraps holds one demo cylinder (and the demo staff); the idle one
+    // takes in what it has first.
+    let st3 = node(d, "station-3", &["--upstream", &quic, "--demo", "--demo-cylinders", "1"]);
+    let mut st2 = node(d, "station-2", &["--upstream", &quic]);
+    let (office, idle, writer) = (Client::new(&ho.url), Client::new(&st2.url), Client::new(&st3.url));
+    eventually(Duration::from_secs(120), "the scrapping station's data everywhere", || {
+        let w = fingerprints(&writer);
+        w.is_some() && w == fingerprints(&office) && w == fingerprints(&idle)
+    });
+    let base = office.health().unwrap().events;
+    // Marks every page (16,384 events): the head office commits, and shows, the upload in steps.
+    let config = d.join("marks.toml");
+    std::fs::write(&config, "sync_mark_kib = 16\n").unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let st1 = node(d, "station-1", &["--config", &config, "--upstream", &quic, "--demo", "--demo-cylinders", "3000"]);
+    let total = base + Client::new(&st1.url).health().unwrap().events;
+    eventually(Duration::from_secs(120), "the upload streaming in", || {
+        office.health().is_ok_and(|h| h.events >= base + 16_384)
+    });
+    let scrap = op(
+        &login(&st3.url, "demo-inspector"),
+        "st3-scrap",
+        "0101000001",
+        Operation::Scrap { reason: "瓶体裂纹".into() },
+    )
+    .unwrap();
+    let at = Instant::now();
+    let office_at_scrap = office.health().unwrap().events;
+    assert!(office_at_scrap < total, "the upload ended before the scrap: nothing to judge");
+    let page_end = base + ((office_at_scrap - base) / 16_384 + 1) * 16_384;
+    let has_scrap = |c: &Client| c.events("0101000001").is_ok_and(|e| e.iter().any(|e| e.id == scrap.event.id));
+    let (office_watch, watcher) = (login(&ho.url, "demo-manager"), login(&st2.url, "demo-manager"));
+    eventually(Duration::from_secs(120), "the scrap at the head office", || has_scrap(&office_watch));
+    let office_held = office.health().unwrap().events;
+    eventually(Duration::from_secs(120), "the scrap at the idle station", || has_scrap(&watcher));
+    let office_then = office.health().unwrap().events;
+    let took = at.elapsed();
+    st2.kill();
+    eprintln!(
+        "the scrap reached the idle station after {took:?}; the head office held {office_at_scrap} of {total} events \
+         at the scrap, {office_held} once it held the scrap and {office_then} then"
+    );
+    assert!(office_held < page_end, "the scrap waited at the head office for the upload's page ({office_held})");
+    assert!(office_then < total, "the scrap waited for the upload's end ({took:?})");
+}

@@ -742,26 +742,70 @@ fn live_changes_are_the_gaps_between_the_ranges_stations_sent() {
     assert_eq!(a.live_changes(seals_scope(ENT).as_bytes(), 0, 10).unwrap(), (vec![], 0));
 }
 
-/// What a station puts is noted as such, and is not live; what a regulator's laptop puts
-/// is, as this node's own writes are.
+/// What a station puts during an upload (a put of a stream, then the ends of its pages,
+/// until the station says it has pushed) is noted as such and is not live; what it puts
+/// outside one is, as a regulator's puts and this node's own writes are.
 #[test]
-fn only_a_regulators_puts_and_own_writes_are_live() {
-    let a = unsealed_station();
+fn a_stations_puts_are_live_outside_its_uploads_and_a_regulators_always() {
+    let a = store(1_795_579_200_000);
+    a.write_blocking(|ctx| {
+        for n in 1..=60 {
+            ctx.register(archive(n), "k", "W")?;
+            for i in 0..120 {
+                let wall = ctx.wall_ms + i;
+                ctx.record(code(n), "f", "W", EventBody::ReceiveEmpty { warehouse: "空瓶左库".into() }, wall)?;
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    a.seal_all().unwrap();
     let scope = events_scope(ENT);
     let items = items(&Replica::new(a.clone()), &scope);
+    let bulk = items[3..items.len() - 9].to_vec();
+    assert!(bulk.iter().map(Vec::len).sum::<usize>() >= STREAM_PUT_MIN, "the upload is a stream");
     let office = store(1_795_579_300_000);
+    let live = |after: u64| {
+        let (live, upto) = office.live_changes(scope.as_bytes(), after, 100_000).unwrap();
+        (live.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), upto)
+    };
     let mut from_station = Replica::new(office.clone());
-    let out = from_station.put(scope.as_bytes(), items[..3].to_vec()).unwrap();
-    assert_eq!(out.stored.len(), 3, "{:?}", out.refused);
-    assert_eq!(office.live_changes(scope.as_bytes(), 0, 100).unwrap(), (vec![], 3));
+    let put = |r: &mut Replica, part: &[Vec<u8>]| {
+        let out = r.put(scope.as_bytes(), part.to_vec()).unwrap();
+        assert_eq!(out.stored.len(), part.len(), "{:?}", out.refused.first());
+        r.durable().unwrap();
+    };
+    // The station's seals first: its events, sealed, come without signatures.
+    let seals = seals_scope(ENT);
+    let seal_items = self::items(&Replica::new(a.clone()), &seals);
+    let sealed = from_station.put(seals.as_bytes(), seal_items.clone()).unwrap();
+    assert!(!sealed.stored.is_empty() && sealed.refused.is_empty(), "{:?}", sealed.refused);
+    // A handheld's operations, sent as they are made.
+    put(&mut from_station, &items[..3]);
+    assert_eq!(live(0), (vec![1, 2, 3], 3));
+    // An upload: a stream, then the short end of a page, all waiting with the bulk.
+    put(&mut from_station, &bulk);
+    let n = items.len() as u64;
+    put(&mut from_station, &items[items.len() - 9..items.len() - 6]);
+    let (during, upto) = live(3);
+    assert!(during.is_empty(), "{} changes of a station's upload taken as live", during.len());
+    assert_eq!(upto, n - 6);
+    // The station has pushed all it had: its next put is live again.
+    from_station.peer_pushed(scope.as_bytes());
+    put(&mut from_station, &items[items.len() - 6..items.len() - 3]);
+    assert_eq!(live(3), (vec![n - 5, n - 4, n - 3], n - 3));
     let mut from_regulator = Replica::new(office.clone());
     from_regulator.peer_is_live();
-    let out = from_regulator.put(scope.as_bytes(), items[3..].to_vec()).unwrap();
-    assert_eq!(out.stored.len(), items.len() - 3, "{:?}", out.refused);
-    let n = items.len() as u64;
-    let (live, upto) = office.live_changes(scope.as_bytes(), 0, 100).unwrap();
-    assert_eq!((live.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), upto), ((4..=n).collect(), n));
-    office.write_blocking(|ctx| ctx.register(archive(2), "k", "HO")).unwrap();
+    put(&mut from_regulator, &items[items.len() - 3..]);
+    assert_eq!(live(n - 3), (vec![n - 2, n - 1, n], n));
+    // A regulator's put is live even when it is a stream.
+    let other = store(1_795_579_300_000);
+    let mut from_regulator = Replica::new(other.clone());
+    from_regulator.peer_is_live();
+    from_regulator.put(seals.as_bytes(), seal_items).unwrap();
+    put(&mut from_regulator, &bulk);
+    assert_eq!(other.live_changes(scope.as_bytes(), 0, 100_000).unwrap().0.len(), bulk.len());
+    office.write_blocking(|ctx| ctx.register(archive(99), "k", "HO")).unwrap();
     let (own, upto) = office.live_changes(scope.as_bytes(), n, 100).unwrap();
     assert_eq!((own.len(), upto), (2, n + 2), "the office's own registration and tag binding");
 }
