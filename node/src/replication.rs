@@ -178,9 +178,8 @@ impl Drop for AbortOnDrop {
 const READ_AHEAD: usize = 8;
 
 /// Bytes up to which a frame, on the wire and inflated, needs no read-ahead permit (see
-/// [`next_frame`]): a
-/// handheld's operation sent live (a frame of well under a kilobyte), a mark, a
-/// fingerprint. With permits for these too, a station's scrap waited at its head office
+/// [`next_frame`]): a handheld's operation sent live (a frame of well under a kilobyte),
+/// a mark, a fingerprint. With permits for these too, a station's scrap waited at its head office
 /// behind another station's upload frames holding every permit, about a second
 /// (`a_scrap_at_one_station_reaches_another_while_a_third_uploads`). What such frames
 /// hold decoded stays small: `READ_AHEAD` of them per session.

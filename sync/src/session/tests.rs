@@ -162,6 +162,26 @@ fn run_with<A: ItemStore, B: ItemStore>(
     Run { a, b, sa, sb, steps, kinds: (ab.kinds, ba.kinds) }
 }
 
+/// Hands each side's frames to the other, `x` first, over a perfect link and without
+/// timeouts, until neither sends any.
+fn exchange<X: ItemStore, Y: ItemStore>((sx, x): (&mut Session, &mut X), (sy, y): (&mut Session, &mut Y)) {
+    for _ in 0..1_000 {
+        let mut moved = false;
+        while let Some(f) = sx.poll_transmit(x).unwrap() {
+            sy.handle(f, y, 0).unwrap();
+            moved = true;
+        }
+        while let Some(f) = sy.poll_transmit(y).unwrap() {
+            sx.handle(f, x, 0).unwrap();
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("the sessions never went quiet");
+}
+
 fn sets() -> impl Strategy<Value = (BTreeSet<u32>, BTreeSet<u32>)> {
     (proptest::collection::btree_set(0u32..5000, 0..600), proptest::collection::btree_set(0u32..5000, 0..600))
 }
@@ -470,20 +490,7 @@ fn a_write_during_a_round_goes_at_once_and_the_round_confirms_it() {
     }
     assert!(matches!(sent.as_slice(), [Frame::Items { items, .. }] if items.len() == 1), "{sent:?}");
     assert_eq!(a.items, b.items, "the write is at the peer before the round goes on");
-    for _ in 0..100 {
-        let mut moved = false;
-        while let Some(f) = sb.poll_transmit(&b).unwrap() {
-            sa.handle(f, &mut a, 0).unwrap();
-            moved = true;
-        }
-        while let Some(f) = sa.poll_transmit(&a).unwrap() {
-            sb.handle(f, &mut b, 0).unwrap();
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
+    exchange((&mut sb, &mut b), (&mut sa, &mut a));
     assert!(sa.is_in_sync() && sb.is_in_sync(), "the round stalled");
     assert_eq!((sa.stats.items_sent, sb.stats.items_sent), (1, 0));
     assert_eq!(sa.checkpoints()[SCOPE], a.seq(SCOPE).unwrap());
