@@ -1072,12 +1072,14 @@ pub struct Replica {
     /// node's own writes do, and a head office relays it while stations' uploads wait
     /// (`Store::live_changes`).
     live_peer: bool,
-    /// The peer's push under way has put a stream (a full frame or more) since it last
-    /// said it had pushed everything (`ItemStore::peer_pushed`): its smaller puts until
-    /// then are the ends of that upload's pages and wait with the bulk. A station's put
-    /// outside such a push (a handheld's operation sent live, a short catch-up) counts
-    /// as live.
-    streaming: bool,
+    /// The peer is uploading: from the session's start until its first push is in (its
+    /// catch-up, whatever its size), and from any put of a stream (a full frame or more)
+    /// until the end of that push (`ItemStore::peer_pushed`). What it puts then waits
+    /// with the bulk; what a station puts otherwise (a handheld's operation sent live)
+    /// counts as live. Taking a session's first push as live when its frames were small
+    /// made twenty stations of 500 cylinders, uploading at once, be relayed each other's
+    /// documents: 41.8 s instead of 6.6 s (`net_bench --stations 20 --cylinders 500`).
+    uploading: bool,
 }
 
 /// Items of one kind the writer takes in one job of a put. A put of a stream (frames
@@ -1216,7 +1218,7 @@ impl Prechecked {
 
 impl Replica {
     pub fn new(store: Store) -> Replica {
-        Replica { store, prechecked: None, live_peer: false, streaming: false }
+        Replica { store, prechecked: None, live_peer: false, uploading: true }
     }
 
     /// Takes what the peer puts as live (see `Replica::live_peer`): for a regulator's laptop.
@@ -1264,7 +1266,7 @@ impl ItemStore for Replica {
 
     /// The peer's upload is over: what it puts next is live until it streams again.
     fn peer_pushed(&mut self, _scope: &[u8]) {
-        self.streaming = false;
+        self.uploading = false;
     }
 
     fn seq(&self, scope: &[u8]) -> Result<u64, StoreError> {
@@ -1395,8 +1397,8 @@ impl ItemStore for Replica {
         // Part of a stream (a full frame or more): each job is answered before its commit,
         // so that the next one joins the same transaction. A live change commits at once.
         let stream = items.iter().map(Vec::len).sum::<usize>() >= STREAM_PUT_MIN;
-        self.streaming |= stream;
-        let live = self.live_peer || !self.streaming;
+        self.uploading |= stream;
+        let live = self.live_peer || !self.uploading;
         let mut out = PutOutcome::default();
         for (job, bytes) in checked.into_jobs(items) {
             let scope = scope.to_owned();

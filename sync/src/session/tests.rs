@@ -428,13 +428,18 @@ fn what_this_side_wrote_between_the_parts_of_a_put_is_pushed_not_taken_for_the_p
     assert_eq!(walk(&r.kinds.0) + walk(&r.kinds.1), 0, "{:?}", r.kinds);
 }
 
-#[test]
-fn a_write_landing_while_the_peer_confirms_a_fingerprint_goes_in_the_same_round() {
-    let common: BTreeSet<u32> = (0..100).collect();
+/// Two stores of `n` common items that synced once, and new sessions of both resuming
+/// from that round's checkpoints (the first store's initiates).
+fn synced_pair(n: u32) -> (MemStore, MemStore, Session, Session) {
+    let common: BTreeSet<u32> = (0..n).collect();
     let first = run(store_of(&common), store_of(&common), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
     let (oa, ob) = resumed(first.sa.checkpoints().clone(), first.sb.checkpoints().clone());
-    let (mut a, mut b) = (first.a, first.b);
-    let (mut sa, mut sb) = (Session::new(oa), Session::new(ob));
+    (first.a, first.b, Session::new(oa), Session::new(ob))
+}
+
+#[test]
+fn a_write_landing_while_the_peer_confirms_a_fingerprint_goes_in_the_same_round() {
+    let (mut a, mut b, mut sa, mut sb) = synced_pair(100);
     add(&mut a, 1_000..1_001);
     sa.start(&a, 0).unwrap();
     // No timeouts: the round must finish on the frames alone.
@@ -470,11 +475,7 @@ fn a_write_landing_while_the_peer_confirms_a_fingerprint_goes_in_the_same_round(
 /// and the round then ends in sync without sending it again.
 #[test]
 fn a_write_during_a_round_goes_at_once_and_the_round_confirms_it() {
-    let common: BTreeSet<u32> = (0..100).collect();
-    let first = run(store_of(&common), store_of(&common), Link::new(1, 0, 0, 0), Link::new(2, 0, 0, 0), 10_000);
-    let (oa, ob) = resumed(first.sa.checkpoints().clone(), first.sb.checkpoints().clone());
-    let (mut a, mut b) = (first.a, first.b);
-    let (mut sa, mut sb) = (Session::new(oa), Session::new(ob));
+    let (mut a, mut b, mut sa, mut sb) = synced_pair(100);
     sa.start(&a, 0).unwrap();
     while let Some(f) = sa.poll_transmit(&a).unwrap() {
         sb.handle(f, &mut b, 0).unwrap();

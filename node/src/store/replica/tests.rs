@@ -742,9 +742,9 @@ fn live_changes_are_the_gaps_between_the_ranges_stations_sent() {
     assert_eq!(a.live_changes(seals_scope(ENT).as_bytes(), 0, 10).unwrap(), (vec![], 0));
 }
 
-/// What a station puts during an upload (a put of a stream, then the ends of its pages,
-/// until the station says it has pushed) is noted as such and is not live; what it puts
-/// outside one is, as a regulator's puts and this node's own writes are.
+/// What a station puts during an upload (its session's first push, or from a put of a
+/// stream on; until the station says it has pushed) is noted as such and is not live;
+/// what it puts outside one is, as a regulator's puts and this node's own writes are.
 #[test]
 fn a_stations_puts_are_live_outside_its_uploads_and_a_regulators_always() {
     let a = store(1_795_579_200_000);
@@ -780,9 +780,14 @@ fn a_stations_puts_are_live_outside_its_uploads_and_a_regulators_always() {
     let seal_items = self::items(&Replica::new(a.clone()), &seals);
     let sealed = from_station.put(seals.as_bytes(), seal_items.clone()).unwrap();
     assert!(!sealed.stored.is_empty() && sealed.refused.is_empty(), "{:?}", sealed.refused);
-    // A handheld's operations, sent as they are made.
-    put(&mut from_station, &items[..3]);
-    assert_eq!(live(0), (vec![1, 2, 3], 3));
+    // What the station pushes when its session starts is its catch-up (here a small one),
+    // not live.
+    put(&mut from_station, &items[..2]);
+    assert_eq!(live(0), (vec![], 2));
+    from_station.peer_pushed(scope.as_bytes());
+    // Then a handheld's operation, sent as it is made.
+    put(&mut from_station, &items[2..3]);
+    assert_eq!(live(0), (vec![3], 3));
     // An upload: a stream, then the short end of a page, all waiting with the bulk.
     put(&mut from_station, &bulk);
     let n = items.len() as u64;
