@@ -443,10 +443,10 @@ async fn run_session(
             if !waits {
                 waiting_since = None;
             }
-            // While it waits, what was written here or by a regulator's laptop since the wait
-            // began (a scrap, a hold) goes at once all the same: only what stations sent
-            // waits. Held with it, a scrap at the head office reached an idle station only
-            // after another station's upload had ended.
+            // While it waits, what was written here, by a regulator's laptop, or by a station
+            // outside an upload since the wait began (a scrap, a hold) goes at once all the
+            // same: only stations' uploads wait. Held with them, a scrap reached an idle
+            // station only after another station's upload had ended.
             match waits {
                 true => tokio::task::block_in_place(|| -> anyhow::Result<()> {
                     for scope in scopes(store.enterprise()) {

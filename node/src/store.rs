@@ -250,7 +250,7 @@ pub struct Store {
     token_key: [u8; 32],
     stats: Arc<WriterStats>,
     writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
-    /// Change sequence ranges that stations' puts added, per scope, in order (see
+    /// Change sequence ranges that stations' uploads added, per scope, in order (see
     /// `Store::live_changes`).
     from_stations: Arc<std::sync::Mutex<replica::FromStations>>,
 }

@@ -996,7 +996,7 @@ impl Store {
 /// full; see [`Store::write_unsettled_blocking`]).
 const STREAM_PUT_MIN: usize = 1 << 20;
 
-/// Change sequence ranges stations' puts added: scope → ranges `(first, last)` in order,
+/// Change sequence ranges stations' uploads added (`Replica::uploading`): scope → ranges `(first, last)` in order,
 /// neighbours joined. Kept in memory: they only steer what a waiting session relays
 /// early, never what is stored or sent in the end.
 pub(crate) type FromStations = std::collections::BTreeMap<String, Vec<(u64, u64)>>;
@@ -1006,7 +1006,7 @@ pub(crate) type FromStations = std::collections::BTreeMap<String, Vec<(u64, u64)
 const STATION_RANGES_MAX: usize = 1 << 14;
 
 impl Store {
-    /// Notes changes `first..=last` of `scope` as added by a station's put.
+    /// Notes changes `first..=last` of `scope` as added by a station's upload.
     fn note_from_station(&self, scope: &str, (first, last): (u64, u64)) {
         let mut streamed = self.from_stations.lock().unwrap_or_else(|p| p.into_inner());
         let ranges = streamed.entry(scope.to_owned()).or_default();
@@ -1019,9 +1019,10 @@ impl Store {
         }
     }
 
-    /// Up to `limit` changes of `scope` after `after` that no station's put added: this
-    /// node's own writes (a scrap at the head office) and a regulator's (a hold), with the
-    /// sequence read up to. Reads only the gaps between the stations' ranges, so a session
+    /// Up to `limit` changes of `scope` after `after` that no station's upload added: this
+    /// node's own writes (a scrap at the head office), a regulator's (a hold) and what a
+    /// station sent outside an upload (a handheld's operation), with the sequence read up
+    /// to. Reads only the gaps between the stations' ranges, so a session
     /// that calls this while a million events stream in reads none of them.
     pub fn live_changes(&self, scope: &[u8], after: u64, limit: usize) -> Result<(Vec<(u64, Id)>, u64), StoreError> {
         let scope = scope_str(scope)?;
