@@ -10,6 +10,7 @@
 //! Reads use their own read transactions (MVCC): they never wait for the writer.
 
 pub mod anomalies;
+pub(crate) mod changes;
 pub mod replica;
 pub(crate) mod runs;
 pub(crate) mod tables;
@@ -47,8 +48,9 @@ use tables::*;
 /// layout 2's log kept 64 zero bytes for the signature a seal stands for (`migrate_log`);
 /// layout 3's id table repeated each event's id in its value (`migrate_ids`);
 /// layout 4's traceability index was one tree without runs (`migrate_index`);
-/// layout 5's id and sealed tables were one tree each (`migrate_to_runs`).
-pub const LAYOUT: u64 = 6;
+/// layout 5's id and sealed tables were one tree each (`migrate_to_runs`);
+/// layout 6's change sequence had a row per entry (`migrate_packed_changes`).
+pub const LAYOUT: u64 = 7;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
 /// How long answered puts of a peer's items wait in an open transaction for the next
@@ -724,11 +726,11 @@ impl Store {
         let cursor = read_index_cursor(&r, &self.enterprise)?;
         let scope = replica::events_scope(&self.enterprise);
         let s = scope.as_str();
-        let seqs = r.open_table(ITEM_SEQ_TABLE)?;
-        for item in seqs.range((s, cursor.saturating_add(1))..=(s, u64::MAX))? {
+        let seqs = r.open_table(CHANGES_TABLE)?;
+        for item in changes::entries(&seqs, s, cursor.saturating_add(1), u64::MAX)? {
             let (_, ekey) = item?;
-            let Some(v) = events.get(ekey.value())? else { continue };
-            let event = decode_keyed_event(ekey.value(), v.value())?;
+            let Some(v) = events.get(ekey.as_slice())? else { continue };
+            let event = decode_keyed_event(&ekey, v.value())?;
             if let Some(k) = index_keys(&event, 0).into_iter().find(|k| in_range(&k[RUN_PREFIX..])) {
                 found.push((k[RUN_PREFIX..].to_vec(), Some(event)));
             }
@@ -776,7 +778,7 @@ impl Store {
     pub fn index_backlog(&self) -> Result<u64, StoreError> {
         let r = self.read()?;
         let cursor = read_index_cursor(&r, &self.enterprise)?;
-        Ok(last_seq_in(&r.open_table(ITEM_SEQ_TABLE)?, &self.enterprise)?.saturating_sub(cursor))
+        Ok(last_seq_in(&r.open_table(CHANGES_TABLE)?, &self.enterprise)?.saturating_sub(cursor))
     }
 
     /// Events by id, in the order asked; ids not held here are left out.
@@ -956,7 +958,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
         tx.open_table(SUMMARY_L1_TABLE)?;
         tx.open_table(SUMMARY_L2_TABLE)?;
         tx.open_table(ANOMALIES_TABLE)?;
-        tx.open_table(ITEM_SEQ_TABLE)?;
+        tx.open_table(CHANGES_TABLE)?;
         tx.open_table(runs::SEALED_RUNS.def)?;
         tx.open_table(UNSEALED_TABLE)?;
         tx.open_table(AWAITING_SEAL_TABLE)?;
@@ -972,6 +974,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
                 migrate_ids(&tx)?;
                 migrate_index(&tx)?;
                 migrate_to_runs(&tx)?;
+                migrate_packed_changes(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == 2u64.to_le_bytes() => {
@@ -979,21 +982,29 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
                 migrate_ids(&tx)?;
                 migrate_index(&tx)?;
                 migrate_to_runs(&tx)?;
+                migrate_packed_changes(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == 3u64.to_le_bytes() => {
                 migrate_ids(&tx)?;
                 migrate_index(&tx)?;
                 migrate_to_runs(&tx)?;
+                migrate_packed_changes(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == 4u64.to_le_bytes() => {
                 migrate_index(&tx)?;
                 migrate_to_runs(&tx)?;
+                migrate_packed_changes(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) if v == 5u64.to_le_bytes() => {
                 migrate_to_runs(&tx)?;
+                migrate_packed_changes(&tx)?;
+                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
+            }
+            Some(v) if v == 6u64.to_le_bytes() => {
+                migrate_packed_changes(&tx)?;
                 meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
             }
             Some(v) => return Err(StoreError::Corrupt(format!("unknown storage layout {v:?}"))),
@@ -1042,7 +1053,7 @@ fn migrate_change_log(tx: &WriteTransaction) -> Result<(), StoreError> {
     {
         let old = tx.open_table(ITEM_SEQ_V1_TABLE)?;
         let ids = tx.open_table(EVENT_IDS_V1_TABLE)?;
-        let mut new = tx.open_table(ITEM_SEQ_TABLE)?;
+        let mut new = tx.open_table(ITEM_SEQ_V2_TABLE)?;
         for item in old.iter()? {
             let (k, id) = item?;
             let (scope, seq) = k.value();
@@ -1060,6 +1071,63 @@ fn migrate_change_log(tx: &WriteTransaction) -> Result<(), StoreError> {
     }
     tx.delete_table(ITEM_SEQ_V1_TABLE)?;
     tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 1 converted to 2");
+    Ok(())
+}
+
+/// Converts layout 6's change sequence (`item-seq-2`, a row per entry) into packed rows
+/// (`item-seq-3`, [`changes`]) and drops the old table. Runs once, in the opening
+/// transaction, so a crash leaves either layout whole. A scope's entries are numbered
+/// without gaps; a gap, if one were found, starts a new row.
+fn migrate_packed_changes(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut rows = 0u64;
+    {
+        let old = tx.open_table(ITEM_SEQ_V2_TABLE)?;
+        let mut new = tx.open_table(CHANGES_TABLE)?;
+        // (scope, first sequence number, entries) of the row being gathered.
+        let mut row: Option<(String, u64, Vec<Vec<u8>>)> = None;
+        let mut flush = |row: &mut Option<(String, u64, Vec<Vec<u8>>)>| -> Result<(), StoreError> {
+            if let Some((scope, first, entries)) = row.take() {
+                let mut value = Vec::with_capacity(1 + entries.iter().map(Vec::len).sum::<usize>());
+                let width = entries.first().map_or(0, Vec::len);
+                let width_byte = u8::try_from(width).ok().filter(|w| *w > 0);
+                value.push(width_byte.ok_or_else(|| StoreError::Corrupt(format!("a change of {width} bytes")))?);
+                for e in &entries {
+                    if e.len() != width {
+                        return Err(StoreError::Corrupt(format!(
+                            "changes of {width} and {} bytes in {scope}",
+                            e.len()
+                        )));
+                    }
+                    value.extend_from_slice(e);
+                }
+                new.insert((scope.as_str(), first), value.as_slice())?;
+            }
+            Ok(())
+        };
+        for item in old.iter()? {
+            let (k, v) = item?;
+            let (scope, seq) = k.value();
+            let v = v.value();
+            let joins = row.as_ref().is_some_and(|(s, first, entries)| {
+                s == scope
+                    && *first + entries.len() as u64 == seq
+                    && entries.len() < changes::ROW_ENTRIES
+                    && entries[0].len() == v.len()
+            });
+            if !joins {
+                flush(&mut row)?;
+                row = Some((scope.to_owned(), seq, Vec::new()));
+            }
+            if let Some((_, _, entries)) = row.as_mut() {
+                entries.push(v.to_vec());
+            }
+            rows += 1;
+        }
+        flush(&mut row)?;
+    }
+    tx.delete_table(ITEM_SEQ_V2_TABLE)?;
+    tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 6 converted to 7");
     Ok(())
 }
 
@@ -1487,8 +1555,7 @@ pub(crate) fn scope_seq(
     seqs: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     scope: &str,
 ) -> Result<u64, StoreError> {
-    let last = seqs.range((scope, 0)..=(scope, u64::MAX))?.next_back().transpose()?;
-    Ok(last.map_or(0, |(k, _)| k.value().1))
+    changes::last(seqs, scope)
 }
 
 fn read_index_cursor(r: &ReadTransaction, enterprise: &str) -> Result<u64, StoreError> {
@@ -1496,7 +1563,7 @@ fn read_index_cursor(r: &ReadTransaction, enterprise: &str) -> Result<u64, Store
 }
 
 fn last_seq(tx: &WriteTransaction, enterprise: &str) -> Result<u64, StoreError> {
-    last_seq_in(&tx.open_table(ITEM_SEQ_TABLE)?, enterprise)
+    last_seq_in(&tx.open_table(CHANGES_TABLE)?, enterprise)
 }
 
 /// The index cursor and whether events past it wait for the index. A store written
@@ -1545,21 +1612,21 @@ impl Writer {
             // The newest run while it holds fewer than RUN_EVENTS, else a new one.
             let (run, in_run) = INDEX_RUNS.filling(&tx, &self.scope, RUN_EVENTS)?;
             {
-                let seqs = tx.open_table(ITEM_SEQ_TABLE)?;
+                let seqs = tx.open_table(CHANGES_TABLE)?;
                 let events = tx.open_table(EVENTS_TABLE)?;
                 let mut index = tx.open_table(EVENT_INDEX_TABLE)?;
                 // Chunks end where the log does (fewer than a chunk left) or after INDEX_PASS.
-                let mut entries = seqs.range((s, self.index_cursor.saturating_add(1))..=(s, u64::MAX))?;
+                let mut entries = changes::entries(&seqs, s, self.index_cursor.saturating_add(1), u64::MAX)?;
                 let mut keys = Vec::with_capacity(4 * INDEX_CHUNK);
                 loop {
                     keys.clear();
                     let mut taken = 0;
                     for item in entries.by_ref().take(INDEX_CHUNK) {
-                        let (k, ekey) = item?;
-                        cursor = k.value().1;
+                        let (seq, ekey) = item?;
+                        cursor = seq;
                         taken += 1;
-                        if let Some(v) = events.get(ekey.value())? {
-                            keys.extend(index_keys(&decode_keyed_event(ekey.value(), v.value())?, run));
+                        if let Some(v) = events.get(ekey.as_slice())? {
+                            keys.extend(index_keys(&decode_keyed_event(&ekey, v.value())?, run));
                         }
                     }
                     n += taken;

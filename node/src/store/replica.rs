@@ -375,9 +375,8 @@ impl WriteCtx<'_> {
     pub(crate) fn update_summaries(&mut self, scope: &str, id: &Id, added: Option<&[u8]>) -> Result<(), StoreError> {
         let add = added.is_some();
         if let Some(change) = added {
-            let mut log = self.tx.open_table(ITEM_SEQ_TABLE)?;
-            let last = super::scope_seq(&log, scope)?;
-            log.insert((scope, last + 1), change)?;
+            let mut log = self.tx.open_table(CHANGES_TABLE)?;
+            super::changes::append(&mut log, scope, [change])?;
         }
         let ranges = self.summaries.of_scope(scope);
         for range in summary_ranges(id) {
@@ -489,9 +488,7 @@ impl WriteCtx<'_> {
         let mut deltas: std::collections::BTreeMap<(u8, u16), Summary> = std::collections::BTreeMap::new();
         {
             let mut log = self.tx.open_table(EVENTS_TABLE)?;
-            let mut seqs = self.tx.open_table(ITEM_SEQ_TABLE)?;
-            let s = scope.as_str();
-            let mut seq = super::scope_seq(&seqs, s)?;
+            let mut seqs = self.tx.open_table(CHANGES_TABLE)?;
             let keyed: Vec<(&SignedEvent, Vec<u8>)> = events.map(|e| (e, super::event_key(e))).collect();
             // The log in key order (a merged put holds several sorted runs). A key ends with
             // the event's id, so the insert is also the duplicate check; an event stored
@@ -517,9 +514,9 @@ impl WriteCtx<'_> {
             }
             *self.new_run |= super::runs::insert(self.tx, ID_RUNS, Origin::Received, &mut ids)?;
             // The change sequence in arrival order.
-            for ((event, key), _) in keyed.iter().zip(&fresh).filter(|(_, f)| **f) {
-                seq += 1;
-                seqs.insert((s, seq), key.as_slice())?;
+            let added = keyed.iter().zip(&fresh).filter(|(_, f)| **f).map(|((_, key), _)| key.as_slice());
+            super::changes::append(&mut seqs, &scope, added)?;
+            for ((event, _), _) in keyed.iter().zip(&fresh).filter(|(_, f)| **f) {
                 let id = &event.id.0;
                 for range in summary_ranges(id) {
                     deltas.entry(range).or_default().add(id);
@@ -541,7 +538,7 @@ impl WriteCtx<'_> {
 
     /// The last change sequence number of `scope` in this transaction.
     fn scope_seq(&self, scope: &str) -> Result<u64, StoreError> {
-        super::scope_seq(&self.tx.open_table(ITEM_SEQ_TABLE)?, scope)
+        super::scope_seq(&self.tx.open_table(CHANGES_TABLE)?, scope)
     }
 
     /// Whether the signer `node` may write events of `kind`. Enforced once this node is
@@ -976,14 +973,13 @@ impl Store {
         let r = self.db.begin_read()?;
         let mut keys = Vec::with_capacity(seqs.len());
         {
-            let log = r.open_table(ITEM_SEQ_TABLE)?;
+            let log = r.open_table(CHANGES_TABLE)?;
             let mut wanted = seqs.iter().peekable();
-            for row in log.range((scope, first)..=(scope, last))? {
-                let (k, key) = row?;
-                let seq = k.value().1;
+            for row in super::changes::entries(&log, scope, first, last)? {
+                let (seq, key) = row?;
                 while wanted.next_if(|w| **w < seq).is_some() {}
                 if wanted.next_if_eq(&&seq).is_some() {
-                    keys.push(key.value().to_vec());
+                    keys.push(key);
                 }
             }
         }
@@ -1027,7 +1023,7 @@ impl Store {
     pub fn live_changes(&self, scope: &[u8], after: u64, limit: usize) -> Result<(Vec<(u64, Id)>, u64), StoreError> {
         let scope = scope_str(scope)?;
         let r = self.db.begin_read()?;
-        let log = r.open_table(ITEM_SEQ_TABLE)?;
+        let log = r.open_table(CHANGES_TABLE)?;
         let upto = super::scope_seq(&log, scope)?;
         let skipped: Vec<(u64, u64)> = {
             let streamed = self.from_stations.lock().unwrap_or_else(|p| p.into_inner());
@@ -1049,13 +1045,12 @@ impl Store {
             if lo > hi.min(upto) {
                 continue;
             }
-            for item in log.range((scope, lo)..=(scope, hi.min(upto)))? {
-                let (k, change) = item?;
-                let seq = k.value().1;
+            for item in super::changes::entries(&log, scope, lo, hi.min(upto))? {
+                let (seq, change) = item?;
                 if out.len() == limit {
                     return Ok((out, seq - 1));
                 }
-                out.push((seq, change_id(change.value())?));
+                out.push((seq, change_id(&change)?));
             }
         }
         Ok((out, upto))
@@ -1273,7 +1268,7 @@ impl ItemStore for Replica {
     fn seq(&self, scope: &[u8]) -> Result<u64, StoreError> {
         let scope = scope_str(scope)?;
         let r = self.store.db.begin_read()?;
-        super::scope_seq(&r.open_table(ITEM_SEQ_TABLE)?, scope)
+        super::scope_seq(&r.open_table(CHANGES_TABLE)?, scope)
     }
 
     /// Events go out in event-key order (cylinder, then time), so a frame carries whole
@@ -1298,11 +1293,11 @@ impl ItemStore for Replica {
     fn changes_after(&self, scope: &[u8], since: u64, limit: usize) -> Result<Vec<(u64, Id)>, StoreError> {
         let scope = scope_str(scope)?;
         let r = self.store.db.begin_read()?;
-        let log = r.open_table(ITEM_SEQ_TABLE)?;
+        let log = r.open_table(CHANGES_TABLE)?;
         let mut out = Vec::with_capacity(limit.min(1 << 16));
-        for item in log.range((scope, since.saturating_add(1))..=(scope, u64::MAX))?.take(limit) {
-            let (k, change) = item?;
-            out.push((k.value().1, change_id(change.value())?));
+        for item in super::changes::entries(&log, scope, since.saturating_add(1), u64::MAX)?.take(limit) {
+            let (seq, change) = item?;
+            out.push((seq, change_id(&change)?));
         }
         Ok(out)
     }

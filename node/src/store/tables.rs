@@ -116,13 +116,17 @@ pub(crate) const SUMMARY_L2_TABLE: TableDefinition<(&str, u16), &[u8; 40]> = Tab
 /// anomaly id. Value: postcard of `Anomaly`. Rewritten per cylinder when its data changes.
 pub(crate) const ANOMALIES_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("anomalies-1");
 
-/// Change sequence of each replication scope: (scope, sequence) → the item, one row per
-/// item added (events and document items alike). Sessions push "what I added since we
-/// last agreed" from it (`sync::session`). Ids of replaced document items stay listed.
-/// Value: the item id (32 bytes); for the events scope the event's key in `events-2`
-/// (60 bytes, ending with its id), so that a push or an index pass reads the log in key
-/// order without a look-up per event in the id table. Layout 1 had the id for every
-/// scope in `item-seq-1`; opening such a file converts it (`migrate_change_log`).
-pub(crate) const ITEM_SEQ_TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("item-seq-2");
-/// Layout 1's change sequence, read once to convert it into `item-seq-2`.
+/// Change sequence of each replication scope, packed (`store::changes`): key (scope,
+/// sequence number of the row's first entry); value: the width of its entries (one byte),
+/// then the entries of up to `changes::ROW_ENTRIES` consecutive sequence numbers. One
+/// entry per item added (events and document items alike; ids of replaced document items
+/// stay listed). Sessions push "what I added since we last agreed" from it
+/// (`sync::session`). An entry is the item id (32 bytes); for the events scope the
+/// event's key in `events-2` (60 bytes, ending with its id), so that a push or an index
+/// pass reads the log in key order without a look-up per event in the id table.
+pub(crate) const CHANGES_TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("item-seq-3");
+/// Layout 6's change sequence: one row per entry, the same entries. Read once to convert
+/// it into `item-seq-3` (and the form layout 1's converts into first).
+pub(crate) const ITEM_SEQ_V2_TABLE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("item-seq-2");
+/// Layout 1's change sequence (ids for every scope), read once to convert it into `item-seq-2`.
 pub(crate) const ITEM_SEQ_V1_TABLE: TableDefinition<(&str, u64), &[u8; 32]> = TableDefinition::new("item-seq-1");

@@ -108,6 +108,26 @@ async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
     assert_eq!(store.counts().unwrap().0, 1);
 }
 
+/// Marks the file as of layout `n` and writes the change sequence back in the one-row-per-
+/// entry form of layouts 1 to 6 (`item-seq-2`), as an older node left it.
+fn set_layout(tx: &redb::WriteTransaction, n: u64) {
+    assert!(n < LAYOUT);
+    tx.open_table(META_TABLE).unwrap().insert("layout", n.to_le_bytes().as_slice()).unwrap();
+    {
+        let new = tx.open_table(CHANGES_TABLE).unwrap();
+        let mut old = tx.open_table(ITEM_SEQ_V2_TABLE).unwrap();
+        let scopes: std::collections::BTreeSet<String> =
+            new.iter().unwrap().map(|row| row.unwrap().0.value().0.to_owned()).collect();
+        for scope in scopes {
+            for entry in changes::entries(&new, &scope, 1, u64::MAX).unwrap() {
+                let (seq, change) = entry.unwrap();
+                old.insert((scope.as_str(), seq), change.as_slice()).unwrap();
+            }
+        }
+    }
+    tx.delete_table(CHANGES_TABLE).unwrap();
+}
+
 /// Writes the log back in layout 2's form (`events-1`: signature or 64 zero bytes, then
 /// the canonical bytes), as an older node left it; the events of `sealed` get zero bytes,
 /// as received under a seal. Returns each row in that form.
@@ -216,8 +236,9 @@ fn a_layout_1_file_is_converted_on_open() {
     {
         let db = Database::create(&path).unwrap();
         let tx = db.begin_write().unwrap();
+        set_layout(&tx, 1);
         {
-            let new = tx.open_table(ITEM_SEQ_TABLE).unwrap();
+            let new = tx.open_table(ITEM_SEQ_V2_TABLE).unwrap();
             let mut old = tx.open_table(ITEM_SEQ_V1_TABLE).unwrap();
             for row in new.iter().unwrap() {
                 let (k, v) = row.unwrap();
@@ -225,9 +246,8 @@ fn a_layout_1_file_is_converted_on_open() {
                 let id: [u8; 32] = v[v.len() - 32..].try_into().unwrap();
                 old.insert(k.value(), &id).unwrap();
             }
-            tx.open_table(META_TABLE).unwrap().insert("layout", 1u64.to_le_bytes().as_slice()).unwrap();
         }
-        tx.delete_table(ITEM_SEQ_TABLE).unwrap();
+        tx.delete_table(ITEM_SEQ_V2_TABLE).unwrap();
         downgrade_log(&tx, &[]);
         downgrade_ids(&tx);
         tx.commit().unwrap();
@@ -241,14 +261,85 @@ fn a_layout_1_file_is_converted_on_open() {
     let layout = r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value().to_vec();
     assert_eq!(layout, LAYOUT.to_le_bytes());
     let names = table_names(&r);
-    assert!(!names.iter().any(|n| ["item-seq-1", "events-1", "event-ids-1"].contains(&n.as_str())), "{names:?}");
-    // Every event-scope row holds the event's key in the log.
-    let seqs = r.open_table(ITEM_SEQ_TABLE).unwrap();
+    let old = ["item-seq-1", "item-seq-2", "events-1", "event-ids-1"];
+    assert!(!names.iter().any(|n| old.contains(&n.as_str())), "{names:?}");
+    // Every event-scope entry holds the event's key in the log.
+    let seqs = r.open_table(CHANGES_TABLE).unwrap();
     let events = r.open_table(EVENTS_TABLE).unwrap();
-    for row in seqs.range((scope.as_str(), 0)..=(scope.as_str(), u64::MAX)).unwrap() {
-        let (_, key) = row.unwrap();
-        assert!(events.get(key.value()).unwrap().is_some());
+    for entry in changes::entries(&seqs, &scope, 1, u64::MAX).unwrap() {
+        let (_, key) = entry.unwrap();
+        assert!(events.get(key.as_slice()).unwrap().is_some());
     }
+}
+
+/// Layout 6 kept one row per change; opening such a file packs them (`item-seq-3`), and
+/// pushes read the same changes as before, with a new change numbered after them.
+#[test]
+fn a_layout_6_change_sequence_is_packed_on_open() {
+    use sync::store::ItemStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let scope = replica::events_scope("3701020001");
+    let (before, items) = three_cylinders(&path);
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        set_layout(&tx, 6);
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path, options(), clock()).unwrap();
+    let replica = replica::Replica::new(store.clone());
+    assert_eq!(replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap(), before);
+    assert_eq!(replica.get_changes(scope.as_bytes(), &before).unwrap(), items);
+    {
+        let r = store.db.begin_read().unwrap();
+        assert!(!table_names(&r).contains(&"item-seq-2".to_owned()));
+        let layout = r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value().to_vec();
+        assert_eq!(layout, LAYOUT.to_le_bytes());
+    }
+    store.write_blocking(|ctx| ctx.register(archive(4), "k", "p").map(|_| ())).unwrap();
+    let after = replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap();
+    assert_eq!(after[..3], before[..]);
+    assert_eq!(after.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+}
+
+/// Packing keeps every change of every scope under its number: rows of at most
+/// `changes::ROW_ENTRIES`, a new row where the numbers or the widths break.
+#[test]
+fn packing_a_change_sequence_keeps_every_entry_under_its_number() {
+    let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+    let entry = |tag: u8, seq: u64, width: usize| {
+        let mut e = vec![tag; width];
+        e[..8].copy_from_slice(&seq.to_be_bytes());
+        e
+    };
+    let mut want: Vec<(&str, u64, Vec<u8>)> = (1..=2500).map(|seq| ("E:a", seq, entry(1, seq, 60))).collect();
+    want.extend([("D:a", 1, entry(2, 1, 32)), ("D:a", 2, entry(2, 2, 32)), ("D:a", 5, entry(2, 5, 32))]);
+    want.extend([("D:b", 1, entry(3, 1, 60)), ("D:b", 2, entry(3, 2, 32))]);
+    let tx = db.begin_write().unwrap();
+    {
+        let mut old = tx.open_table(ITEM_SEQ_V2_TABLE).unwrap();
+        for (scope, seq, e) in &want {
+            old.insert((*scope, *seq), e.as_slice()).unwrap();
+        }
+    }
+    migrate_packed_changes(&tx).unwrap();
+    tx.commit().unwrap();
+    let r = db.begin_read().unwrap();
+    assert!(!table_names(&r).contains(&"item-seq-2".to_owned()));
+    let t = r.open_table(CHANGES_TABLE).unwrap();
+    let rows: Vec<(String, u64)> =
+        t.iter().unwrap().map(|row| row.unwrap().0).map(|k| (k.value().0.to_owned(), k.value().1)).collect();
+    let expected_rows = [("D:a", 1), ("D:a", 5), ("D:b", 1), ("D:b", 2), ("E:a", 1), ("E:a", 1025), ("E:a", 2049)];
+    assert_eq!(rows, expected_rows.map(|(s, n)| (s.to_owned(), n)));
+    for scope in ["E:a", "D:a", "D:b"] {
+        let got: Vec<(u64, Vec<u8>)> = changes::entries(&t, scope, 1, u64::MAX).unwrap().map(Result::unwrap).collect();
+        let expected: Vec<(u64, Vec<u8>)> =
+            want.iter().filter(|(s, ..)| *s == scope).map(|(_, seq, e)| (*seq, e.clone())).collect();
+        assert_eq!(got, expected, "{scope}");
+    }
+    assert_eq!(changes::last(&t, "E:a").unwrap(), 2500);
+    assert_eq!(changes::last(&t, "D:a").unwrap(), 5);
 }
 
 /// Layout 2's log led every value with 64 bytes, zero for an event received under a
@@ -262,7 +353,7 @@ fn a_layout_2_log_is_converted_on_open_and_reads_back_the_same() {
     let old_rows = {
         let db = Database::create(&path).unwrap();
         let tx = db.begin_write().unwrap();
-        tx.open_table(META_TABLE).unwrap().insert("layout", 2u64.to_le_bytes().as_slice()).unwrap();
+        set_layout(&tx, 2);
         let rows = downgrade_log(&tx, &[2]);
         downgrade_ids(&tx);
         tx.commit().unwrap();
@@ -305,7 +396,7 @@ fn a_layout_3_id_table_is_converted_on_open_and_finds_the_same_events() {
     let old_ids: Vec<([u8; 32], Vec<u8>)> = {
         let db = Database::create(&path).unwrap();
         let tx = db.begin_write().unwrap();
-        tx.open_table(META_TABLE).unwrap().insert("layout", 3u64.to_le_bytes().as_slice()).unwrap();
+        set_layout(&tx, 3);
         downgrade_ids(&tx);
         let rows = tx
             .open_table(EVENT_IDS_V1_TABLE)
@@ -356,7 +447,7 @@ fn a_layout_5_id_table_becomes_the_live_run_and_every_event_is_found_by_id() {
     {
         let db = Database::create(&path).unwrap();
         let tx = db.begin_write().unwrap();
-        tx.open_table(META_TABLE).unwrap().insert("layout", 5u64.to_le_bytes().as_slice()).unwrap();
+        set_layout(&tx, 5);
         downgrade_id_runs(&tx);
         tx.commit().unwrap();
     }
@@ -413,7 +504,7 @@ fn a_layout_3_id_table_that_does_not_match_its_log_is_refused() {
     {
         let db = Database::create(&path).unwrap();
         let tx = db.begin_write().unwrap();
-        tx.open_table(META_TABLE).unwrap().insert("layout", 3u64.to_le_bytes().as_slice()).unwrap();
+        set_layout(&tx, 3);
         downgrade_ids(&tx);
         {
             let mut old = tx.open_table(EVENT_IDS_V1_TABLE).unwrap();
@@ -649,7 +740,7 @@ fn a_layout_4_index_is_converted_on_open_and_traces_the_same() {
     let entries = {
         let db = Database::create(&path).unwrap();
         let tx = db.begin_write().unwrap();
-        tx.open_table(META_TABLE).unwrap().insert("layout", 4u64.to_le_bytes().as_slice()).unwrap();
+        set_layout(&tx, 4);
         let mut entries = 0;
         {
             let new = tx.open_table(EVENT_INDEX_TABLE).unwrap();
