@@ -1087,23 +1087,15 @@ fn migrate_packed_changes(tx: &WriteTransaction) -> Result<(), StoreError> {
         // (scope, first sequence number, entries) of the row being gathered.
         let mut row: Option<(String, u64, Vec<Vec<u8>>)> = None;
         let mut flush = |row: &mut Option<(String, u64, Vec<Vec<u8>>)>| -> Result<(), StoreError> {
-            if let Some((scope, first, entries)) = row.take() {
-                let mut value = Vec::with_capacity(1 + entries.iter().map(Vec::len).sum::<usize>());
-                let width = entries.first().map_or(0, Vec::len);
-                let width_byte = u8::try_from(width).ok().filter(|w| *w > 0);
-                value.push(width_byte.ok_or_else(|| StoreError::Corrupt(format!("a change of {width} bytes")))?);
-                for e in &entries {
-                    if e.len() != width {
-                        return Err(StoreError::Corrupt(format!(
-                            "changes of {width} and {} bytes in {scope}",
-                            e.len()
-                        )));
-                    }
-                    value.extend_from_slice(e);
+            match row.take() {
+                Some((scope, first, entries)) => {
+                    changes::put_row(&mut new, &scope, first, &entries).map_err(|e| match e {
+                        StoreError::Invalid(reason) => StoreError::Corrupt(reason),
+                        e => e,
+                    })
                 }
-                new.insert((scope.as_str(), first), value.as_slice())?;
+                None => Ok(()),
             }
-            Ok(())
         };
         for item in old.iter()? {
             let (k, v) = item?;

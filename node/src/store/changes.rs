@@ -43,32 +43,43 @@ pub(crate) fn append<'e>(
 ) -> Result<Option<(u64, u64)>, StoreError> {
     let first = last(table, scope)? + 1;
     let mut next = first;
-    let mut row: Vec<u8> = Vec::new();
-    let mut in_row = 0;
+    let mut row: Vec<&[u8]> = Vec::new();
     for entry in entries {
-        let width = u8::try_from(entry.len())
-            .ok()
-            .filter(|w| *w > 0)
-            .ok_or_else(|| StoreError::Invalid(format!("a change of {} bytes", entry.len())))?;
-        if row.is_empty() {
-            row.push(width);
-        } else if row[0] != width {
-            return Err(StoreError::Invalid(format!("changes of {} and {width} bytes in one append", row[0])));
-        }
-        row.extend_from_slice(entry);
-        in_row += 1;
-        if in_row == ROW_ENTRIES {
-            table.insert((scope, next), row.as_slice())?;
-            next += in_row as u64;
+        row.push(entry);
+        if row.len() == ROW_ENTRIES {
+            put_row(table, scope, next, &row)?;
+            next += row.len() as u64;
             row.clear();
-            in_row = 0;
         }
     }
-    if in_row > 0 {
-        table.insert((scope, next), row.as_slice())?;
-        next += in_row as u64;
+    if !row.is_empty() {
+        put_row(table, scope, next, &row)?;
+        next += row.len() as u64;
     }
     Ok((next > first).then_some((first, next - 1)))
+}
+
+/// Writes `entries` (all of one width, at most 255 bytes) as the row of `scope` whose
+/// first entry is numbered `first`.
+pub(crate) fn put_row(
+    table: &mut Table<(&'static str, u64), &'static [u8]>,
+    scope: &str,
+    first: u64,
+    entries: &[impl AsRef<[u8]>],
+) -> Result<(), StoreError> {
+    let width = entries.first().map_or(0, |e| e.as_ref().len());
+    let width_byte = u8::try_from(width).ok().filter(|w| *w > 0);
+    let mut value = Vec::with_capacity(1 + width * entries.len());
+    value.push(width_byte.ok_or_else(|| StoreError::Invalid(format!("a change of {width} bytes")))?);
+    for e in entries {
+        let e = e.as_ref();
+        if e.len() != width {
+            return Err(StoreError::Invalid(format!("changes of {width} and {} bytes in one row", e.len())));
+        }
+        value.extend_from_slice(e);
+    }
+    table.insert((scope, first), value.as_slice())?;
+    Ok(())
 }
 
 /// The entries of `scope` numbered `lo..=hi`, in order, as (sequence, entry).

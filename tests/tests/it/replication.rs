@@ -662,32 +662,40 @@ fn a_scrap_at_the_head_office_reaches_an_idle_station_while_another_uploads() {
     assert!(office_then < total, "the scrap waited for the upload's end ({took:?})");
 }
 
-/// A scrap at one station, made while another station uploads its demo data, reaches
-/// the head office before the page of the upload under way, and a third station before
-/// the upload ends: the head office holds back only the upload, and takes in and relays
-/// at once what a station sends outside one (a handheld's operation), as it does its own
-/// writes.
+/// A scrap at one station and a regulator's hold, made while another station uploads
+/// its demo data, reach the head office before the page of the upload under way, and a
+/// third station before the upload ends (the hold refusing a fill there): the head office
+/// holds back only the upload, and takes in and relays at once what a station sends
+/// outside one (a handheld's operation) and what a regulator's laptop sends, as it does
+/// its own writes.
 #[test]
-fn a_scrap_at_one_station_reaches_another_while_a_third_uploads() {
+fn a_scrap_and_a_regulators_hold_reach_other_nodes_while_a_station_uploads() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let names = ["station-1", "station-2", "station-3"];
-    let codes = names.map(|name| enrolment_code(&d.join("head-office"), name));
+    let names =
+        [("station-1", "station"), ("station-2", "station"), ("station-3", "station"), ("regulator", "regulator")];
+    let codes = names.map(|(name, role)| enrolment_code_for(&d.join("head-office"), name, role));
     let quic = format!("127.0.0.1:{}", free_port());
     let ho = node(d, "head-office", &["--role", "head-office", "--quic", &quic]);
-    for (name, code) in names.iter().zip(&codes) {
+    for ((name, _), code) in names.iter().zip(&codes) {
         let (rc, out) = enrol(&d.join(name), &ho.url, code);
         assert_eq!(rc, 0, "{out}");
     }
-    // The station that scraps holds one demo cylinder (and the demo staff); the idle one
-    // takes in what it has first.
-    let st3 = node(d, "station-3", &["--upstream", &quic, "--demo", "--demo-cylinders", "1"]);
+    // The station that scraps holds two demo cylinders (and the demo staff); the idle one
+    // and the regulator's laptop take in what it has first.
+    let st3 = node(d, "station-3", &["--upstream", &quic, "--demo", "--demo-cylinders", "2"]);
     let mut st2 = node(d, "station-2", &["--upstream", &quic]);
+    let reg = node(d, "regulator", &["--role", "regulator", "--upstream", &quic]);
     let (office, idle, writer) = (Client::new(&ho.url), Client::new(&st2.url), Client::new(&st3.url));
+    let laptop = Client::new(&reg.url);
     eventually(Duration::from_secs(120), "the scrapping station's data everywhere", || {
         let w = fingerprints(&writer);
-        w.is_some() && w == fingerprints(&office) && w == fingerprints(&idle)
+        w.is_some() && w == fingerprints(&office) && w == fingerprints(&idle) && w == fingerprints(&laptop)
     });
+    // The second demo cylinder is overdue for inspection; no hold refuses it yet.
+    let filler = login(&st3.url, "demo-filler");
+    let held = |c: &handheld_proto::FillCheckResponse| c.reasons.iter().any(|r| r.rule == "regulator_hold");
+    assert!(!held(&filler.fill_check("0101000002", Some("lpg"), None).unwrap()), "held before the hold");
     let base = office.health().unwrap().events;
     // Marks every page (16,384 events): the head office commits, and shows, the upload in steps.
     let config = d.join("marks.toml");
@@ -716,11 +724,24 @@ fn a_scrap_at_one_station_reaches_another_while_a_third_uploads() {
     eventually(Duration::from_secs(120), "the scrap at the idle station", || has_scrap(&watcher));
     let office_then = office.health().unwrap().events;
     let took = at.elapsed();
+    // The regulator holds the scrapping station's other cylinder; its next fill there is
+    // refused, while the upload still streams in.
+    let hold =
+        Operation::RegulatorFinding { action: "hold".into(), finding: "JC-UP-1".into(), note: "钢印模糊".into() };
+    op(&login(&reg.url, "demo-regulator"), "reg-hold-upload", "0101000002", hold).unwrap();
+    let held_at = Instant::now();
+    eventually(Duration::from_secs(120), "the hold refusing a fill at the station", || {
+        filler.fill_check("0101000002", Some("lpg"), None).is_ok_and(|c| held(&c))
+    });
+    let office_at_hold = office.health().unwrap().events;
+    let hold_took = held_at.elapsed();
     st2.kill();
     eprintln!(
         "the scrap reached the idle station after {took:?}; the head office held {office_at_scrap} of {total} events \
-         at the scrap, {office_held} once it held the scrap and {office_then} then"
+         at the scrap, {office_held} once it held the scrap and {office_then} then; the hold refused a fill at the \
+         station after {hold_took:?}, the head office holding {office_at_hold}"
     );
     assert!(office_held < page_end, "the scrap waited at the head office for the upload's page ({office_held})");
     assert!(office_then < total, "the scrap waited for the upload's end ({took:?})");
+    assert!(office_at_hold < total, "the hold waited for the upload's end ({hold_took:?})");
 }
