@@ -205,6 +205,10 @@ fn main() -> anyhow::Result<()> {
     let (ho_cpu, st_cpu) = (cpu_seconds(ho.child.id()), cpu_seconds(st.child.id()));
     // How much of the first sync the head office's writer spent in write batches.
     let writer_s = metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| us / 1e6);
+    let (commits, jobs) = (
+        metric(&ho.url, "node_store_commits_total").unwrap_or_default(),
+        metric(&ho.url, "node_store_jobs_total").unwrap_or_default(),
+    );
     // Received events reach the traceability index in the head office's idle-time passes.
     while metric(&ho.url, "node_index_backlog_events").is_none_or(|n| n > 0.0) {
         anyhow::ensure!(t.elapsed() < Duration::from_secs(3600), "the index backlog never emptied");
@@ -326,7 +330,7 @@ fn main() -> anyhow::Result<()> {
         first_bytes as f64 / 1e6
     );
     println!(
-        "    head office RSS {:.0} MiB, peak {:.0} MiB; its writer busy {:.1} s of it",
+        "    head office RSS {:.0} MiB, peak {:.0} MiB; its writer busy {:.1} s of it in {commits} commits of {jobs} jobs",
         ho_rss as f64 / 1024.0,
         ho_peak as f64 / 1024.0,
         writer_s
