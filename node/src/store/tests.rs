@@ -218,6 +218,18 @@ fn three_cylinders(path: &Path) -> Pushed {
     (before, items)
 }
 
+/// [`three_cylinders`], then the file marked as of `layout` (its change sequence in that
+/// layout's form) and `downgrade` run on it, in one transaction.
+fn three_cylinders_at_layout(path: &Path, layout: u64, downgrade: impl FnOnce(&redb::WriteTransaction)) -> Pushed {
+    let three = three_cylinders(path);
+    let db = Database::create(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    set_layout(&tx, layout);
+    downgrade(&tx);
+    tx.commit().unwrap();
+    three
+}
+
 fn table_names(r: &redb::ReadTransaction) -> Vec<String> {
     r.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_owned()).collect()
 }
@@ -231,12 +243,8 @@ fn a_layout_1_file_is_converted_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
     let scope = replica::events_scope("3701020001");
-    let (before, items) = three_cylinders(&path);
     // Back to layout 1, as an older node left it.
-    {
-        let db = Database::create(&path).unwrap();
-        let tx = db.begin_write().unwrap();
-        set_layout(&tx, 1);
+    let (before, items) = three_cylinders_at_layout(&path, 1, |tx| {
         {
             let new = tx.open_table(ITEM_SEQ_V2_TABLE).unwrap();
             let mut old = tx.open_table(ITEM_SEQ_V1_TABLE).unwrap();
@@ -248,10 +256,9 @@ fn a_layout_1_file_is_converted_on_open() {
             }
         }
         tx.delete_table(ITEM_SEQ_V2_TABLE).unwrap();
-        downgrade_log(&tx, &[]);
-        downgrade_ids(&tx);
-        tx.commit().unwrap();
-    }
+        downgrade_log(tx, &[]);
+        downgrade_ids(tx);
+    });
     let store = Store::open(&path, options(), clock()).unwrap();
     let replica = replica::Replica::new(store.clone());
     let after = replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap();
@@ -280,13 +287,7 @@ fn a_layout_6_change_sequence_is_packed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.redb");
     let scope = replica::events_scope("3701020001");
-    let (before, items) = three_cylinders(&path);
-    {
-        let db = Database::create(&path).unwrap();
-        let tx = db.begin_write().unwrap();
-        set_layout(&tx, 6);
-        tx.commit().unwrap();
-    }
+    let (before, items) = three_cylinders_at_layout(&path, 6, |_| {});
     let store = Store::open(&path, options(), clock()).unwrap();
     let replica = replica::Replica::new(store.clone());
     assert_eq!(replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap(), before);
