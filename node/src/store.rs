@@ -1539,15 +1539,7 @@ fn last_seq_in(
     seqs: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     enterprise: &str,
 ) -> Result<u64, StoreError> {
-    scope_seq(seqs, &replica::events_scope(enterprise))
-}
-
-/// The last change sequence number of `scope` (0: nothing added yet).
-pub(crate) fn scope_seq(
-    seqs: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    scope: &str,
-) -> Result<u64, StoreError> {
-    changes::last(seqs, scope)
+    changes::last(seqs, &replica::events_scope(enterprise))
 }
 
 fn read_index_cursor(r: &ReadTransaction, enterprise: &str) -> Result<u64, StoreError> {

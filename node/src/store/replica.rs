@@ -538,7 +538,7 @@ impl WriteCtx<'_> {
 
     /// The last change sequence number of `scope` in this transaction.
     fn scope_seq(&self, scope: &str) -> Result<u64, StoreError> {
-        super::scope_seq(&self.tx.open_table(CHANGES_TABLE)?, scope)
+        super::changes::last(&self.tx.open_table(CHANGES_TABLE)?, scope)
     }
 
     /// Whether the signer `node` may write events of `kind`. Enforced once this node is
@@ -1024,7 +1024,7 @@ impl Store {
         let scope = scope_str(scope)?;
         let r = self.db.begin_read()?;
         let log = r.open_table(CHANGES_TABLE)?;
-        let upto = super::scope_seq(&log, scope)?;
+        let upto = super::changes::last(&log, scope)?;
         let skipped: Vec<(u64, u64)> = {
             let streamed = self.from_stations.lock().unwrap_or_else(|p| p.into_inner());
             let ranges = streamed.get(scope).map_or(&[][..], Vec::as_slice);
@@ -1268,7 +1268,7 @@ impl ItemStore for Replica {
     fn seq(&self, scope: &[u8]) -> Result<u64, StoreError> {
         let scope = scope_str(scope)?;
         let r = self.store.db.begin_read()?;
-        super::scope_seq(&r.open_table(CHANGES_TABLE)?, scope)
+        super::changes::last(&r.open_table(CHANGES_TABLE)?, scope)
     }
 
     /// Events go out in event-key order (cylinder, then time), so a frame carries whole
