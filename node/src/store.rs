@@ -49,8 +49,9 @@ use tables::*;
 /// layout 3's id table repeated each event's id in its value (`migrate_ids`);
 /// layout 4's traceability index was one tree without runs (`migrate_index`);
 /// layout 5's id and sealed tables were one tree each (`migrate_to_runs`);
-/// layout 6's change sequence had a row per entry (`migrate_packed_changes`).
-pub const LAYOUT: u64 = 7;
+/// layout 6's change sequence had a row per entry (`migrate_packed_changes`);
+/// layout 7's two-byte summary level had a row per prefix (`migrate_packed_summaries`).
+pub const LAYOUT: u64 = 8;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
 /// How long answered puts of a peer's items wait in an open transaction for the next
@@ -963,51 +964,28 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
         tx.open_table(UNSEALED_TABLE)?;
         tx.open_table(AWAITING_SEAL_TABLE)?;
         let layout = meta.get("layout")?.map(|v| v.value().to_vec());
-        match layout {
-            None => {
-                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
-            }
-            Some(v) if v == LAYOUT.to_le_bytes() => {}
-            Some(v) if v == 1u64.to_le_bytes() => {
-                migrate_change_log(&tx)?;
-                migrate_log(&tx)?;
-                migrate_ids(&tx)?;
-                migrate_index(&tx)?;
-                migrate_to_runs(&tx)?;
-                migrate_packed_changes(&tx)?;
-                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
-            }
-            Some(v) if v == 2u64.to_le_bytes() => {
-                migrate_log(&tx)?;
-                migrate_ids(&tx)?;
-                migrate_index(&tx)?;
-                migrate_to_runs(&tx)?;
-                migrate_packed_changes(&tx)?;
-                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
-            }
-            Some(v) if v == 3u64.to_le_bytes() => {
-                migrate_ids(&tx)?;
-                migrate_index(&tx)?;
-                migrate_to_runs(&tx)?;
-                migrate_packed_changes(&tx)?;
-                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
-            }
-            Some(v) if v == 4u64.to_le_bytes() => {
-                migrate_index(&tx)?;
-                migrate_to_runs(&tx)?;
-                migrate_packed_changes(&tx)?;
-                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
-            }
-            Some(v) if v == 5u64.to_le_bytes() => {
-                migrate_to_runs(&tx)?;
-                migrate_packed_changes(&tx)?;
-                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
-            }
-            Some(v) if v == 6u64.to_le_bytes() => {
-                migrate_packed_changes(&tx)?;
-                meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
-            }
-            Some(v) => return Err(StoreError::Corrupt(format!("unknown storage layout {v:?}"))),
+        let from = match &layout {
+            None => LAYOUT,
+            Some(v) => match <[u8; 8]>::try_from(v.as_slice()).map(u64::from_le_bytes) {
+                Ok(n) if (1..=LAYOUT).contains(&n) => n,
+                _ => return Err(StoreError::Corrupt(format!("unknown storage layout {v:?}"))),
+            },
+        };
+        // Each conversion takes the file one layout on, in this one transaction.
+        let steps: [Conversion; 7] = [
+            migrate_change_log,
+            migrate_log,
+            migrate_ids,
+            migrate_index,
+            migrate_to_runs,
+            migrate_packed_changes,
+            migrate_packed_summaries,
+        ];
+        for step in steps.iter().skip(from as usize - 1) {
+            step(&tx)?;
+        }
+        if layout.is_none() || from < LAYOUT {
+            meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
         }
         let existing = meta.get("node_key")?.map(|v| v.value().to_vec());
         let key = match existing {
@@ -1120,6 +1098,45 @@ fn migrate_packed_changes(tx: &WriteTransaction) -> Result<(), StoreError> {
     }
     tx.delete_table(ITEM_SEQ_V2_TABLE)?;
     tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 6 converted to 7");
+    Ok(())
+}
+
+/// A conversion of the file from one layout to the next, in the opening transaction.
+type Conversion = fn(&WriteTransaction) -> Result<(), StoreError>;
+
+/// Converts layout 7's two-byte summary level (`sync-summary-2-1`, a row per prefix) into
+/// rows of 256 (`sync-summary-2-2`) and drops the old table. Runs once, in the opening
+/// transaction, so a crash leaves either layout whole.
+fn migrate_packed_summaries(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut rows = 0u64;
+    {
+        let old = tx.open_table(SUMMARY_L2_V1_TABLE)?;
+        let mut new = tx.open_table(SUMMARY_L2_TABLE)?;
+        // (scope, first byte, row) being gathered; the old keys come in that order.
+        let mut row: Option<(String, u8, Vec<u8>)> = None;
+        for item in old.iter()? {
+            let (k, v) = item?;
+            let (scope, prefix) = k.value();
+            let [first, second] = prefix.to_be_bytes();
+            if row.as_ref().is_none_or(|(s, f, _)| s != scope || *f != first) {
+                if let Some((s, f, bytes)) = row.take() {
+                    new.insert((s.as_str(), f), bytes.as_slice())?;
+                }
+                row = Some((scope.to_owned(), first, vec![0; replica::L2_ROW_BYTES]));
+            }
+            if let Some((_, _, bytes)) = row.as_mut() {
+                let at = second as usize * 40;
+                bytes[at..at + 40].copy_from_slice(v.value());
+            }
+            rows += 1;
+        }
+        if let Some((s, f, bytes)) = row {
+            new.insert((s.as_str(), f), bytes.as_slice())?;
+        }
+    }
+    tx.delete_table(SUMMARY_L2_V1_TABLE)?;
+    tracing::info!(rows, ms = started.elapsed().as_millis() as u64, "storage layout 7 converted to 8");
     Ok(())
 }
 

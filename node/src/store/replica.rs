@@ -827,11 +827,23 @@ impl SummaryDeltas {
     }
 }
 
+/// Bytes of a row of the two-byte summary level: 256 summaries of 40 bytes.
+pub(crate) const L2_ROW_BYTES: usize = 256 * 40;
+
+/// The summary of the two-byte prefix (first, `second`) in its row of the packed level.
+fn l2_entry(row: &[u8], second: u8) -> Result<Summary, StoreError> {
+    let at = second as usize * 40;
+    match row.get(at..at + 40).and_then(|b| <&[u8; 40]>::try_from(b).ok()) {
+        Some(b) if row.len() == L2_ROW_BYTES => Ok(Summary::from_bytes(b)),
+        _ => Err(StoreError::Corrupt(format!("summary row of {} bytes, not {L2_ROW_BYTES}", row.len()))),
+    }
+}
+
 /// Folds a batch's summary changes into the tables: one read and one write per touched
-/// range instead of one per item.
+/// range of levels 0 and 1, and per touched row (first byte) of the packed level 2.
 pub(crate) fn apply_summaries(tx: &redb::WriteTransaction, deltas: &mut SummaryDeltas) -> Result<(), StoreError> {
-    let fold = |old: Option<[u8; 40]>, added: &Summary, removed: &Summary| {
-        let mut s = old.map(|b| Summary::from_bytes(&b)).unwrap_or_default();
+    let fold = |old: Summary, added: &Summary, removed: &Summary| {
+        let mut s = old;
         s.merge(added);
         s.subtract(removed);
         s.to_bytes()
@@ -841,22 +853,43 @@ pub(crate) fn apply_summaries(tx: &redb::WriteTransaction, deltas: &mut SummaryD
     let mut l2 = tx.open_table(SUMMARY_L2_TABLE)?;
     for (scope, ranges) in std::mem::take(&mut deltas.0) {
         let scope = scope.as_str();
+        // The level-2 row being folded: ranges come in (level, prefix) order, so a row's
+        // prefixes come together.
+        let mut row: Option<(u8, Vec<u8>)> = None;
         for ((level, prefix), (added, removed)) in ranges {
             match level {
                 0 => {
-                    let old = l0.get(scope)?.map(|v| *v.value());
+                    let old = l0.get(scope)?.map(|v| Summary::from_bytes(v.value())).unwrap_or_default();
                     l0.insert(scope, &fold(old, &added, &removed))?;
                 }
                 1 => {
                     let key = (scope, prefix as u8);
-                    let old = l1.get(key)?.map(|v| *v.value());
+                    let old = l1.get(key)?.map(|v| Summary::from_bytes(v.value())).unwrap_or_default();
                     l1.insert(key, &fold(old, &added, &removed))?;
                 }
                 _ => {
-                    let old = l2.get((scope, prefix))?.map(|v| *v.value());
-                    l2.insert((scope, prefix), &fold(old, &added, &removed))?;
+                    let [first, second] = prefix.to_be_bytes();
+                    let (_, bytes) = match row.take() {
+                        Some(r) if r.0 == first => row.insert(r),
+                        other => {
+                            if let Some((f, bytes)) = other {
+                                l2.insert((scope, f), bytes.as_slice())?;
+                            }
+                            let bytes = match l2.get((scope, first))? {
+                                Some(v) => v.value().to_vec(),
+                                None => vec![0; L2_ROW_BYTES],
+                            };
+                            row.insert((first, bytes))
+                        }
+                    };
+                    let old = l2_entry(bytes, second)?;
+                    let at = second as usize * 40;
+                    bytes[at..at + 40].copy_from_slice(&fold(old, &added, &removed));
                 }
             }
+        }
+        if let Some((f, bytes)) = row {
+            l2.insert((scope, f), bytes.as_slice())?;
         }
     }
     Ok(())
@@ -882,7 +915,10 @@ impl Store {
         match prefix.len() {
             0 => Ok(read(r.open_table(SUMMARY_L0_TABLE)?.get(scope)?)),
             1 => Ok(read(r.open_table(SUMMARY_L1_TABLE)?.get((scope, prefix[0]))?)),
-            2 => Ok(read(r.open_table(SUMMARY_L2_TABLE)?.get((scope, u16::from_be_bytes([prefix[0], prefix[1]])))?)),
+            2 => match r.open_table(SUMMARY_L2_TABLE)?.get((scope, prefix[0]))? {
+                Some(row) => l2_entry(row.value(), prefix[1]),
+                None => Ok(Summary::default()),
+            },
             _ => Ok(Summary::of(self.item_ids(scope, prefix)?)),
         }
     }
@@ -1325,13 +1361,12 @@ impl ItemStore for Replica {
                 }
             }
             1 => {
-                let lo = u16::from_be_bytes([prefix[0], 0]);
-                let hi = u16::from_be_bytes([prefix[0], 255]);
-                for item in r.open_table(SUMMARY_L2_TABLE)?.range((scope, lo)..=(scope, hi))? {
-                    let (k, v) = item?;
-                    let s = Summary::from_bytes(v.value());
-                    if s.count > 0 {
-                        out.push((k.value().1.to_be_bytes()[1], s));
+                if let Some(row) = r.open_table(SUMMARY_L2_TABLE)?.get((scope, prefix[0]))? {
+                    for second in 0..=255u8 {
+                        let s = l2_entry(row.value(), second)?;
+                        if s.count > 0 {
+                            out.push((second, s));
+                        }
                     }
                 }
             }

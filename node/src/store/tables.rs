@@ -110,7 +110,15 @@ pub(crate) const DOC_ITEMS_TABLE: TableDefinition<&str, &[u8; 32]> = TableDefini
 /// any of those ranges is one read.
 pub(crate) const SUMMARY_L0_TABLE: TableDefinition<&str, &[u8; 40]> = TableDefinition::new("sync-summary-0-1");
 pub(crate) const SUMMARY_L1_TABLE: TableDefinition<(&str, u8), &[u8; 40]> = TableDefinition::new("sync-summary-1-1");
-pub(crate) const SUMMARY_L2_TABLE: TableDefinition<(&str, u16), &[u8; 40]> = TableDefinition::new("sync-summary-2-1");
+/// The two-byte level, packed: key (scope, first id byte); value: the summaries of the
+/// 256 two-byte prefixes under that byte, in order of the second byte
+/// (`replica::L2_ROW_BYTES`). A commit of many received events touches nearly every
+/// two-byte prefix; packed, it rewrites 256 rows, not one per prefix (about one per event).
+pub(crate) const SUMMARY_L2_TABLE: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("sync-summary-2-2");
+/// Layout 7's two-byte level: a row per prefix (scope, first two id bytes as u16 BE).
+/// Read once to pack it into `sync-summary-2-2`.
+pub(crate) const SUMMARY_L2_V1_TABLE: TableDefinition<(&str, u16), &[u8; 40]> =
+    TableDefinition::new("sync-summary-2-1");
 
 /// Anomalies found in the data (`schema::anomaly`). Key: 16-byte cylinder code ++ 32-byte
 /// anomaly id. Value: postcard of `Anomaly`. Rewritten per cylinder when its data changes.

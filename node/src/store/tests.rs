@@ -108,11 +108,28 @@ async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
     assert_eq!(store.counts().unwrap().0, 1);
 }
 
-/// Marks the file as of layout `n` and writes the change sequence back in the one-row-per-
-/// entry form of layouts 1 to 6 (`item-seq-2`), as an older node left it.
+/// Marks the file as of layout `n`, as an older node left it: the two-byte summary level
+/// back in layout 7's row per prefix (`sync-summary-2-1`), and for layouts 1 to 6 the
+/// change sequence in its one-row-per-entry form (`item-seq-2`).
 fn set_layout(tx: &redb::WriteTransaction, n: u64) {
     assert!(n < LAYOUT);
     tx.open_table(META_TABLE).unwrap().insert("layout", n.to_le_bytes().as_slice()).unwrap();
+    {
+        let new = tx.open_table(SUMMARY_L2_TABLE).unwrap();
+        let mut old = tx.open_table(SUMMARY_L2_V1_TABLE).unwrap();
+        for row in new.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            let (scope, first) = k.value();
+            for (second, summary) in v.value().chunks(40).enumerate() {
+                let prefix = u16::from_be_bytes([first, second as u8]);
+                old.insert((scope, prefix), <&[u8; 40]>::try_from(summary).unwrap()).unwrap();
+            }
+        }
+    }
+    tx.delete_table(SUMMARY_L2_TABLE).unwrap();
+    if n == 7 {
+        return;
+    }
     {
         let new = tx.open_table(CHANGES_TABLE).unwrap();
         let mut old = tx.open_table(ITEM_SEQ_V2_TABLE).unwrap();
@@ -302,6 +319,55 @@ fn a_layout_6_change_sequence_is_packed_on_open() {
     let after = replica.changes_after(scope.as_bytes(), 0, usize::MAX).unwrap();
     assert_eq!(after[..3], before[..]);
     assert_eq!(after.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+}
+
+/// Checks every pre-aggregated summary a peer can ask for (the whole scope, each first
+/// byte, each two-byte prefix, and the children of the first two) against the items it
+/// counts, for the events and the documents scopes.
+fn assert_summaries_count_their_items(store: &Store) {
+    use sync::fingerprint::Summary;
+    use sync::store::ItemStore;
+    let replica = replica::Replica::new(store.clone());
+    for scope in [replica::events_scope("3701020001"), replica::docs_scope("3701020001")] {
+        let scope = scope.as_bytes();
+        let ids = replica.ids(scope, &[]).unwrap();
+        assert!(!ids.is_empty());
+        for len in [0, 1, 2] {
+            let prefixes: std::collections::BTreeSet<&[u8]> = ids.iter().map(|id| &id[..len]).collect();
+            for prefix in prefixes {
+                let under: Vec<_> = ids.iter().filter(|id| id.starts_with(prefix)).copied().collect();
+                assert_eq!(replica.summary(scope, prefix).unwrap(), Summary::of(under.iter().copied()), "{prefix:?}");
+                let mut children: Vec<(u8, Summary)> = Vec::new();
+                for id in &under {
+                    match children.last_mut() {
+                        Some((b, s)) if *b == id[len] => s.add(id),
+                        _ => children.push((id[len], Summary::of([*id]))),
+                    }
+                }
+                assert_eq!(replica.children(scope, prefix).unwrap(), children, "{prefix:?}");
+            }
+        }
+    }
+}
+
+/// Layout 7 kept a row per two-byte prefix of the summaries; opening such a file packs
+/// them 256 to a row, and every summary reads as before, also after a new write.
+#[test]
+fn a_layout_7_summary_level_is_packed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    three_cylinders_at_layout(&path, 7, |_| {});
+    let store = Store::open(&path, options(), clock()).unwrap();
+    {
+        let r = store.db.begin_read().unwrap();
+        assert!(!table_names(&r).contains(&"sync-summary-2-1".to_owned()));
+        assert!(r.open_table(SUMMARY_L2_TABLE).unwrap().len().unwrap() > 0);
+        let layout = r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value().to_vec();
+        assert_eq!(layout, LAYOUT.to_le_bytes());
+    }
+    assert_summaries_count_their_items(&store);
+    store.write_blocking(|ctx| ctx.register(archive(4), "k", "p").map(|_| ())).unwrap();
+    assert_summaries_count_their_items(&store);
 }
 
 /// Packing keeps every change of every scope under its number: rows of at most

@@ -292,8 +292,12 @@ fn main() -> anyhow::Result<()> {
             node_cmd(&["demo", "week", "--data", &st_data, "--events", &n.to_string()])?;
             let written = t.elapsed();
             wait_idle(&ho.url)?;
-            let ho_before =
-                (metric(&ho.url, "node_store_commit_micros_total").unwrap_or(0.0), cpu_seconds(ho.child.id()));
+            let ho_before = (
+                metric(&ho.url, "node_store_commit_micros_total").unwrap_or(0.0),
+                cpu_seconds(ho.child.id()),
+                metric(&ho.url, "node_store_commits_total").unwrap_or(0.0),
+                metric(&ho.url, "node_store_jobs_total").unwrap_or(0.0),
+            );
             let t = Instant::now();
             st = start(d, "station", st_http, &st_args)?;
             let started = t.elapsed();
@@ -307,6 +311,8 @@ fn main() -> anyhow::Result<()> {
                 round: upstream_round(&login(&st.url, "demo-manager")?, Duration::from_secs(60))?,
                 writer_s: metric(&ho.url, "node_store_commit_micros_total").map_or(0.0, |us| (us - ho_before.0) / 1e6),
                 cpu: (cpu_seconds(ho.child.id()) - ho_before.1, cpu_seconds(st.child.id())),
+                commits: metric(&ho.url, "node_store_commits_total").map_or(0.0, |n| n - ho_before.2),
+                jobs: metric(&ho.url, "node_store_jobs_total").map_or(0.0, |n| n - ho_before.3),
             })
         }
     };
@@ -395,6 +401,9 @@ struct Week {
     writer_s: f64,
     /// CPU seconds: the head office's meanwhile, the station's since it started.
     cpu: (f64, f64),
+    /// The head office's commits and jobs meanwhile.
+    commits: f64,
+    jobs: f64,
 }
 
 impl Week {
@@ -409,8 +418,8 @@ impl Week {
             self.round.first_round_flights.unwrap_or(0)
         );
         println!(
-            "    head office writer busy {:.1} s; CPU meanwhile: head office {:.1} s, station {:.1} s (since its start)",
-            self.writer_s, self.cpu.0, self.cpu.1
+            "    head office writer busy {:.1} s in {} commits of {} jobs; CPU meanwhile: head office {:.1} s, station {:.1} s (since its start)",
+            self.writer_s, self.commits, self.jobs, self.cpu.0, self.cpu.1
         );
     }
 }
