@@ -1126,8 +1126,7 @@ fn migrate_packed_summaries(tx: &WriteTransaction) -> Result<(), StoreError> {
                 row = Some((scope.to_owned(), first, vec![0; replica::L2_ROW_BYTES]));
             }
             if let Some((_, _, bytes)) = row.as_mut() {
-                let at = second as usize * 40;
-                bytes[at..at + 40].copy_from_slice(v.value());
+                replica::l2_set(bytes, second, v.value());
             }
             rows += 1;
         }

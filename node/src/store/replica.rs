@@ -839,6 +839,13 @@ fn l2_entry(row: &[u8], second: u8) -> Result<Summary, StoreError> {
     }
 }
 
+/// Writes the summary of the two-byte prefix (first, `second`) into its row of the packed
+/// level (a row of [`L2_ROW_BYTES`], as [`l2_entry`] checked or the caller made it).
+pub(crate) fn l2_set(row: &mut [u8], second: u8, summary: &[u8; 40]) {
+    let at = second as usize * 40;
+    row[at..at + 40].copy_from_slice(summary);
+}
+
 /// Folds a batch's summary changes into the tables: one read and one write per touched
 /// range of levels 0 and 1, and per touched row (first byte) of the packed level 2.
 pub(crate) fn apply_summaries(tx: &redb::WriteTransaction, deltas: &mut SummaryDeltas) -> Result<(), StoreError> {
@@ -883,8 +890,7 @@ pub(crate) fn apply_summaries(tx: &redb::WriteTransaction, deltas: &mut SummaryD
                         }
                     };
                     let old = l2_entry(bytes, second)?;
-                    let at = second as usize * 40;
-                    bytes[at..at + 40].copy_from_slice(&fold(old, &added, &removed));
+                    l2_set(bytes, second, &fold(old, &added, &removed));
                 }
             }
         }
