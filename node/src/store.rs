@@ -58,6 +58,11 @@ const BATCH_MAX: usize = 512;
 /// put before they commit (see [`Store::write_unsettled_blocking`]). A stream's next
 /// frame is usually decoded already; a live operation's relay waits this much longer.
 pub const COMMIT_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long answered puts wait in an open transaction, past [`COMMIT_LINGER`], while a
+/// peer's next frame is on its way in (`Store::start_receiving`): a stream whose frames
+/// come just slower than the writer takes them otherwise commits every few frames, and
+/// each commit rewrites most pages of the random-keyed tables.
+const RECEIVING_LINGER_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// Bytes of answered puts after which the open transaction commits anyway: bounds what a
 /// crash makes a peer send again and what a handheld write arriving meanwhile commits
 /// with it.
@@ -1280,6 +1285,8 @@ struct Open {
     unsettled: usize,
     /// Answers that wait for the commit.
     replies: Replies,
+    /// When it began.
+    begun: Instant,
 }
 
 type Replies = Vec<(oneshot::Sender<JobResult>, JobResult)>;
@@ -1307,6 +1314,14 @@ impl Writer {
                 // Answered puts wait in the open transaction for the next one.
                 match rx.recv_timeout(linger) {
                     Ok(job) => job,
+                    // A peer's next frame is on its way in (decoded, being checked): it
+                    // joins this transaction, unless that has been open for long.
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                        if self.stats.receiving.load(Ordering::Acquire) > 0
+                            && self.open.as_ref().is_some_and(|o| o.begun.elapsed() < RECEIVING_LINGER_MAX) =>
+                    {
+                        continue;
+                    }
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         self.settle_open();
                         continue;
@@ -1407,6 +1422,7 @@ impl Writer {
                     jobs: 0,
                     unsettled: 0,
                     replies: Vec::new(),
+                    begun: Instant::now(),
                 },
                 Err(e) => {
                     for job in batch {

@@ -1431,11 +1431,14 @@ impl ItemStore for Replica {
             None => Prechecked::of(scope, items.clone(), &self.store),
         };
         let scope = scope_str(scope)?;
-        // Part of a stream (a full frame or more): each job is answered before its commit,
-        // so that the next one joins the same transaction. A live change commits at once.
-        let stream = items.iter().map(Vec::len).sum::<usize>() >= STREAM_PUT_MIN;
-        self.uploading |= stream;
+        // Part of a stream (a full frame or more, or anything else an uploading station
+        // puts: its seals and records come between its event frames): each job is
+        // answered before its commit, so that the next one joins the same transaction.
+        // A live change commits at once.
+        let full = items.iter().map(Vec::len).sum::<usize>() >= STREAM_PUT_MIN;
+        self.uploading |= full;
         let live = self.live_peer || !self.uploading;
+        let stream = full || !live;
         let mut out = PutOutcome::default();
         for (job, bytes) in checked.into_jobs(items) {
             let scope = scope.to_owned();

@@ -633,6 +633,20 @@ fn unsettled_puts_share_one_commit_until_a_read_or_a_write_settles_them() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(!store.receiving());
+
+    // While a peer's next frame is on its way in, the linger waits for it, up to
+    // `RECEIVING_LINGER_MAX` from the transaction's start.
+    let incoming = store.start_receiving();
+    let begun = Instant::now();
+    store.write_unsettled_blocking(1 << 20, |ctx| ctx.register(archive(6), "k", "p").map(|_| ())).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(store.counts().unwrap(), (1, 1), "committed while a frame was on its way in");
+    while store.counts().unwrap() != (2, 2) {
+        assert!(Instant::now() < deadline + RECEIVING_LINGER_MAX, "the lingering transaction never committed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(begun.elapsed() >= RECEIVING_LINGER_MAX, "committed after {:?}", begun.elapsed());
+    drop(incoming);
 }
 
 /// `n` registered cylinders whose events the index must take again: the cursor is put

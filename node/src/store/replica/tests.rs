@@ -193,6 +193,8 @@ fn a_long_put_goes_to_the_writer_in_jobs_and_names_exactly_its_own_change_number
         let items = ra.get_many(&scope, &ids).unwrap();
         let (jobs_before, seq_before) = (b.stats().jobs.load(Ordering::Relaxed), rb.seq(&scope).unwrap());
         let out = rb.put(&scope, items.clone()).unwrap();
+        // Puts during a peer's upload share the open transaction; jobs count at its commit.
+        rb.durable().unwrap();
         let jobs = b.stats().jobs.load(Ordering::Relaxed) - jobs_before;
         assert_eq!(out.stored.len(), items.len(), "{}", String::from_utf8_lossy(&scope));
         // Jobs of 8 events or 4 documents here (of 4,096 and 1,024 in a release build).
@@ -207,6 +209,32 @@ fn a_long_put_goes_to_the_writer_in_jobs_and_names_exactly_its_own_change_number
     assert!(stored > 40, "{stored} items");
     b.settle().unwrap();
     assert_same(&a, &b, 20);
+}
+
+/// While a peer uploads (from the session's start until its first push is in), what it
+/// puts beside its full frames (a seal, a few records) is answered before its commit and
+/// joins the open transaction, as its frames do; once its push is in, such a put is live
+/// and commits, with what waited, before it is answered.
+#[test]
+fn an_uploading_peers_small_puts_share_the_streams_commit_and_a_live_one_commits_at_once() {
+    let a = station_with_empties(3);
+    let ra = Replica::new(a.clone());
+    let b =
+        Store::in_memory_lingering(Arc::new(ManualClock::at(1_795_579_300_000)), std::time::Duration::from_secs(600))
+            .unwrap();
+    let mut rb = Replica::new(b.clone());
+    let scope = events_scope(ENT);
+    let ids = ra.ids(scope.as_bytes(), &[]).unwrap();
+    let items = ra.get_many(scope.as_bytes(), &ids).unwrap();
+    let (first, rest) = items.split_at(1);
+    let commits = || b.stats().commits.load(Ordering::Relaxed);
+    let before = commits();
+    assert_eq!(rb.put(scope.as_bytes(), first.to_vec()).unwrap().stored.len(), 1);
+    assert_eq!((commits(), b.counts().unwrap().1), (before, 0), "answered, not committed yet");
+    rb.peer_pushed(scope.as_bytes());
+    assert_eq!(rb.put(scope.as_bytes(), rest.to_vec()).unwrap().stored.len(), rest.len());
+    assert_eq!(commits(), before + 1, "the live put committed, with the one that waited");
+    assert_eq!(b.counts().unwrap().1, items.len() as u64);
 }
 
 /// The log is the duplicate check (an event key ends with its id): an event that comes
@@ -233,6 +261,7 @@ fn a_received_event_is_stored_once_however_often_it_comes() {
     assert_eq!(out.stored.len(), n - 50, "only the new ones: {out:?}");
     let out = rb.put(scope.as_bytes(), items.clone()).unwrap();
     assert!(out.stored.is_empty(), "{out:?}");
+    rb.durable().unwrap();
     assert_eq!(b.counts().unwrap().1, n as u64);
     // Ids in runs of 40 (in tests): several runs (two once the idle writer merged
     // the first two full ones), read as one table.
@@ -376,6 +405,7 @@ fn a_tampered_event_is_refused_and_not_stored() {
     assert_eq!(out.stored, vec![event.id.0]);
     assert_eq!(out.refused.len(), 1, "{out:?}");
     assert!(out.refused[0].contains("refused"), "{out:?}");
+    rb.durable().unwrap();
     assert_eq!(b.counts().unwrap().1, 1);
     let out = rb.put(docs_scope(ENT).as_bytes(), vec![vec![0, 3, b'x', b':', b'y', 1, 2, 3]]).unwrap();
     assert_eq!(out.refused.len(), 1, "{out:?}");
@@ -689,6 +719,7 @@ fn documents_loaded_on_every_core_come_out_in_item_order() {
     rb.precheck(Prechecked::of(scope.as_bytes(), items.clone(), &rb.store));
     let out = rb.put(scope.as_bytes(), damaged).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (items.len() - 1, 1), "{:?}", out.refused);
+    rb.durable().unwrap();
     assert_eq!(rb.store.counts().unwrap().0, 129);
 }
 
@@ -873,6 +904,7 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
     assert_eq!((out.stored.len(), out.refused.len()), (0, 0), "{:?}", out.refused);
     let out = rb2.put(seals.as_bytes(), seal.clone()).unwrap();
     assert_eq!(out.stored.len(), 1);
+    rb2.durable().unwrap();
     assert_eq!(b2.counts().unwrap().1, sealed.len() as u64, "the waiting events were taken in with their seal");
     assert_eq!(b2.cylinder(&code(1)).unwrap(), None, "no archive yet, but the events are stored");
     // Sent again after the seal, they are duplicates.
