@@ -196,11 +196,13 @@ const SMALL_FRAME_MAX: usize = 16 << 10;
 pub const MERGE_ITEM_BYTES: usize = 64 << 20;
 
 /// How long a head office's session waits at most, while other sessions' items are being
-/// stored, before it sends (see `run_session`). A bound so that relaying goes on, in
-/// bursts, under a load that never stops. With 10 s, twenty stations of 2,000 cylinders
-/// took 46.3 s to upload instead of 21.8 s: after the first ten seconds every session
-/// pushed a burst of the others' data back to its station, and each station stored that
-/// in the loop that also sends its own upload (`net_bench --stations 20`).
+/// stored and none of them commits, before it sends (see `run_session`). A bound for a
+/// peer that stalls in the middle of a frame; under a load that keeps committing, what
+/// this node, a regulator or a station outside an upload writes is relayed meanwhile
+/// (`Store::live_changes`), the uploads after them. Relaying uploads while they went on
+/// slowed them: with a 10-s bound from the wait's start, twenty stations of 2,000
+/// cylinders took 46.3 s to upload instead of 21.8 s, as each station stored the others'
+/// data in the loop that also sends its own (`net_bench --stations 20`).
 const RELAY_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// Bytes sent at most (two full item frames) before the peer's waiting frames are
@@ -630,6 +632,15 @@ async fn run_session(
                 // (A head office waiting for other sessions' puts looks again after each commit.)
                 changed = commits.changed(), if initiator || waits => {
                     changed.context("store closed")?;
+                    // The others' puts are going in: the wait's bound counts from here.
+                    // `receiving` no longer drops to false between commits (an uploading
+                    // station's puts share transactions of up to a second), so the bound
+                    // would otherwise run out in the middle of a long ingest; then twenty
+                    // stations of 5,000 cylinders were relayed 18-20 MB each while they
+                    // still uploaded, and the index after took 699 s instead of 221 s.
+                    if waits {
+                        waiting_since = Some(Instant::now());
+                    }
                     if initiator {
                         // A commit during a round goes at once, and a round confirms it as
                         // soon as this one ends, not at the next idle round a second later.
