@@ -334,11 +334,34 @@ type WriteBehind = (
 
 /// Hands one frame to the stream's writer (`write_behind`); its size on the wire.
 fn send_frame(out: &mpsc::UnboundedSender<Vec<u8>>, unsent: &AtomicUsize, frame: &Frame) -> anyhow::Result<usize> {
+    tracing::trace!(target: "node::frames", dir = "out", frame = %kind_of(frame));
     let bytes = frame.encode();
     let n = bytes.len();
     unsent.fetch_add(n, Ordering::AcqRel);
     out.send(bytes).map_err(|_| anyhow::anyhow!("sending: the stream's writer stopped"))?;
     Ok(n)
+}
+
+/// A frame's kind and size for the trace (`RUST_LOG=node::frames=trace`): which side
+/// sent what, in order, without the items.
+fn kind_of(f: &Frame) -> String {
+    match f {
+        Frame::Fingerprint { scope, prefix, fp } => {
+            format!("Fingerprint {} {prefix:02x?} n={}", String::from_utf8_lossy(scope), fp.count)
+        }
+        Frame::InSync { scope, .. } => format!("InSync {}", String::from_utf8_lossy(scope)),
+        Frame::Split { scope, prefix, children } => {
+            format!("Split {} {prefix:02x?} {}", String::from_utf8_lossy(scope), children.len())
+        }
+        Frame::IdList { scope, prefix, ids } => {
+            format!("IdList {} {prefix:02x?} {}", String::from_utf8_lossy(scope), ids.len())
+        }
+        Frame::Want { scope, ids } => format!("Want {} {}", String::from_utf8_lossy(scope), ids.len()),
+        Frame::Items { scope, items } => format!("Items {} {}", String::from_utf8_lossy(scope), items.len()),
+        Frame::Pushed { scope } => format!("Pushed {}", String::from_utf8_lossy(scope)),
+        Frame::Mark { scope, seq } => format!("Mark {} {seq}", String::from_utf8_lossy(scope)),
+        Frame::Holding { scope, seq } => format!("Holding {} {seq}", String::from_utf8_lossy(scope)),
+    }
 }
 
 /// Writes a session's frames in a task of its own, so that the session goes on taking
@@ -587,6 +610,7 @@ async fn run_session(
                         if let Some(checked) = checked {
                             replica.precheck(checked);
                         }
+                        tracing::trace!(target: "node::frames", dir = "in", frame = %kind_of(&frame));
                         let handled = tokio::task::block_in_place(|| session.handle(frame, &mut replica, now()));
                         replica.clear_precheck();
                         // Stored (or refused): the next frames may be decoded.

@@ -758,3 +758,44 @@ fn the_end_of_a_scopes_push_is_marked_so_a_cut_in_the_next_scope_keeps_it() {
     assert!(cut.sa.checkpoints()[SCOPE] > 0);
     assert_eq!(cut.b.held.items[DOCS].len(), 100);
 }
+
+/// A responder that stored more after its push (a head office taking in other stations'
+/// uploads) answers the peer's differing root fingerprint with those changes and its own
+/// fingerprint, not a walk: a walk raced the push and sent its items a second time.
+#[test]
+fn a_responder_that_stored_more_since_its_push_pushes_it_instead_of_walking() {
+    let (mut a, mut b, mut sa, mut sb) = synced_pair(1_000);
+    add(&mut b, 10_000..10_300);
+    sa.start(&a, 0).unwrap();
+    let mut walk = 0;
+    let mut wrote = false;
+    for _ in 0..1_000 {
+        let mut moved = false;
+        while let Some(f) = sa.poll_transmit(&a).unwrap() {
+            walk += matches!(f, Frame::Split { .. } | Frame::IdList { .. } | Frame::Want { .. }) as usize;
+            // b takes in 200 more (another station's upload) after its push went, before
+            // a's fingerprint comes.
+            if matches!(f, Frame::Fingerprint { .. }) && !wrote {
+                add(&mut b, 20_000..20_200);
+                wrote = true;
+            }
+            sb.handle(f, &mut b, 0).unwrap();
+            moved = true;
+        }
+        while let Some(f) = sb.poll_transmit(&b).unwrap() {
+            walk += matches!(f, Frame::Split { .. } | Frame::IdList { .. } | Frame::Want { .. }) as usize;
+            sa.handle(f, &mut a, 0).unwrap();
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(wrote);
+    assert_eq!(a.items, b.items);
+    assert!(sa.is_in_sync() && sb.is_in_sync(), "the round stalled");
+    assert_eq!(walk, 0, "walked");
+    assert_eq!(sb.stats.items_sent, 500, "an item sent twice");
+    assert_eq!(sa.checkpoints()[SCOPE], a.seq(SCOPE).unwrap());
+    assert_eq!(sb.checkpoints()[SCOPE], b.seq(SCOPE).unwrap());
+}
