@@ -463,7 +463,7 @@ async fn run_session(
             // Puts need no answer, so what waits is only this side's frames (answers to the
             // peer's marks went as each was handled, below).
             let waits = !initiator
-                && store.receiving()
+                && (store.uploading() || store.receiving())
                 && waiting_since.get_or_insert_with(Instant::now).elapsed() < RELAY_WAIT_MAX;
             if !waits {
                 waiting_since = None;

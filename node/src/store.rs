@@ -214,6 +214,8 @@ pub struct WriterStats {
     pub receiving: AtomicU64,
     /// The writer holds answered puts not yet committed (see [`Store::write_unsettled_blocking`]).
     pub unsettled: std::sync::atomic::AtomicBool,
+    /// Peers whose upload is not over (see [`Store::uploading`]).
+    pub uploads: AtomicU64,
     /// The writer has idle work left: received events not yet in the traceability index,
     /// or runs to merge (it may not know there are none until it has looked).
     pub idle_work: std::sync::atomic::AtomicBool,
@@ -227,6 +229,24 @@ pub struct Receiving(Arc<WriterStats>);
 impl Drop for Receiving {
     fn drop(&mut self) {
         self.0.receiving.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a peer's upload as not over for as long as it lives (see [`Store::uploading`]).
+#[derive(Debug)]
+pub struct Uploading(Arc<WriterStats>);
+
+/// A copy counts once more (a cloned `Replica` holds its own).
+impl Clone for Uploading {
+    fn clone(&self) -> Self {
+        self.0.uploads.fetch_add(1, Ordering::AcqRel);
+        Uploading(self.0.clone())
+    }
+}
+
+impl Drop for Uploading {
+    fn drop(&mut self) {
+        self.0.uploads.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -408,6 +428,22 @@ impl Store {
     /// for that before they send (see `replication::RELAY_WAIT_MAX`).
     pub fn receiving(&self) -> bool {
         self.stats.receiving.load(Ordering::Acquire) > 0 || self.stats.unsettled.load(Ordering::Acquire)
+    }
+
+    /// Whether a peer's upload is not over: a station's session from its start until its
+    /// first push is in, and from any put of a full frame or more until that push's end
+    /// (`Replica::put`). Steadier than [`Store::receiving`], which drops to false whenever
+    /// no frame is on its way in and nothing waits for a commit, also in the middle of an
+    /// upload: a head office's sessions relay nothing but live changes while it holds
+    /// (see `replication::RELAY_WAIT_MAX`).
+    pub fn uploading(&self) -> bool {
+        self.stats.uploads.load(Ordering::Acquire) > 0
+    }
+
+    /// Counts a peer's upload as not over until the guard drops.
+    pub fn start_upload(&self) -> Uploading {
+        self.stats.uploads.fetch_add(1, Ordering::AcqRel);
+        Uploading(self.stats.clone())
     }
 
     /// Counts received items until the guard drops: a driver holds one from the moment

@@ -1034,7 +1034,7 @@ impl Store {
 /// full; see [`Store::write_unsettled_blocking`]).
 const STREAM_PUT_MIN: usize = 1 << 20;
 
-/// Change sequence ranges stations' uploads added (`Replica::uploading`): scope → ranges `(first, last)` in order,
+/// Change sequence ranges stations' uploads added (`Replica::upload`): scope → ranges `(first, last)` in order,
 /// neighbours joined. Kept in memory: they only steer what a waiting session relays
 /// early, never what is stored or sent in the end.
 pub(crate) type FromStations = std::collections::BTreeMap<String, Vec<(u64, u64)>>;
@@ -1117,7 +1117,8 @@ pub struct Replica {
     /// counts as live. Taking a session's first push as live when its frames were small
     /// made twenty stations of 500 cylinders, uploading at once, be relayed each other's
     /// documents: 41.8 s instead of 6.6 s (`net_bench --stations 20 --cylinders 500`).
-    uploading: bool,
+    /// Held while it is (`Store::uploading`).
+    upload: Option<super::Uploading>,
 }
 
 /// Items of one kind the writer takes in one job of a put. A put of a stream (frames
@@ -1256,12 +1257,14 @@ impl Prechecked {
 
 impl Replica {
     pub fn new(store: Store) -> Replica {
-        Replica { store, prechecked: None, live_peer: false, uploading: true }
+        let upload = Some(store.start_upload());
+        Replica { store, prechecked: None, live_peer: false, upload }
     }
 
     /// Takes what the peer puts as live (see `Replica::live_peer`): for a regulator's laptop.
     pub fn peer_is_live(&mut self) {
         self.live_peer = true;
+        self.upload = None;
     }
 
     /// Hands over [`Prechecked::of`]'s verdicts on the items of the frame about to be
@@ -1304,7 +1307,7 @@ impl ItemStore for Replica {
 
     /// The peer's upload is over: what it puts next is live until it streams again.
     fn peer_pushed(&mut self, _scope: &[u8]) {
-        self.uploading = false;
+        self.upload = None;
     }
 
     fn seq(&self, scope: &[u8]) -> Result<u64, StoreError> {
@@ -1436,8 +1439,10 @@ impl ItemStore for Replica {
         // answered before its commit, so that the next one joins the same transaction.
         // A live change commits at once.
         let full = items.iter().map(Vec::len).sum::<usize>() >= STREAM_PUT_MIN;
-        self.uploading |= full;
-        let live = self.live_peer || !self.uploading;
+        if full && !self.live_peer && self.upload.is_none() {
+            self.upload = Some(self.store.start_upload());
+        }
+        let live = self.live_peer || self.upload.is_none();
         let stream = full || !live;
         let mut out = PutOutcome::default();
         for (job, bytes) in checked.into_jobs(items) {

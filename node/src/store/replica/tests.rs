@@ -800,7 +800,9 @@ fn a_stations_puts_are_live_outside_its_uploads_and_a_regulators_always() {
         let (live, upto) = office.live_changes(scope.as_bytes(), after, 100_000).unwrap();
         (live.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), upto)
     };
+    assert!(!office.uploading());
     let mut from_station = Replica::new(office.clone());
+    assert!(office.uploading(), "a station's session starts with its upload");
     let put = |r: &mut Replica, part: &[Vec<u8>]| {
         let out = r.put(scope.as_bytes(), part.to_vec()).unwrap();
         assert_eq!(out.stored.len(), part.len(), "{:?}", out.refused.first());
@@ -816,11 +818,13 @@ fn a_stations_puts_are_live_outside_its_uploads_and_a_regulators_always() {
     put(&mut from_station, &items[..2]);
     assert_eq!(live(0), (vec![], 2));
     from_station.peer_pushed(scope.as_bytes());
+    assert!(!office.uploading(), "its first push is in");
     // Then a handheld's operation, sent as it is made.
     put(&mut from_station, &items[2..3]);
     assert_eq!(live(0), (vec![3], 3));
     // An upload: a stream, then the short end of a page, all waiting with the bulk.
     put(&mut from_station, &bulk);
+    assert!(office.uploading(), "a stream is an upload");
     let n = items.len() as u64;
     put(&mut from_station, &items[items.len() - 9..items.len() - 6]);
     let (during, upto) = live(3);
@@ -828,7 +832,11 @@ fn a_stations_puts_are_live_outside_its_uploads_and_a_regulators_always() {
     assert_eq!(upto, n - 6);
     // The station has pushed all it had: its next put is live again.
     from_station.peer_pushed(scope.as_bytes());
+    assert!(!office.uploading());
     put(&mut from_station, &items[items.len() - 6..items.len() - 3]);
+    assert!(!office.uploading(), "a live put is no upload");
+    drop(Replica::new(office.clone()));
+    assert!(!office.uploading(), "a session that ends ends its upload");
     assert_eq!(live(3), (vec![n - 5, n - 4, n - 3], n - 3));
     let mut from_regulator = Replica::new(office.clone());
     from_regulator.peer_is_live();
@@ -840,6 +848,7 @@ fn a_stations_puts_are_live_outside_its_uploads_and_a_regulators_always() {
     from_regulator.peer_is_live();
     from_regulator.put(seals.as_bytes(), seal_items).unwrap();
     put(&mut from_regulator, &bulk);
+    assert!(!other.uploading(), "a regulator's laptop never uploads");
     assert_eq!(other.live_changes(scope.as_bytes(), 0, 100_000).unwrap().0.len(), bulk.len());
     office.write_blocking(|ctx| ctx.register(archive(99), "k", "HO")).unwrap();
     let (own, upto) = office.live_changes(scope.as_bytes(), n, 100).unwrap();
