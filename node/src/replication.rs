@@ -195,9 +195,10 @@ const SMALL_FRAME_MAX: usize = 16 << 10;
 /// bounded by the read-ahead permits (`DECODED_MAX` frames), not by this.
 pub const MERGE_ITEM_BYTES: usize = 64 << 20;
 
-/// How long a head office's session waits at most, while other sessions' items are being
-/// stored and none of them commits, before it sends (see `run_session`). A bound for a
-/// peer that stalls in the middle of a frame; under a load that keeps committing, what
+/// How long a head office's session waits at most, while a peer's upload is not over
+/// (`Store::uploading`) or peers' items are being stored (`Store::receiving`) and nothing
+/// commits, before it sends (see `run_session`). A bound for a peer that stalls in the
+/// middle of its upload; under a load that keeps committing, what
 /// this node, a regulator or a station outside an upload writes is relayed meanwhile
 /// (`Store::live_changes`), the uploads after them. Relaying uploads while they went on
 /// slowed them: with a 10-s bound from the wait's start, twenty stations of 2,000
@@ -657,9 +658,9 @@ async fn run_session(
                 changed = commits.changed(), if initiator || waits => {
                     changed.context("store closed")?;
                     // The others' puts are going in: the wait's bound counts from here.
-                    // `receiving` no longer drops to false between commits (an uploading
-                    // station's puts share transactions of up to a second), so the bound
-                    // would otherwise run out in the middle of a long ingest; then twenty
+                    // Counted from the wait's start, it ran out in the middle of a long
+                    // ingest (an uploading station's puts share transactions of up to a
+                    // second, so the wait no longer broke off between commits): twenty
                     // stations of 5,000 cylinders were relayed 18-20 MB each while they
                     // still uploaded, and the index after took 699 s instead of 221 s.
                     if waits {
