@@ -316,10 +316,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for other in &others {
                     replication.extend(start_replication(&s, other, tracking.clone())?);
                 }
+                let closing: Vec<Store> = std::iter::once(&store).chain(&others).cloned().collect();
                 let node = Node::start(s, Deps { listener, store, others, clock, peers })?;
                 eprintln!("节点已启动 / node listening on http://{}", node.addr);
                 shutdown_signal().await;
                 tracing::info!("shutting down");
+                // A put under way stops at its next part: a station storing a relay took
+                // up to half a minute to stop, waiting for the whole put.
+                closing.iter().for_each(Store::begin_close);
+                // Held on, these copies would keep the store open past its shutdown.
+                drop(closing);
                 // Replication tasks hold the store: end them before it closes.
                 for task in replication {
                     task.abort();

@@ -778,6 +778,10 @@ pub fn connect(
             };
             match attempt.await {
                 Ok(()) => backoff = Duration::from_millis(200),
+                Err(_) if store.is_closing() => {
+                    tracing::info!(%upstream, "replication stopped: the node is shutting down");
+                    return;
+                }
                 Err(e) => tracing::warn!(%upstream, error = %e, retry_in = ?backoff, "head office unreachable"),
             }
             tokio::time::sleep(backoff).await;

@@ -110,6 +110,8 @@ pub enum StoreError {
     Invalid(String),
     #[error("the writer stopped")]
     WriterGone,
+    #[error("the node is shutting down")]
+    Closing,
     #[error("a write job panicked: {0}")]
     Panicked(String),
 }
@@ -216,6 +218,8 @@ pub struct WriterStats {
     pub unsettled: std::sync::atomic::AtomicBool,
     /// Peers whose upload is not over (see [`Store::uploading`]).
     pub uploads: AtomicU64,
+    /// The node is shutting down (see [`Store::begin_close`]).
+    pub closing: std::sync::atomic::AtomicBool,
     /// The writer has idle work left: received events not yet in the traceability index,
     /// or runs to merge (it may not know there are none until it has looked).
     pub idle_work: std::sync::atomic::AtomicBool,
@@ -438,6 +442,18 @@ impl Store {
     /// (see `replication::RELAY_WAIT_MAX`).
     pub fn uploading(&self) -> bool {
         self.stats.uploads.load(Ordering::Acquire) > 0
+    }
+
+    /// The node begins to shut down: a peer's put under way stops before its next part
+    /// (`Replica::put`) and says so. What its parts before stored stays; the peer sends
+    /// the rest again, from the last progress mark this side made durable.
+    pub fn begin_close(&self) {
+        self.stats.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether the node is shutting down ([`Store::begin_close`]).
+    pub fn is_closing(&self) -> bool {
+        self.stats.closing.load(Ordering::Acquire)
     }
 
     /// Counts a peer's upload as not over until the guard drops.

@@ -1446,6 +1446,9 @@ impl ItemStore for Replica {
         let stream = full || !live;
         let mut out = PutOutcome::default();
         for (job, bytes) in checked.into_jobs(items) {
+            if self.store.is_closing() {
+                return Err(StoreError::Closing);
+            }
             let scope = scope.to_owned();
             let store = self.store.clone();
             let job = move |ctx: &mut WriteCtx<'_>| {

@@ -1057,3 +1057,20 @@ fn a_local_scrap_sorts_after_a_received_fill_from_a_clock_that_runs_ahead() {
     replicate(&ahead, &here);
     assert!(ahead.anomalies(&AnomalyFilter::default()).unwrap().is_empty());
 }
+
+/// A node shutting down stops a peer's put before its next part and says so: a station
+/// storing a relay took up to half a minute to stop, waiting for the whole put.
+#[test]
+fn a_put_stops_before_its_next_part_once_the_node_closes() {
+    let a = station_with_empties(3);
+    let scope = events_scope(ENT);
+    let items = items(&Replica::new(a.clone()), &scope);
+    let b = store(1_795_579_300_000);
+    let mut rb = Replica::new(b.clone());
+    b.begin_close();
+    assert!(matches!(rb.put(scope.as_bytes(), items.clone()), Err(StoreError::Closing)));
+    assert_eq!(b.counts().unwrap().1, 0, "nothing stored after the close began");
+    let c = store(1_795_579_300_000);
+    let mut rc = Replica::new(c.clone());
+    assert_eq!(rc.put(scope.as_bytes(), items.clone()).unwrap().stored.len(), items.len());
+}
