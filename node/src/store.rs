@@ -225,34 +225,44 @@ pub struct WriterStats {
     pub idle_work: std::sync::atomic::AtomicBool,
 }
 
-/// Counts received items, from their decoding until they are stored, for as long as it
-/// lives (see [`Store::receiving`]).
-#[derive(Debug)]
-pub struct Receiving(Arc<WriterStats>);
+/// Counts one of [`WriterStats`]' counters up for as long as it lives: received items
+/// from their decoding until they are stored ([`Store::start_receiving`]), or a peer's
+/// upload that is not over ([`Store::start_upload`]). A copy counts once more (a cloned
+/// `Replica` holds its own).
+pub struct Counted {
+    stats: Arc<WriterStats>,
+    counter: fn(&WriterStats) -> &AtomicU64,
+}
 
-impl Drop for Receiving {
-    fn drop(&mut self) {
-        self.0.receiving.fetch_sub(1, Ordering::AcqRel);
+impl Counted {
+    fn new(stats: &Arc<WriterStats>, counter: fn(&WriterStats) -> &AtomicU64) -> Counted {
+        counter(stats).fetch_add(1, Ordering::AcqRel);
+        Counted { stats: stats.clone(), counter }
     }
 }
 
-/// Counts a peer's upload as not over for as long as it lives (see [`Store::uploading`]).
-#[derive(Debug)]
-pub struct Uploading(Arc<WriterStats>);
+impl std::fmt::Debug for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted").field("now", &(self.counter)(&self.stats).load(Ordering::Relaxed)).finish()
+    }
+}
 
-/// A copy counts once more (a cloned `Replica` holds its own).
-impl Clone for Uploading {
+impl Clone for Counted {
     fn clone(&self) -> Self {
-        self.0.uploads.fetch_add(1, Ordering::AcqRel);
-        Uploading(self.0.clone())
+        Counted::new(&self.stats, self.counter)
     }
 }
 
-impl Drop for Uploading {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.uploads.fetch_sub(1, Ordering::AcqRel);
+        (self.counter)(&self.stats).fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// Received items on their way in (see [`Store::receiving`]).
+pub type Receiving = Counted;
+/// A peer's upload not over (see [`Store::uploading`]).
+pub type Uploading = Counted;
 
 type JobResult = Result<Box<dyn Any + Send>, StoreError>;
 type JobFn = Box<dyn FnOnce(&mut WriteCtx<'_>) -> JobResult + Send>;
@@ -458,16 +468,14 @@ impl Store {
 
     /// Counts a peer's upload as not over until the guard drops.
     pub fn start_upload(&self) -> Uploading {
-        self.stats.uploads.fetch_add(1, Ordering::AcqRel);
-        Uploading(self.stats.clone())
+        Counted::new(&self.stats, |s| &s.uploads)
     }
 
     /// Counts received items until the guard drops: a driver holds one from the moment
     /// it decodes a frame of items until that frame is put. The idle writer does no index
     /// pass or merge meanwhile.
     pub fn start_receiving(&self) -> Receiving {
-        self.stats.receiving.fetch_add(1, Ordering::AcqRel);
-        Receiving(self.stats.clone())
+        Counted::new(&self.stats, |s| &s.receiving)
     }
 
     /// The node's Ed25519 secret seed (its TLS key too). Never logged.

@@ -1072,5 +1072,6 @@ fn a_put_stops_before_its_next_part_once_the_node_closes() {
     assert_eq!(b.counts().unwrap().1, 0, "nothing stored after the close began");
     let c = store(1_795_579_300_000);
     let mut rc = Replica::new(c.clone());
-    assert_eq!(rc.put(scope.as_bytes(), items.clone()).unwrap().stored.len(), items.len());
+    let n = items.len();
+    assert_eq!(rc.put(scope.as_bytes(), items).unwrap().stored.len(), n);
 }
