@@ -50,8 +50,10 @@ use tables::*;
 /// layout 4's traceability index was one tree without runs (`migrate_index`);
 /// layout 5's id and sealed tables were one tree each (`migrate_to_runs`);
 /// layout 6's change sequence had a row per entry (`migrate_packed_changes`);
-/// layout 7's two-byte summary level had a row per prefix (`migrate_packed_summaries`).
-pub const LAYOUT: u64 = 8;
+/// layout 7's two-byte summary level had a row per prefix (`migrate_packed_summaries`);
+/// layout 8's sealed events did not name their seal, a table per event did
+/// (`migrate_seal_refs`).
+pub const LAYOUT: u64 = 9;
 /// Jobs applied in one transaction at most.
 const BATCH_MAX: usize = 512;
 /// How long answered puts of a peer's items wait in an open transaction for the next
@@ -893,20 +895,25 @@ pub(crate) fn doc_bytes(
 }
 
 /// First byte of an `events-2` value: the canonical bytes follow directly (a seal stands
-/// for the event's signature, layout 3) ...
+/// for the event's signature, layouts 3 to 8, which kept which seal in `sealed-2`) ...
 const LOG_SEALED: u8 = 0;
-/// ... or the 64-byte signature comes first.
+/// ... or the 64-byte signature comes first ...
 const LOG_SIGNED: u8 = 1;
+/// ... or the 32-byte id of the seal that stands for the signature (layout 9).
+const LOG_SEALED_BY: u8 = 2;
 
-/// An event's `events-2` value: without the 64 zero bytes the stored (wire) form has for
-/// an event received under a seal, which are about a quarter of a head office's log.
+/// An event's `events-2` value: a sealed event keeps only its seal's id of the 64 bytes
+/// its stored (wire) form has in place of a signature ([`schema::seal::seal_ref`]).
 pub(crate) fn log_value(event: &SignedEvent) -> Vec<u8> {
     log_value_of(&event.signature, &event.bytes)
 }
 
 fn log_value_of(signature: &[u8; 64], bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(65 + bytes.len());
-    if *signature == replica::NO_SIGNATURE {
+    if let Some(seal) = schema::seal::named_seal(signature) {
+        out.push(LOG_SEALED_BY);
+        out.extend_from_slice(&seal);
+    } else if *signature == replica::NO_SIGNATURE {
         out.push(LOG_SEALED);
     } else {
         out.push(LOG_SIGNED);
@@ -916,7 +923,8 @@ fn log_value_of(signature: &[u8; 64], bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An `events-2` value's signature (zero bytes under a seal) and canonical bytes.
+/// An `events-2` value's signature (or the reference to its seal; zero bytes for an
+/// event of layout 8 or older that no seal here lists) and canonical bytes.
 pub(crate) fn log_parts(value: &[u8]) -> Result<([u8; 64], &[u8]), StoreError> {
     let bad = || StoreError::Corrupt("event log value".into());
     match value.split_first() {
@@ -924,6 +932,14 @@ pub(crate) fn log_parts(value: &[u8]) -> Result<([u8; 64], &[u8]), StoreError> {
         Some((&LOG_SIGNED, rest)) if rest.len() > 64 => {
             let (sig, bytes) = rest.split_at(64);
             Ok((sig.try_into().map_err(|_| bad())?, bytes))
+        }
+        Some((&LOG_SEALED_BY, rest)) if rest.len() > 32 => {
+            let (seal, bytes) = rest.split_at(32);
+            let seal: [u8; 32] = seal.try_into().map_err(|_| bad())?;
+            match seal == [0; 32] {
+                true => Err(bad()),
+                false => Ok((schema::seal::seal_ref(&seal), bytes)),
+            }
         }
         _ => Err(bad()),
     }
@@ -1007,7 +1023,7 @@ fn index_key(run: u32, dimension: &str, value: &str, wall_ms: i64, id: &[u8; 32]
 fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(SigningKey, Hlc, [u8; 32]), StoreError> {
     let tx = begin(db, quick_repair)?;
     let (key, hlc, token_key) = {
-        let mut meta = tx.open_table(META_TABLE)?;
+        let meta = tx.open_table(META_TABLE)?;
         tx.open_table(EVENTS_TABLE)?;
         tx.open_table(ID_RUNS.def)?;
         tx.open_table(EVENT_INDEX_TABLE)?;
@@ -1025,7 +1041,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
         tx.open_table(SUMMARY_L2_TABLE)?;
         tx.open_table(ANOMALIES_TABLE)?;
         tx.open_table(CHANGES_TABLE)?;
-        tx.open_table(runs::SEALED_RUNS.def)?;
+        tx.open_table(SIGNED_UNSEALED_TABLE)?;
         tx.open_table(UNSEALED_TABLE)?;
         tx.open_table(AWAITING_SEAL_TABLE)?;
         let layout = meta.get("layout")?.map(|v| v.value().to_vec());
@@ -1037,7 +1053,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
             },
         };
         // Each conversion takes the file one layout on, in this one transaction.
-        let steps: [Conversion; 7] = [
+        let steps: [Conversion; 8] = [
             migrate_change_log,
             migrate_log,
             migrate_ids,
@@ -1045,10 +1061,14 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
             migrate_to_runs,
             migrate_packed_changes,
             migrate_packed_summaries,
+            migrate_seal_refs,
         ];
+        // The conversions open `meta-1` themselves.
+        drop(meta);
         for step in steps.iter().skip(from as usize - 1) {
             step(&tx)?;
         }
+        let mut meta = tx.open_table(META_TABLE)?;
         if layout.is_none() || from < LAYOUT {
             meta.insert("layout", LAYOUT.to_le_bytes().as_slice())?;
         }
@@ -1290,6 +1310,70 @@ fn migrate_to_runs(tx: &WriteTransaction) -> Result<(), StoreError> {
     let ids = runs::migrate(tx, EVENT_IDS_V2_TABLE, ID_RUNS)?;
     let sealed = runs::migrate(tx, SEALED_V1_TABLE, runs::SEALED_RUNS)?;
     tracing::info!(ids, sealed, ms = started.elapsed().as_millis() as u64, "storage layout 5 converted to 6");
+    Ok(())
+}
+
+/// Converts layout 8's sealed events (log values led by byte 0, which seal lists each
+/// kept in `sealed-2`) into layout 9's: each event that a stored seal of its own node
+/// lists gets that seal's id in its log value, a signed one too (it travels on without its
+/// signature, as `sealed-2` made it before), and `sealed-2` is dropped. Other nodes'
+/// events still signed are listed in `signed-unsealed-1` for their seal to come. Runs
+/// once, in the opening transaction, so a crash leaves either layout whole.
+fn migrate_seal_refs(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let (mut sealed, mut signed) = (0u64, 0u64);
+    {
+        let items = tx.open_table(SYNC_ITEMS_TABLE)?;
+        let ids = Ids::new(tx.open_table(ID_RUNS.def)?)?;
+        let mut log = tx.open_table(EVENTS_TABLE)?;
+        for item in items.iter()? {
+            let (k, v) = item?;
+            let (scope, seal_id) = k.value();
+            if replica::ScopeKind::of(scope) != replica::ScopeKind::Seals {
+                continue;
+            }
+            let seal = schema::seal::Seal::decode_trusted(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("stored seal: {e}")))?;
+            let reference = schema::seal::seal_ref(seal_id);
+            for listed in &seal.ids {
+                for key in ids.keys_with_prefix(listed)? {
+                    let Some(value) = log.get(key.as_slice())?.map(|v| v.value().to_vec()) else { continue };
+                    let (signature, bytes) = log_parts(&value)?;
+                    if schema::seal::named_seal(&signature).is_some() || Event::node_of(bytes).ok() != Some(seal.signer)
+                    {
+                        continue;
+                    }
+                    log.insert(key.as_slice(), log_value_of(&reference, bytes).as_slice())?;
+                    sealed += 1;
+                }
+            }
+        }
+    }
+    {
+        let own = tx.open_table(META_TABLE)?.get("node_key")?.and_then(|v| <[u8; 32]>::try_from(v.value()).ok());
+        let own = own.map(|secret| NodeId(SigningKey::from_bytes(&secret).verifying_key().to_bytes()));
+        let log = tx.open_table(EVENTS_TABLE)?;
+        let mut waiting = tx.open_table(SIGNED_UNSEALED_TABLE)?;
+        for item in log.iter()? {
+            let (k, v) = item?;
+            let (signature, bytes) = log_parts(v.value())?;
+            if signature == replica::NO_SIGNATURE || schema::seal::named_seal(&signature).is_some() {
+                continue;
+            }
+            let (Ok(node), Some(id)) = (Event::node_of(bytes), k.value().last_chunk::<32>()) else { continue };
+            if Some(node) != own {
+                waiting.insert(&replica::signed_unsealed_key(&EventId(*id), &node), k.value())?;
+                signed += 1;
+            }
+        }
+    }
+    tx.delete_table(runs::SEALED_RUNS.def)?;
+    {
+        let mut meta = tx.open_table(META_TABLE)?;
+        meta.remove(runs::SEALED_RUNS.run_key("").as_str())?;
+        meta.remove(runs::SEALED_RUNS.merge_key("").as_str())?;
+    }
+    tracing::info!(sealed, signed, ms = started.elapsed().as_millis() as u64, "storage layout 8 converted to 9");
     Ok(())
 }
 
@@ -1834,7 +1918,7 @@ impl Writer {
     /// Whether a table in runs holds [`MERGE_FORCE_RUNS`] full runs of one level.
     fn runs_piled_up(&self) -> Result<bool, StoreError> {
         let r = self.db.begin_read()?;
-        for table in [INDEX_RUNS, ID_RUNS, runs::SEALED_RUNS] {
+        for table in [INDEX_RUNS, ID_RUNS] {
             if table.piled_up(&r, &self.scope, MERGE_FORCE_RUNS)? {
                 return Ok(true);
             }
@@ -1843,11 +1927,11 @@ impl Writer {
     }
 
     /// One step of a merge of the index's runs or, once they need none, of the id
-    /// table's, then the sealed table's: committed when done, aborted when stopped.
+    /// table's: committed when done, aborted when stopped.
     fn merge_step(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<runs::Step, StoreError> {
         let tx = begin(&self.db, self.quick_repair)?;
         let mut step = runs::Step::Nothing;
-        for table in [INDEX_RUNS, ID_RUNS, runs::SEALED_RUNS] {
+        for table in [INDEX_RUNS, ID_RUNS] {
             step = table.merge_step(&tx, &self.scope, stop)?;
             if step != runs::Step::Nothing {
                 break;

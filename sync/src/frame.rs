@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fingerprint::{Fingerprint, Id};
 
-/// Protocol version written into every frame.
-pub const VERSION: u8 = 4;
+/// Protocol version written into every frame (5: a sealed event names its seal in place
+/// of its signature).
+pub const VERSION: u8 = 5;
 /// Flags byte: the postcard bytes are DEFLATE-compressed.
 pub const DEFLATE: u8 = 1;
 /// Frames whose encoding is at most this long go raw.

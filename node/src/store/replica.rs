@@ -10,13 +10,13 @@ use automerge::{AutoCommit, ChangeHash};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use schema::archive::{CylinderArchive, DocId, read_document};
 use schema::event::{NodeId, SignedEvent};
-use schema::seal::{Seal, SealedId, sealed_id};
+use schema::seal::{Seal, SealId, SealedId, named_seal, seal_ref, sealed_id};
 use schema::state::derive;
 use sha2::{Digest, Sha256};
 use sync::fingerprint::{Id, Summary};
 use sync::store::{ItemStore, PutOutcome};
 
-use super::runs::{ID_RUNS, Ids, Origin, SEALED_RUNS, Sealed};
+use super::runs::{ID_RUNS, Ids, Origin};
 use super::tables::*;
 use super::{CylinderRow, Store, StoreError, WriteCtx};
 
@@ -59,8 +59,70 @@ pub fn scopes(enterprise: &str) -> Vec<Vec<u8>> {
     [docs_scope(enterprise), seals_scope(enterprise), events_scope(enterprise)].map(String::into_bytes).to_vec()
 }
 
-/// The signature an event travels with when a seal vouches for it instead.
+/// The signature field of layout 8's sealed events, which named no seal (now refused on
+/// receipt, and what an old event no seal here lists reads back with).
 pub const NO_SIGNATURE: [u8; 64] = [0; 64];
+
+/// The key of an event in `signed-unsealed-1`.
+pub(crate) fn signed_unsealed_key(id: &schema::event::EventId, node: &NodeId) -> [u8; 48] {
+    let mut key = [0; 48];
+    key[..16].copy_from_slice(&sealed_id(id));
+    key[16..].copy_from_slice(&node.0);
+    key
+}
+
+/// What the seal an unsigned event names says of it.
+enum SealCheck {
+    /// A seal of the event's own node, stored here, lists it.
+    Listed,
+    /// The seal it names is not here (yet).
+    NotHere,
+    /// Why the event cannot be taken in under a seal.
+    Refused(&'static str),
+}
+
+/// Stored seals looked up by id, each decoded once per batch, its ids sorted.
+struct SealBook<T> {
+    items: T,
+    scope: String,
+    seen: std::collections::HashMap<SealId, Option<(NodeId, Vec<SealedId>)>>,
+}
+
+impl<T: ReadableTable<(&'static str, &'static [u8; 32]), &'static [u8]>> SealBook<T> {
+    fn new(items: T, enterprise: &str) -> SealBook<T> {
+        SealBook { items, scope: seals_scope(enterprise), seen: std::collections::HashMap::new() }
+    }
+
+    /// Checks an event that came without a signature against the seal it names.
+    fn check(&mut self, event: &SignedEvent) -> Result<SealCheck, StoreError> {
+        let Some(named) = named_seal(&event.signature) else {
+            return Ok(SealCheck::Refused("it carries no signature and names no seal"));
+        };
+        if !self.seen.contains_key(&named) {
+            let seal = match self.items.get((self.scope.as_str(), &named))? {
+                Some(bytes) => {
+                    let seal = Seal::decode_trusted(bytes.value())
+                        .map_err(|e| StoreError::Corrupt(format!("stored seal: {e}")))?;
+                    let mut ids = seal.ids;
+                    ids.sort_unstable();
+                    Some((seal.signer, ids))
+                }
+                None => None,
+            };
+            self.seen.insert(named, seal);
+        }
+        Ok(match self.seen.get(&named) {
+            Some(Some((signer, _))) if *signer != event.event.node => {
+                SealCheck::Refused("it carries no signature and the seal it names is another node's")
+            }
+            Some(Some((_, ids))) => match ids.binary_search(&sealed_id(&event.id)).is_ok() {
+                true => SealCheck::Listed,
+                false => SealCheck::Refused("it carries no signature and the seal it names does not list it"),
+            },
+            _ => SealCheck::NotHere,
+        })
+    }
+}
 
 /// Received events kept aside for their seal at most; beyond, they are refused (and sent
 /// again by a later round).
@@ -93,7 +155,7 @@ fn doc_item_id(doc_id: &DocId, heads: &[ChangeHash]) -> Id {
 pub enum Verdict {
     /// Its signature, or a seal of its node stored here, vouches for it.
     Checked(SignedEvent),
-    /// It came without a signature and no seal of its node listed it when checked: the
+    /// It came without a signature and the seal it names was not here when checked: the
     /// writer looks again (the seal may be in the frame stored just before).
     AwaitsSeal(SignedEvent),
     Refused(String),
@@ -101,16 +163,21 @@ pub enum Verdict {
 
 /// Decodes received events and checks their signatures: in batches, on every core (a
 /// batch that fails is checked event by event to name the bad ones). An event without a
-/// signature is looked up among the seals stored here. This is most of the cost of taking
-/// in a peer's events, and it runs before the writer's transaction.
+/// signature is looked up in the seal it names, if that is stored here. This is most of
+/// the cost of taking in a peer's events, and it runs before the writer's transaction.
 pub fn verify_items(items: &[Vec<u8>], store: &Store) -> Vec<Verdict> {
     let verdicts = on_every_core(items, "event check panicked", |chunk| {
         let read = store.db.begin_read().ok();
-        let sealed = read.as_ref().and_then(|r| Sealed::new(r.open_table(SEALED_RUNS.def).ok()?).ok());
-        // Whether a seal of the event's own node lists it (a seal of another node's is
-        // found, and the event refused, by the writer's look-up).
-        let sealed_by_its_node = |e: &SignedEvent| -> bool {
-            sealed.as_ref().is_some_and(|t| t.contains(&sealed_id(&e.id), &e.event.node.0).unwrap_or(false))
+        let mut seals =
+            read.as_ref().and_then(|r| Some(SealBook::new(r.open_table(SYNC_ITEMS_TABLE).ok()?, &store.enterprise)));
+        // What the seal says, if it is here (when it is not, or the look-up fails, the
+        // writer looks again in its transaction).
+        let mut under_seal = |e: SignedEvent| -> Verdict {
+            match seals.as_mut().map(|b| b.check(&e)) {
+                Some(Ok(SealCheck::Listed)) => Verdict::Checked(e),
+                Some(Ok(SealCheck::Refused(why))) => Verdict::Refused(format!("event {} refused: {why}", e.id)),
+                _ => Verdict::AwaitsSeal(e),
+            }
         };
         let mut verdicts: Vec<Verdict> = Vec::with_capacity(chunk.len());
         let mut signed = Vec::new();
@@ -123,10 +190,9 @@ pub fn verify_items(items: &[Vec<u8>], store: &Store) -> Vec<Verdict> {
                     "event {} refused: its HLC ({} ms) is behind its wall time ({} ms)",
                     e.id, e.event.hlc.physical_ms, e.event.wall_ms
                 ))),
-                Ok(e) if e.signature == NO_SIGNATURE => match sealed_by_its_node(&e) {
-                    true => verdicts.push(Verdict::Checked(e)),
-                    false => verdicts.push(Verdict::AwaitsSeal(e)),
-                },
+                Ok(e) if e.signature == NO_SIGNATURE || named_seal(&e.signature).is_some() => {
+                    verdicts.push(under_seal(e))
+                }
                 Ok(e) => {
                     signed.push(verdicts.len());
                     verdicts.push(Verdict::Checked(e));
@@ -417,20 +483,17 @@ impl WriteCtx<'_> {
         let mut accepted = Vec::with_capacity(checked.len());
         let mut rights: std::collections::BTreeMap<(schema::event::NodeId, &str), Result<(), String>> =
             std::collections::BTreeMap::new();
-        let signers = self.signers_by_seal(&checked)?;
-        for (event, sealed_by) in checked.into_iter().zip(signers) {
+        let seal_checks = self.seal_checks(&checked)?;
+        for (event, seal_check) in checked.into_iter().zip(seal_checks) {
             let event = match event {
                 Verdict::Checked(e) => e,
-                Verdict::AwaitsSeal(e) => match sealed_by {
-                    Some(signer) if signer == e.event.node => e,
-                    Some(_) => {
-                        out.push(Received::Refused(format!(
-                            "event {} refused: it carries no signature and the seal listing it is another node's",
-                            e.id
-                        )));
+                Verdict::AwaitsSeal(e) => match seal_check {
+                    Some(SealCheck::Listed) => e,
+                    Some(SealCheck::Refused(why)) => {
+                        out.push(Received::Refused(format!("event {} refused: {why}", e.id)));
                         continue;
                     }
-                    None => {
+                    Some(SealCheck::NotHere) | None => {
                         out.push(self.await_its_seal(&e)?);
                         continue;
                     }
@@ -497,6 +560,8 @@ impl WriteCtx<'_> {
             by_key.sort_unstable_by_key(|&i| &keyed[i].1);
             fresh = vec![false; keyed.len()];
             let mut ids = Vec::with_capacity(keyed.len());
+            // Other nodes' events stored with their signature, for their seal to come.
+            let mut signed = Vec::new();
             for i in by_key {
                 let (event, key) = &keyed[i];
                 let value = super::log_value(event);
@@ -505,6 +570,12 @@ impl WriteCtx<'_> {
                     None => {
                         fresh[i] = true;
                         ids.push((event.id.0, *super::key_head(key)?));
+                        if event.event.node != self.node
+                            && event.signature != NO_SIGNATURE
+                            && named_seal(&event.signature).is_none()
+                        {
+                            signed.push((signed_unsealed_key(&event.id, &event.event.node), i));
+                        }
                     }
                     Some(old) if old != value => {
                         log.insert(key.as_slice(), old.as_slice())?;
@@ -513,6 +584,13 @@ impl WriteCtx<'_> {
                 }
             }
             *self.new_run |= super::runs::insert(self.tx, ID_RUNS, Origin::Received, &mut ids)?;
+            if !signed.is_empty() {
+                signed.sort_unstable();
+                let mut t = self.tx.open_table(SIGNED_UNSEALED_TABLE)?;
+                for (key, i) in signed {
+                    t.insert(&key, keyed[i].1.as_slice())?;
+                }
+            }
             // The change sequence in arrival order.
             let added = keyed.iter().zip(&fresh).filter(|(_, f)| **f).map(|((_, key), _)| key.as_slice());
             super::changes::append(&mut seqs, &scope, added)?;
@@ -564,32 +642,22 @@ impl WriteCtx<'_> {
         Ok(Ok(()))
     }
 
-    /// For each event that came without its signature, the node whose seal stored here
-    /// lists it, if any (`None` for the others): the event's own node when one of its
-    /// seals does, though another node's seal over the same id was stored too (a seal
-    /// vouches only for its signer's events, and another's must not hide the right one).
-    /// Looked up in id order: neighbouring ids share pages of `sealed-2`'s runs, so each
-    /// page is read once per batch.
-    fn signers_by_seal(&self, checked: &[Verdict]) -> Result<Vec<Option<NodeId>>, StoreError> {
-        let mut out = vec![None; checked.len()];
-        let mut wanted: Vec<(SealedId, usize, NodeId)> = checked
-            .iter()
-            .enumerate()
-            .filter_map(|(at, v)| match v {
-                Verdict::AwaitsSeal(e) => Some((sealed_id(&e.id), at, e.event.node)),
+    /// For each event that still awaits its seal, what the seal it names says now (the
+    /// seal may have been stored since the event was checked); `None` for the others.
+    fn seal_checks(&self, checked: &[Verdict]) -> Result<Vec<Option<SealCheck>>, StoreError> {
+        let mut out = Vec::with_capacity(checked.len());
+        let mut book = None;
+        for verdict in checked {
+            out.push(match verdict {
+                Verdict::AwaitsSeal(e) => {
+                    let book = match &mut book {
+                        Some(book) => book,
+                        None => book.insert(SealBook::new(self.tx.open_table(SYNC_ITEMS_TABLE)?, self.scope)),
+                    };
+                    Some(book.check(e)?)
+                }
                 _ => None,
-            })
-            .collect();
-        if wanted.is_empty() {
-            return Ok(out);
-        }
-        wanted.sort_unstable_by_key(|(id, at, _)| (*id, *at));
-        let t = Sealed::new(self.tx.open_table(SEALED_RUNS.def)?)?;
-        for (id, at, node) in wanted {
-            out[at] = match t.contains(&id, &node.0)? {
-                true => Some(node),
-                false => t.get(&id)?.map(NodeId),
-            };
+            });
         }
         Ok(out)
     }
@@ -604,7 +672,7 @@ impl WriteCtx<'_> {
         // own signer, and each of those is checked (enrolled, allowed to write its kind)
         // when it is taken in. A relay may pass on a node's seals before the record of
         // its enrolment (documents follow seals), so a check here refused good seals.
-        let id: Id = Sha256::digest(item).into();
+        let id: Id = Seal::id_of(item);
         Ok(match self.store_seal(&seal, &id, item)? {
             true => Received::Stored(id),
             false => Received::Duplicate,
@@ -624,35 +692,38 @@ impl WriteCtx<'_> {
         Ok(Received::AwaitsSeal)
     }
 
-    /// Adds a checked seal to its scope and its ids to `sealed-2`, then takes in the
-    /// received events that waited for it; false if it was here.
+    /// Adds a checked seal to its scope, then takes in the received events that waited for
+    /// it and drops the signature of those stored with theirs (they travel on under the
+    /// seal); false if it was here.
     fn store_seal(&mut self, seal: &Seal, id: &Id, encoded: &[u8]) -> Result<bool, StoreError> {
         if !self.add_item(&seals_scope(self.scope), id, encoded)? {
             return Ok(false);
         }
-        let mut ids: Vec<(SealedId, [u8; 32])> = seal.ids.iter().map(|id| (*id, seal.signer.0)).collect();
-        let origin = match seal.signer == self.node {
-            true => Origin::Own,
-            false => Origin::Received,
-        };
-        *self.new_run |= super::runs::insert(self.tx, SEALED_RUNS, origin, &mut ids)?;
+        let reference = seal_ref(id);
         let mut waited = Vec::new();
         {
             let mut awaiting = self.tx.open_table(AWAITING_SEAL_TABLE)?;
             if !awaiting.is_empty()? {
-                for (sealed, _) in &ids {
+                for sealed in &seal.ids {
                     if let Some(stored) = awaiting.remove(sealed)? {
                         waited.push(stored.value().to_vec());
                     }
                 }
             }
         }
+        self.reseal_signed(seal, &reference)?;
         if !waited.is_empty() {
-            // Checked as on receipt (the writer's rights, then the seal's signer).
+            // Checked as on receipt (the writer's rights, then the seal). An event kept
+            // aside by layout 8, which named no seal, is taken as naming this one.
             let verdicts = waited
                 .iter()
                 .map(|stored| match SignedEvent::from_stored_trusted(stored) {
-                    Ok(e) => Verdict::AwaitsSeal(e),
+                    Ok(mut e) => {
+                        if e.signature == NO_SIGNATURE {
+                            e.signature = reference;
+                        }
+                        Verdict::AwaitsSeal(e)
+                    }
                     Err(e) => Verdict::Refused(format!("event refused: {e}")),
                 })
                 .collect();
@@ -663,6 +734,28 @@ impl WriteCtx<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// Other nodes' events stored with their signature that `seal` lists (of its signer)
+    /// take the seal's id in its place in the log.
+    fn reseal_signed(&mut self, seal: &Seal, reference: &[u8; 64]) -> Result<(), StoreError> {
+        let mut keys = Vec::new();
+        {
+            let mut waiting = self.tx.open_table(SIGNED_UNSEALED_TABLE)?;
+            if waiting.is_empty()? {
+                return Ok(());
+            }
+            let mut key = [0; 48];
+            key[16..].copy_from_slice(&seal.signer.0);
+            for sealed in &seal.ids {
+                key[..16].copy_from_slice(sealed);
+                if let Some(log_key) = waiting.remove(&key)? {
+                    keys.push(log_key.value().to_vec());
+                }
+            }
+        }
+        keys.sort_unstable();
+        self.reseal(keys, reference)
     }
 
     /// Notes an event of this node for its next seal, and seals when a seal's worth waits.
@@ -690,20 +783,20 @@ impl WriteCtx<'_> {
         let seal =
             Seal::make(self.key, waiting.iter().map(|(_, id)| sealed_id(&schema::event::EventId(*id))).collect());
         let encoded = seal.encode();
-        let id: Id = Sha256::digest(&encoded).into();
+        let id: Id = Seal::id_of(&encoded);
         self.store_seal(&seal, &id, &encoded)?;
         {
             let mut t = self.tx.open_table(UNSEALED_TABLE)?;
             t.retain_in(..=last, |_, _| false)?;
         }
-        self.drop_signatures(waiting.into_iter().map(|(_, id)| id))?;
+        self.drop_signatures(waiting.into_iter().map(|(_, id)| id), &seal_ref(&id))?;
         Ok(seal.ids.len())
     }
 
-    /// The seal stored here vouches for these events now: their log values drop the
-    /// signature, as a received sealed event's do. Sending them then reads no `sealed-2`
-    /// entry, and the log keeps 64 bytes less of each.
-    fn drop_signatures(&mut self, ids: impl Iterator<Item = [u8; 32]>) -> Result<(), StoreError> {
+    /// The seal stored here vouches for these events of this node now: their log values
+    /// name it in place of the signature, as a received sealed event's do, and the log
+    /// keeps 32 bytes less of each.
+    fn drop_signatures(&mut self, ids: impl Iterator<Item = [u8; 32]>, reference: &[u8; 64]) -> Result<(), StoreError> {
         let mut ids: Vec<[u8; 32]> = ids.collect();
         ids.sort_unstable();
         let mut keys = Vec::with_capacity(ids.len());
@@ -714,16 +807,22 @@ impl WriteCtx<'_> {
             }
         }
         keys.sort_unstable();
+        self.reseal(keys, reference)
+    }
+
+    /// The events at `keys` (in key order) that carry their signature take `reference`,
+    /// a seal's, in its place.
+    fn reseal(&mut self, keys: Vec<Vec<u8>>, reference: &[u8; 64]) -> Result<(), StoreError> {
         let mut log = self.tx.open_table(EVENTS_TABLE)?;
         for key in keys {
-            let sealed = match log.get(key.as_slice())? {
+            let resealed = match log.get(key.as_slice())? {
                 Some(value) => match super::log_parts(value.value())? {
-                    (signature, _) if signature == NO_SIGNATURE => None,
-                    (_, bytes) => Some(super::log_value_of(&NO_SIGNATURE, bytes)),
+                    (signature, _) if signature == NO_SIGNATURE || named_seal(&signature).is_some() => None,
+                    (_, bytes) => Some(super::log_value_of(reference, bytes)),
                 },
                 None => None,
             };
-            if let Some(value) = sealed {
+            if let Some(value) = resealed {
                 log.insert(key.as_slice(), value.as_slice())?;
             }
         }
@@ -975,34 +1074,14 @@ impl Store {
         self.events_at(r, &keys)
     }
 
-    /// The events at `keys` (event keys, each ending with its id) as items, in that order:
-    /// an event a seal of its own node lists goes without its signature (the seal vouches
-    /// for it). Another node's seal over its id does not count: a receiver would find no
-    /// seal to take it under, and the signature is its only proof.
+    /// The events at `keys` (event keys, each ending with its id) as items, in that order.
+    /// A sealed event goes as the log keeps it: naming its seal in place of its signature.
     fn events_at(&self, r: &redb::ReadTransaction, keys: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, StoreError> {
         let events = r.open_table(EVENTS_TABLE)?;
         let mut out = Vec::with_capacity(keys.len());
-        // Events still carrying their signature: (sealed id, position in `out`, node).
-        let mut signed = Vec::new();
         for key in keys {
             let Some(value) = events.get(key.as_slice())? else { continue };
-            let stored = super::stored_of_log(value.value())?;
-            // An encoding whose node does not read keeps its signature: the receiver judges it.
-            if stored[..64] != NO_SIGNATURE
-                && let Ok(node) = schema::event::Event::node_of(&stored[64..])
-            {
-                let id = schema::event::EventId(change_id(key)?);
-                signed.push((sealed_id(&id), out.len(), node));
-            }
-            out.push(stored);
-        }
-        // Looked up in id order: neighbouring ids share pages of `sealed-2`'s runs.
-        signed.sort_unstable_by_key(|(id, at, _)| (*id, *at));
-        let sealed = Sealed::new(r.open_table(SEALED_RUNS.def)?)?;
-        for (id, at, node) in signed {
-            if sealed.contains(&id, &node.0)? {
-                out[at][..64].copy_from_slice(&NO_SIGNATURE);
-            }
+            out.push(super::stored_of_log(value.value())?);
         }
         Ok(out)
     }

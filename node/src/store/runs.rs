@@ -324,8 +324,6 @@ pub(crate) struct Keyed<T, const K: usize, const V: usize> {
 
 /// The id table: event id → the head of its key in the log.
 pub(crate) type Ids<T> = Keyed<T, 32, HEAD>;
-/// The sealed table: first 16 bytes of an event id → the node whose seal lists it.
-pub(crate) type Sealed<T> = Keyed<T, 16, 32>;
 
 impl<T: ReadableTable<&'static [u8], ()>, const K: usize, const V: usize> Keyed<T, K, V> {
     pub(crate) fn new(table: T) -> Result<Self, StoreError> {
@@ -346,19 +344,6 @@ impl<T: ReadableTable<&'static [u8], ()>, const K: usize, const V: usize> Keyed<
             }
         }
         Ok(None)
-    }
-
-    /// Whether `key` is stored with `value`: one point look-up per run (cheaper than
-    /// [`Keyed::get`]'s range look-ups, for a caller that knows the value to expect).
-    pub(crate) fn contains(&self, key: &[u8; K], value: &[u8; V]) -> Result<bool, StoreError> {
-        let mut entry = Vec::with_capacity(RUN_PREFIX + K + V);
-        for &run in &self.runs {
-            entry_into(&mut entry, run, key, value);
-            if self.table.get(entry.as_slice())?.is_some() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     /// The stored keys from `lo` to `hi` (both included), in order.
@@ -385,6 +370,27 @@ impl<T: ReadableTable<&'static [u8], ()>> Ids<T> {
     /// The event key of `id`, if the event is stored.
     pub(crate) fn key(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.get(id)?.map(|head| super::key_of(&head, id)))
+    }
+
+    /// The event keys of the stored events whose id starts with `prefix` (a seal lists
+    /// ids by their first 16 bytes), in order, each once.
+    pub(crate) fn keys_with_prefix(&self, prefix: &[u8; 16]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let (mut lo, mut hi) = ([0; 32], [0xff; 32]);
+        lo[..16].copy_from_slice(prefix);
+        hi[..16].copy_from_slice(prefix);
+        let (mut from, mut to) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
+        for &run in &self.runs {
+            entry_into(&mut from, run, &lo, &[0; HEAD]);
+            entry_into(&mut to, run, &hi, &[0xff; HEAD]);
+            for item in self.table.range::<&[u8]>(from.as_slice()..=to.as_slice())? {
+                let (id, head) = split_entry::<32, HEAD>(item?.0.value())?;
+                out.push(super::key_of(&head, &id));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 }
 

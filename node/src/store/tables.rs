@@ -15,9 +15,12 @@ pub(crate) const META_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new
 
 /// The event log. Key: 16-byte cylinder code ++ 12-byte HLC ++ 32-byte event id, so one
 /// cylinder's history is one contiguous range in time order. Value: byte 1 ++ 64-byte
-/// Ed25519 signature ++ canonical event encoding, or byte 0 ++ canonical event encoding
-/// for an event received under a seal (`sealed-2`), whose stored and wire form has 64 zero
-/// bytes for the signature (`store::log_value`, `store::stored_of_log`).
+/// Ed25519 signature ++ canonical event encoding, or byte 2 ++ 32-byte id of the seal
+/// that stands for the signature ++ canonical event encoding; the stored and wire form
+/// of such an event has 32 zero bytes and the seal's id in place of the signature
+/// (`schema::seal::seal_ref`, `store::log_value`, `store::stored_of_log`). Byte 0 ++
+/// canonical encoding was layouts 3 to 8's sealed form; layout 9's conversion gives each
+/// such event its seal's id.
 pub(crate) const EVENTS_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events-2");
 /// Layout 2's log: the same keys; values are the stored form (signature or 64 zero bytes,
 /// then the canonical encoding). Read once to convert it into `events-2`.
@@ -36,9 +39,10 @@ pub(crate) const EVENT_IDS_V2_TABLE: TableDefinition<&[u8; 32], &[u8; 28]> = Tab
 /// once to convert it into `event-ids-2`.
 pub(crate) const EVENT_IDS_V1_TABLE: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("event-ids-1");
 
-/// Sealed events: first 16 bytes of the event id → 32-byte key of the node whose seal
-/// lists it (`schema::seal`). An event found here travels without its own signature.
-/// Kept in runs (`store::runs`). Key: 4-byte big-endian run number ++ those 16 bytes ++
+/// Layouts 6 to 8's sealed events: first 16 bytes of the event id → 32-byte key of the
+/// node whose seal lists it (`schema::seal`); an event found here travelled without its
+/// own signature. Since layout 9 each sealed event's log value names its seal instead, and
+/// opening such a file drops this table. Kept in runs (`store::runs`). Key: 4-byte big-endian run number ++ those 16 bytes ++
 /// that node key. Value: none. The filling run is `sealed_run` in `meta-1`, a merge's
 /// progress `sealed_merge`.
 pub(crate) const SEALED_RUNS_TABLE: TableDefinition<&[u8], ()> = TableDefinition::new("sealed-2");
@@ -50,6 +54,13 @@ pub(crate) const SEALED_V1_TABLE: TableDefinition<&[u8; 16], &[u8; 32]> = TableD
 /// on a node's events before its seals). Key: first 16 bytes of the event id. Value: the
 /// stored form. Taken in, checked like any received event, when a seal listing them comes.
 pub(crate) const AWAITING_SEAL_TABLE: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("awaiting-seal-1");
+
+/// Other nodes' events stored with their signature (they came before their seal). Key:
+/// first 16 bytes of the event id ++ 32-byte key of its node. Value: its key in
+/// `events-2`. When a seal of that node listing the id is stored, the log value takes the
+/// seal's id in place of the signature (so the event travels on without it) and the row
+/// goes.
+pub(crate) const SIGNED_UNSEALED_TABLE: TableDefinition<&[u8; 48], &[u8]> = TableDefinition::new("signed-unsealed-1");
 
 /// This node's own events not yet sealed. Key: u64 counter. Value: 32-byte event id.
 pub(crate) const UNSEALED_TABLE: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("unsealed-1");

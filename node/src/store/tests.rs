@@ -167,19 +167,54 @@ fn downgrade_log(tx: &redb::WriteTransaction, sealed: &[u32]) -> Vec<(Vec<u8>, V
     rows
 }
 
+/// Writes the sealed events back in layout 8's form (log values led by byte 0, with no
+/// seal named; `sealed-2` listing each id of every stored seal under its signer, in run 0;
+/// no `signed-unsealed-1`), as an older node left them.
+fn downgrade_seal_refs(tx: &redb::WriteTransaction) {
+    let mut entries = Vec::new();
+    {
+        let items = tx.open_table(SYNC_ITEMS_TABLE).unwrap();
+        for row in items.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            if replica::ScopeKind::of(k.value().0) == replica::ScopeKind::Seals {
+                let seal = schema::seal::Seal::decode(v.value()).unwrap();
+                entries.extend(seal.ids.iter().map(|id| [&LIVE_RUN.to_be_bytes()[..], id, &seal.signer.0].concat()));
+            }
+        }
+    }
+    {
+        let mut t = tx.open_table(runs::SEALED_RUNS.def).unwrap();
+        for entry in &entries {
+            t.insert(entry.as_slice(), ()).unwrap();
+        }
+        let mut log = tx.open_table(EVENTS_TABLE).unwrap();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> =
+            log.iter().unwrap().map(|r| r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).unwrap()).collect();
+        for (k, v) in rows {
+            if v[0] == LOG_SEALED_BY {
+                log.insert(k.as_slice(), [&[LOG_SEALED][..], &v[33..]].concat().as_slice()).unwrap();
+            }
+        }
+    }
+    tx.delete_table(SIGNED_UNSEALED_TABLE).unwrap();
+}
+
 /// Writes the id and sealed tables back in layout 5's form (`event-ids-2`, `sealed-1`:
 /// one tree each), as an older node left them.
 fn downgrade_id_runs(tx: &redb::WriteTransaction) {
+    downgrade_seal_refs(tx);
     {
         let runs = runs::Ids::new(tx.open_table(ID_RUNS.def).unwrap()).unwrap();
         let mut old = tx.open_table(EVENT_IDS_V2_TABLE).unwrap();
         for id in runs.between(&[0; 32], &[0xff; 32]).unwrap() {
             old.insert(&id, &runs.get(&id).unwrap().unwrap()).unwrap();
         }
-        let runs = runs::Sealed::new(tx.open_table(runs::SEALED_RUNS.def).unwrap()).unwrap();
+        let sealed = tx.open_table(runs::SEALED_RUNS.def).unwrap();
         let mut old = tx.open_table(SEALED_V1_TABLE).unwrap();
-        for id in runs.between(&[0; 16], &[0xff; 16]).unwrap() {
-            old.insert(&id, &runs.get(&id).unwrap().unwrap()).unwrap();
+        for entry in sealed.iter().unwrap() {
+            let entry = entry.unwrap().0.value().to_vec();
+            let (id, signer) = entry[4..].split_at(16);
+            old.insert(&<[u8; 16]>::try_from(id).unwrap(), &<[u8; 32]>::try_from(signer).unwrap()).unwrap();
         }
     }
     tx.delete_table(ID_RUNS.def).unwrap();
@@ -531,19 +566,17 @@ fn a_layout_5_id_table_becomes_the_live_run_and_every_event_is_found_by_id() {
         let r = store.db.begin_read().unwrap();
         assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT.to_le_bytes());
         let tables = table_names(&r);
-        assert!(!tables.iter().any(|n| n == "event-ids-2" || n == "sealed-1"), "{tables:?}");
+        assert!(!tables.iter().any(|n| n == "event-ids-2" || n == "sealed-1" || n == "sealed-2"), "{tables:?}");
     }
     assert_eq!(runs_of(&store, ID_RUNS.def), [(LIVE_RUN, 100)].into());
-    assert_eq!(runs_of(&store, runs::SEALED_RUNS.def), [(LIVE_RUN, 100)].into());
     let replica = replica::Replica::new(store.clone());
     let before: Vec<[u8; 32]> = replica.ids(scope.as_bytes(), &[]).unwrap();
-    {
-        let r = store.db.begin_read().unwrap();
-        let sealed = runs::Sealed::new(r.open_table(runs::SEALED_RUNS.def).unwrap()).unwrap();
-        for id in &before {
-            let signer = sealed.get(&schema::seal::sealed_id(&EventId(*id))).unwrap();
-            assert_eq!(signer, Some(node.0), "the seal of {}", crate::auth::hex(id));
-        }
+    // Every event names its seal, of its own node, as layout 9 keeps them.
+    let seals = replica::seals_scope("3701020001");
+    for item in replica.get_many(scope.as_bytes(), &before).unwrap() {
+        let named = schema::seal::named_seal(&item[..64].try_into().unwrap()).expect("a sealed event");
+        let seal = replica.get(seals.as_bytes(), &named).unwrap().expect("the seal it names");
+        assert_eq!(schema::seal::Seal::decode(&seal).unwrap().signer, node);
     }
     store
         .write_blocking(|ctx| {
@@ -559,6 +592,93 @@ fn a_layout_5_id_table_becomes_the_live_run_and_every_event_is_found_by_id() {
     let wanted: Vec<EventId> = all.iter().map(|id| EventId(*id)).collect();
     let found = store.events_by_id(&wanted).unwrap();
     assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), wanted);
+}
+
+/// Layout 8 kept which seal lists each sealed event in `sealed-2`, and its log named no
+/// seal. Opening such a file names each event's seal in its log value (this node's events
+/// and received ones alike), drops `sealed-2`, and lists other nodes' events still signed
+/// for their seal to come; when it comes, they travel on under it.
+#[test]
+fn a_layout_8_file_names_each_sealed_events_seal_and_drops_the_sealed_table() {
+    use sync::store::ItemStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let (events, seals) = (replica::events_scope("3701020001"), replica::seals_scope("3701020001"));
+    let store = with_cylinders(&path, 50);
+    let own = store.seal_all().unwrap();
+    assert!(own >= 50, "{own}");
+    // Another node's events, received with their signatures (no seal of theirs yet).
+    let other =
+        Store::open(&dir.path().join("other.redb"), options(), Arc::new(ManualClock::at(1_795_579_300_000))).unwrap();
+    other
+        .write_blocking(|ctx| {
+            for i in 51..=60 {
+                ctx.register(archive(i), "k", "p")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let from_other = replica::Replica::new(other.clone());
+    let other_ids = from_other.ids(events.as_bytes(), &[]).unwrap();
+    let other_items = from_other.get_many(events.as_bytes(), &other_ids).unwrap();
+    let mut into = replica::Replica::new(store.clone());
+    let out = into.put(events.as_bytes(), other_items.clone()).unwrap();
+    assert_eq!(out.stored.len(), other_items.len(), "{:?}", out.refused.first());
+    into.durable().unwrap();
+    drop(into);
+    let replica = replica::Replica::new(store.clone());
+    let ids = replica.ids(events.as_bytes(), &[]).unwrap();
+    let before = replica.get_many(events.as_bytes(), &ids).unwrap();
+    let named = |items: &[Vec<u8>]| -> usize {
+        items.iter().filter(|i| schema::seal::named_seal(&i[..64].try_into().unwrap()).is_some()).count()
+    };
+    assert_eq!((named(&before), before.len()), (own, own + other_items.len()));
+    drop(replica);
+    store.shutdown();
+    let tags = |db: &Database| -> Vec<u8> {
+        let r = db.begin_read().unwrap();
+        let log = r.open_table(EVENTS_TABLE).unwrap();
+        log.iter().unwrap().map(|row| row.unwrap().1.value()[0]).collect()
+    };
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        set_layout(&tx, 8);
+        downgrade_seal_refs(&tx);
+        tx.commit().unwrap();
+        let tags = tags(&db);
+        assert_eq!(tags.iter().filter(|t| **t == LOG_SEALED).count(), own, "layout 8's sealed form");
+        assert_eq!(tags.iter().filter(|t| **t == LOG_SIGNED).count(), other_items.len());
+    }
+    let store = Store::open(&path, options(), clock()).unwrap();
+    {
+        let r = store.db.begin_read().unwrap();
+        assert_eq!(r.open_table(META_TABLE).unwrap().get("layout").unwrap().unwrap().value(), LAYOUT.to_le_bytes());
+        assert!(!table_names(&r).iter().any(|n| n == "sealed-2"));
+        assert!(r.open_table(META_TABLE).unwrap().get("sealed_run").unwrap().is_none());
+        let waiting = r.open_table(SIGNED_UNSEALED_TABLE).unwrap();
+        assert_eq!(
+            waiting.len().unwrap(),
+            other_items.len() as u64,
+            "the other node's signed events wait for its seal"
+        );
+    }
+    let replica = replica::Replica::new(store.clone());
+    assert_eq!(replica.get_many(events.as_bytes(), &ids).unwrap(), before, "every event goes as it did");
+    // The other node's seal comes: its events go on under it, without their signatures.
+    assert_eq!(other.seal_all().unwrap(), other_items.len());
+    let seal_ids = from_other.ids(seals.as_bytes(), &[]).unwrap();
+    let seal_items = from_other.get_many(seals.as_bytes(), &seal_ids).unwrap();
+    let mut into = replica::Replica::new(store.clone());
+    assert_eq!(into.put(seals.as_bytes(), seal_items.clone()).unwrap().stored.len(), 1);
+    into.durable().unwrap();
+    let after = replica.get_many(events.as_bytes(), &other_ids).unwrap();
+    let seal_id = schema::seal::Seal::id_of(&seal_items[0]);
+    for item in &after {
+        assert_eq!(schema::seal::named_seal(&item[..64].try_into().unwrap()), Some(seal_id));
+    }
+    let r = store.db.begin_read().unwrap();
+    assert_eq!(r.open_table(SIGNED_UNSEALED_TABLE).unwrap().len().unwrap(), 0);
 }
 
 /// An id table of layout 3 whose value does not end with its id is damage: the file is
@@ -592,7 +712,10 @@ fn a_layout_3_id_table_that_does_not_match_its_log_is_refused() {
 /// A log value that is cut short or carries an unknown tag is reported, not read.
 #[test]
 fn a_damaged_log_value_is_an_error() {
-    for bad in [&[][..], &[LOG_SEALED][..], &[LOG_SIGNED; 64][..], &[7, 1, 2, 3][..]] {
+    let no_seal = [&[LOG_SEALED_BY][..], &[0; 32], &[1, 2, 3]].concat();
+    for bad in
+        [&[][..], &[LOG_SEALED][..], &[LOG_SIGNED; 64][..], &[LOG_SEALED_BY; 32][..], &no_seal, &[7, 1, 2, 3][..]]
+    {
         assert!(matches!(log_parts(bad), Err(StoreError::Corrupt(_))), "{bad:?}");
     }
 }

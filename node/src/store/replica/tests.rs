@@ -738,6 +738,11 @@ fn unsealed_station() -> Store {
     a
 }
 
+/// The seal each item names in place of a signature (`None` for a signature).
+fn named(items: &[Vec<u8>]) -> Vec<Option<SealId>> {
+    items.iter().map(|i| named_seal(&i[..64].try_into().expect("64 bytes"))).collect()
+}
+
 /// Every item `r` lists in `scope`, as it would send it.
 fn items(r: &Replica, scope: &str) -> Vec<Vec<u8>> {
     let ids = r.ids(scope.as_bytes(), &[]).unwrap();
@@ -875,11 +880,12 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
         let log = r.open_table(EVENTS_TABLE).unwrap();
         log.iter().unwrap().map(|row| row.unwrap().1.value()[0]).collect()
     };
-    assert_eq!(tags, vec![0; signed.len()], "a sealed event's log value still holds its signature");
-    let sealed = items(&ra, &events);
-    assert!(sealed.iter().all(|i| i[..64] == NO_SIGNATURE), "sealed events go without their signature");
+    assert_eq!(tags, vec![2; signed.len()], "a sealed event's log value names its seal, not its signature");
     let seal = items(&ra, &seals);
     assert_eq!(seal.len(), 1);
+    let seal_id = Seal::id_of(&seal[0]);
+    let sealed = items(&ra, &events);
+    assert_eq!(named(&sealed), vec![Some(seal_id); sealed.len()], "sealed events go naming their seal");
 
     // Without the seal, nothing unsigned is taken: it waits for its seal.
     let b = store(1_795_579_300_000);
@@ -888,19 +894,25 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
     assert_eq!((out.stored.len(), out.refused.len()), (0, 0), "{:?}", out.refused.first());
     assert_eq!(b.counts().unwrap().1, 0);
 
-    // Another node's seal over the same ids does not vouch for them: neither for those
-    // waiting nor for those sent again.
+    // Another node's seal over the same ids does not vouch for them: those waiting and
+    // those sent again name a's seal and wait for it; made to name c's, they are refused.
     let c = store(1_795_579_400_000);
     let forged = Seal::make(
         &ed25519_dalek::SigningKey::from_bytes(&c.node_seed().unwrap()),
         sealed.iter().map(|i| sealed_id(&schema::event::Event::id_of(&i[64..]))).collect(),
-    );
-    let out = rb.put(seals.as_bytes(), vec![forged.encode()]).unwrap();
+    )
+    .encode();
+    let out = rb.put(seals.as_bytes(), vec![forged.clone()]).unwrap();
     assert_eq!(out.stored.len(), 1, "a valid seal of node c is kept: {:?}", out.refused);
     assert_eq!(b.counts().unwrap().1, 0, "c's seal let a's waiting events in");
     let out = rb.put(events.as_bytes(), sealed.clone()).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (0, 0), "c's seal let a's events in");
+    let renamed: Vec<Vec<u8>> =
+        sealed.iter().map(|i| [&seal_ref(&Seal::id_of(&forged))[..], &i[64..]].concat()).collect();
+    let out = rb.put(events.as_bytes(), renamed).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (0, sealed.len()), "c's seal let a's events in");
     assert!(out.refused[0].contains("another node's"), "{:?}", out.refused[0]);
+    assert_eq!(b.counts().unwrap().1, 0);
 
     // Events that came before their seal are taken in when it comes; a changed event
     // is not (its id is in no seal).
@@ -919,9 +931,26 @@ fn sealed_events_travel_without_signatures_and_only_under_their_nodes_seal() {
     // Sent again after the seal, they are duplicates.
     let out = rb2.put(events.as_bytes(), sealed.clone()).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (0, 0));
+    // An event of a's that names a's seal but is not in it is refused, and so is one that
+    // names no seal at all (layout 8's form).
+    a.write_blocking(|ctx| {
+        let wall = ctx.wall_ms + 100;
+        ctx.record(code(1), "f", "W", EventBody::ReceiveEmpty { warehouse: "空瓶右库".into() }, wall).map(|_| ())
+    })
+    .unwrap();
+    let later = items(&ra, &events).into_iter().find(|i| named(std::slice::from_ref(i)) == [None]).unwrap();
+    let unlisted = [&seal_ref(&seal_id)[..], &later[64..]].concat();
+    let unnamed = [&NO_SIGNATURE[..], &later[64..]].concat();
+    let out = rb2.put(events.as_bytes(), vec![unlisted, unnamed]).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (0, 2), "{:?}", out.refused);
+    assert!(
+        out.refused[0].contains("does not list it") && out.refused[1].contains("names no seal"),
+        "{:?}",
+        out.refused
+    );
 
     // A relay passes them on sealed, and a third store takes them through a session.
-    assert!(items(&rb2, &events).iter().all(|i| i[..64] == NO_SIGNATURE));
+    assert_eq!(named(&items(&rb2, &events)), vec![Some(seal_id); sealed.len()]);
     let d = store(1_795_579_500_000);
     replicate(&a, &d);
     assert_same(&a, &d, 1);
@@ -954,7 +983,8 @@ fn another_nodes_seal_over_the_same_ids_hides_nothing() {
     assert_eq!((out.stored.len(), out.refused.len()), (signed.len(), 0), "{:?}", out.refused);
     assert_eq!(rr.put(seals.as_bytes(), vec![forged.clone()]).unwrap().stored.len(), 1);
     let relayed = items(&rr, &events);
-    assert!(relayed.iter().all(|i| i[..64] != NO_SIGNATURE), "the forged seal stripped a's signatures");
+    assert_eq!(named(&relayed), vec![None; signed.len()], "the forged seal stripped a's signatures");
+    assert_eq!(relayed, signed);
     let d = store(1_795_579_400_000);
     let mut rd = Replica::new(d.clone());
     let out = rd.put(events.as_bytes(), relayed).unwrap();
@@ -964,7 +994,17 @@ fn another_nodes_seal_over_the_same_ids_hides_nothing() {
     // also when they reach its writer unchecked (a's seal came after the check).
     assert_eq!(a.seal_all().unwrap(), signed.len());
     let (sealed, seal) = (items(&ra, &events), items(&ra, &seals));
-    assert!(sealed.iter().all(|i| i[..64] == NO_SIGNATURE));
+    assert_eq!(named(&sealed), vec![Some(Seal::id_of(&seal[0])); sealed.len()]);
+    // a's own seal reaches the relay, which stored a's events signed: it passes them on
+    // under that seal from then on, and a fourth store takes them so.
+    assert_eq!(rr.put(seals.as_bytes(), seal.clone()).unwrap().stored.len(), 1);
+    rr.durable().unwrap();
+    assert_eq!(items(&rr, &events), sealed, "the relay still sends a's events signed");
+    let e = store(1_795_579_600_000);
+    let mut re = Replica::new(e.clone());
+    assert_eq!(re.put(seals.as_bytes(), seal.clone()).unwrap().stored.len(), 1);
+    let out = re.put(events.as_bytes(), items(&rr, &events)).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (sealed.len(), 0), "{:?}", out.refused);
     let b = store(1_795_579_500_000);
     let mut rb = Replica::new(b.clone());
     assert_eq!(rb.put(seals.as_bytes(), vec![forged]).unwrap().stored.len(), 1);
