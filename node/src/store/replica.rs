@@ -560,8 +560,9 @@ impl WriteCtx<'_> {
             by_key.sort_unstable_by_key(|&i| &keyed[i].1);
             fresh = vec![false; keyed.len()];
             let mut ids = Vec::with_capacity(keyed.len());
-            // Other nodes' events stored with their signature, for their seal to come.
-            let mut signed = Vec::new();
+            // Other nodes' events stored with their signature, for their seal to come, and
+            // those whose signed copy a sealed one replaced.
+            let (mut signed, mut resealed) = (Vec::new(), Vec::new());
             for i in by_key {
                 let (event, key) = &keyed[i];
                 let value = super::log_value(event);
@@ -577,6 +578,12 @@ impl WriteCtx<'_> {
                             signed.push((signed_unsealed_key(&event.id, &event.event.node), i));
                         }
                     }
+                    // A copy under its node's seal (checked on receipt) takes the place
+                    // of one stored signed: it goes on without the signature and waits
+                    // for no seal. Any other stored copy keeps its value.
+                    Some(old) if named_seal(&event.signature).is_some() && old.first() == Some(&super::LOG_SIGNED) => {
+                        resealed.push(signed_unsealed_key(&event.id, &event.event.node));
+                    }
                     Some(old) if old != value => {
                         log.insert(key.as_slice(), old.as_slice())?;
                     }
@@ -584,11 +591,14 @@ impl WriteCtx<'_> {
                 }
             }
             *self.new_run |= super::runs::insert(self.tx, ID_RUNS, Origin::Received, &mut ids)?;
-            if !signed.is_empty() {
+            if !signed.is_empty() || !resealed.is_empty() {
                 signed.sort_unstable();
                 let mut t = self.tx.open_table(SIGNED_UNSEALED_TABLE)?;
                 for (key, i) in signed {
                     t.insert(&key, keyed[i].1.as_slice())?;
+                }
+                for key in resealed {
+                    t.remove(&key)?;
                 }
             }
             // The change sequence in arrival order.

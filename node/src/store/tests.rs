@@ -242,15 +242,20 @@ fn downgrade_ids(tx: &redb::WriteTransaction) {
 /// The file at `path`, opened, with cylinders 1 to `n` registered in it.
 fn with_cylinders(path: &Path, n: u32) -> Store {
     let store = Store::open(path, options(), clock()).unwrap();
+    register(&store, 1..=n);
+    store
+}
+
+/// Registers the example cylinders numbered `numbers` at `store`.
+fn register(store: &Store, numbers: std::ops::RangeInclusive<u32>) {
     store
         .write_blocking(move |ctx| {
-            for i in 1..=n {
+            for i in numbers {
                 ctx.register(archive(i), "k", "p")?;
             }
             Ok(())
         })
         .unwrap();
-    store
 }
 
 /// Changes of a scope (number, item) and the items a push of them reads.
@@ -578,14 +583,7 @@ fn a_layout_5_id_table_becomes_the_live_run_and_every_event_is_found_by_id() {
         let seal = replica.get(seals.as_bytes(), &named).unwrap().expect("the seal it names");
         assert_eq!(schema::seal::Seal::decode(&seal).unwrap().signer, node);
     }
-    store
-        .write_blocking(|ctx| {
-            for i in 101..=300 {
-                ctx.register(archive(i), "k", "p")?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    register(&store, 101..=300);
     assert_eq!(runs_of(&store, ID_RUNS.def), [(LIVE_RUN, 300)].into(), "own events stay in run 0");
     let all: Vec<[u8; 32]> = replica.ids(scope.as_bytes(), &[]).unwrap();
     assert_eq!(all.len(), 300);
@@ -610,14 +608,7 @@ fn a_layout_8_file_names_each_sealed_events_seal_and_drops_the_sealed_table() {
     // Another node's events, received with their signatures (no seal of theirs yet).
     let other =
         Store::open(&dir.path().join("other.redb"), options(), Arc::new(ManualClock::at(1_795_579_300_000))).unwrap();
-    other
-        .write_blocking(|ctx| {
-            for i in 51..=60 {
-                ctx.register(archive(i), "k", "p")?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    register(&other, 51..=60);
     let from_other = replica::Replica::new(other.clone());
     let other_ids = from_other.ids(events.as_bytes(), &[]).unwrap();
     let other_items = from_other.get_many(events.as_bytes(), &other_ids).unwrap();

@@ -1005,6 +1005,19 @@ fn another_nodes_seal_over_the_same_ids_hides_nothing() {
     assert_eq!(re.put(seals.as_bytes(), seal.clone()).unwrap().stored.len(), 1);
     let out = re.put(events.as_bytes(), items(&rr, &events)).unwrap();
     assert_eq!((out.stored.len(), out.refused.len()), (sealed.len(), 0), "{:?}", out.refused);
+    // A store that had a's seal before a's signed events came keeps them signed until a
+    // sealed copy comes, which takes their place.
+    let f = store(1_795_579_700_000);
+    let mut rf = Replica::new(f.clone());
+    assert_eq!(rf.put(seals.as_bytes(), seal.clone()).unwrap().stored.len(), 1);
+    assert_eq!(rf.put(events.as_bytes(), signed.clone()).unwrap().stored.len(), signed.len());
+    assert_eq!(items(&rf, &events), signed);
+    let out = rf.put(events.as_bytes(), sealed.clone()).unwrap();
+    assert_eq!((out.stored.len(), out.refused.len()), (0, 0), "duplicates: {:?}", out.refused);
+    rf.durable().unwrap();
+    assert_eq!(items(&rf, &events), sealed, "the sealed copies took the signed ones' place");
+    let r = f.db.begin_read().unwrap();
+    assert_eq!(r.open_table(SIGNED_UNSEALED_TABLE).unwrap().len().unwrap(), 0);
     let b = store(1_795_579_500_000);
     let mut rb = Replica::new(b.clone());
     assert_eq!(rb.put(seals.as_bytes(), vec![forged]).unwrap().stored.len(), 1);
