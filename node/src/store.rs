@@ -631,6 +631,13 @@ impl Store {
         Ok(out)
     }
 
+    /// One of the store's counters (0 if never counted).
+    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        let r = self.read()?;
+        let t = r.open_table(COUNTERS_TABLE)?;
+        Ok(t.get(name)?.map_or(0, |v| v.value()))
+    }
+
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let r = self.read()?;
         let t = r.open_table(COUNTERS_TABLE)?;
@@ -1993,8 +2000,10 @@ impl std::fmt::Debug for WriteCtx<'_> {
 
 impl WriteCtx<'_> {
     /// Moves this node's hybrid logical clock past a timestamp seen in a peer's event.
-    pub(crate) fn observe_hlc(&mut self, seen: Hlc) {
-        self.hlc.observe(seen, self.wall_ms);
+    /// Folds a received timestamp into the clock; false when it lies too far ahead of
+    /// this node's wall clock to follow (see [`schema::hlc::AHEAD_MAX_MS`]).
+    pub(crate) fn observe_hlc(&mut self, seen: Hlc) -> bool {
+        self.hlc.observe(seen, self.wall_ms)
     }
 
     pub fn row(&self, code: &FullCode) -> Result<Option<CylinderRow>, StoreError> {
@@ -2058,7 +2067,7 @@ impl WriteCtx<'_> {
         wall_ms: i64,
     ) -> Result<(SignedEvent, CylinderRow), StoreError> {
         let hlc = self.hlc.now(wall_ms);
-        self.record_with(code, operator, place, body, wall_ms, hlc)
+        self.record_with(code, operator, place, body, wall_ms, hlc, true)
     }
 
     /// Records an event that happened at `wall_ms` in the past (demo data, imported
@@ -2072,10 +2081,17 @@ impl WriteCtx<'_> {
         wall_ms: i64,
     ) -> Result<(), StoreError> {
         let hlc = Hlc { physical_ms: wall_ms, logical: 0 };
+        // In the past: followed.
         self.hlc.observe(hlc, self.wall_ms);
-        self.record_with(code, operator, place, body, wall_ms, hlc).map(|_| ())
+        self.record_with(code, operator, place, body, wall_ms, hlc, false).map(|_| ())
     }
 
+    /// Signs and stores an event stamped `hlc`; `after_newest`: or just after the newest
+    /// event of the cylinder held here, if that is later. The clock follows a peer's
+    /// timestamps only so far ahead of the wall clock ([`schema::hlc::AHEAD_MAX_MS`]), so
+    /// it alone would not put a scrap recorded here after a fill that came from a fast
+    /// clock; a cylinder's derived state needs only its own events in causal order.
+    #[allow(clippy::too_many_arguments)]
     fn record_with(
         &mut self,
         code: FullCode,
@@ -2084,9 +2100,16 @@ impl WriteCtx<'_> {
         body: EventBody,
         wall_ms: i64,
         hlc: Hlc,
+        after_newest: bool,
     ) -> Result<(SignedEvent, CylinderRow), StoreError> {
         let Some(row) = self.row(&code)? else {
             return Err(StoreError::UnknownCylinder(code));
+        };
+        let hlc = match row.state.last_applied {
+            Some((newest, ..)) if after_newest && newest >= hlc => {
+                Hlc { physical_ms: newest.physical_ms, logical: newest.logical.saturating_add(1) }
+            }
+            _ => hlc,
         };
         let event = Event {
             cylinder: code,

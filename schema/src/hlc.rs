@@ -31,6 +31,15 @@ impl Hlc {
     }
 }
 
+/// How far ahead of a node's wall clock a timestamp from a peer may carry its clock. A
+/// node whose clock runs fast (a station box whose clock was set to Beijing time as if it
+/// were UTC runs 8 h fast) would otherwise carry each node it syncs with, and every node
+/// those sync with, into its future for good: the clock never goes back, and every event
+/// recorded anywhere after that would bear the wrong time. The margin is wide enough for
+/// boxes that drift for months without time service, as CockroachDB bounds a peer's offset
+/// (its `--max-offset`) rather than follow it.
+pub const AHEAD_MAX_MS: i64 = 10 * 60 * 1000;
+
 /// The clock state of one node.
 #[derive(Debug, Clone, Default)]
 pub struct HlcClock {
@@ -56,8 +65,13 @@ impl HlcClock {
         self.last
     }
 
-    /// Folds in a remote timestamp so later local events sort after it.
-    pub fn observe(&mut self, remote: Hlc, wall_ms: i64) {
+    /// Folds in a remote timestamp so later local events sort after it. One more than
+    /// [`AHEAD_MAX_MS`] ahead of `wall_ms` moves the clock only that far (events recorded
+    /// after it may then sort before it) and is answered `false`.
+    pub fn observe(&mut self, remote: Hlc, wall_ms: i64) -> bool {
+        let bound = wall_ms.saturating_add(AHEAD_MAX_MS);
+        let within = remote.physical_ms <= bound;
+        let remote = if within { remote } else { Hlc { physical_ms: bound, logical: 0 } };
         let physical = wall_ms.max(remote.physical_ms).max(self.last.physical_ms);
         let logical = if physical == self.last.physical_ms && physical == remote.physical_ms {
             self.last.logical.max(remote.logical).saturating_add(1)
@@ -69,6 +83,7 @@ impl HlcClock {
             0
         };
         self.last = Hlc { physical_ms: physical, logical };
+        within
     }
 }
 
@@ -87,6 +102,22 @@ mod tests {
         assert!(d > Hlc { physical_ms: 5000, logical: 7 });
         assert!(Hlc { physical_ms: -5, logical: 0 }.to_key() < Hlc { physical_ms: 3, logical: 0 }.to_key());
         assert!(a.to_key() < b.to_key());
+    }
+
+    #[test]
+    fn a_timestamp_far_ahead_moves_the_clock_only_to_the_bound() {
+        let wall = 1_795_579_200_000;
+        let mut c = HlcClock::new(Hlc { physical_ms: wall - 5, logical: 0 });
+        let near = Hlc { physical_ms: wall + AHEAD_MAX_MS, logical: 3 };
+        assert!(c.observe(near, wall), "at the bound: followed");
+        assert_eq!(c.last(), Hlc { physical_ms: wall + AHEAD_MAX_MS, logical: 4 });
+        let eight_hours = Hlc { physical_ms: wall + 8 * 3_600_000, logical: 0 };
+        assert!(!c.observe(eight_hours, wall + 1));
+        let next = c.now(wall + 2);
+        assert!(next.physical_ms <= wall + 1 + AHEAD_MAX_MS, "{next:?}");
+        assert!(next > near, "still never backwards");
+        // A wall clock that catches up takes over again.
+        assert_eq!(c.now(wall + 8 * 3_600_000), eight_hours);
     }
 
     #[test]

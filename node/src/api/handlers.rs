@@ -143,14 +143,15 @@ pub(super) async fn metrics(State(app): State<AppState>) -> Result<Response, Api
     let store = app.store.clone();
     let commit = *store.subscribe().borrow();
     let cached = app.metrics.anomaly_counts.lock().ok().and_then(|c| c.clone()).filter(|c| c.fresh(commit));
-    let (cylinders, events, nodes, anomalies, backlog) = blocking(move || {
+    let (cylinders, events, nodes, anomalies, backlog, ahead) = blocking(move || {
         let (cylinders, events) = store.counts()?;
+        let ahead = store.counter(crate::store::replica::EVENTS_AHEAD_COUNTER)?;
         let nodes = store.records("node")?;
         let anomalies = match cached {
             Some(c) => c,
             None => AnomalyCounts { commit, at: std::time::Instant::now(), counts: store.anomaly_counts()? },
         };
-        Ok((cylinders, events, nodes, anomalies, store.index_backlog()?))
+        Ok((cylinders, events, nodes, anomalies, store.index_backlog()?, ahead))
     })
     .await?;
     if let Ok(mut cache) = app.metrics.anomaly_counts.lock() {
@@ -158,11 +159,14 @@ pub(super) async fn metrics(State(app): State<AppState>) -> Result<Response, Api
     }
     let anomalies = anomalies.counts;
     let mut text = app.metrics.render(app.store.stats(), cylinders, events);
+    let ahead_max = schema::hlc::AHEAD_MAX_MS / 60_000;
     let _ = std::fmt::Write::write_fmt(
         &mut text,
         format_args!(
             "# HELP node_index_backlog_events Received events not yet in the traceability index.\n\
-             # TYPE node_index_backlog_events gauge\nnode_index_backlog_events {backlog}\n"
+             # TYPE node_index_backlog_events gauge\nnode_index_backlog_events {backlog}\n\
+             # HELP node_events_clock_ahead_total Received events stamped more than {ahead_max} minutes ahead of this node's clock (their signer's clock runs fast).\n\
+             # TYPE node_events_clock_ahead_total counter\nnode_events_clock_ahead_total {ahead}\n"
         ),
     );
     let peers = peer_views(&app, &nodes, events);

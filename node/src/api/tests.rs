@@ -506,6 +506,7 @@ async fn openapi_health_and_metrics_are_served() {
     let text = v.as_str().unwrap();
     assert!(text.contains("node_fill_refusals_total{rule=\"inspection_overdue\"} 1"), "{text}");
     assert!(text.contains("node_cylinders 4"));
+    assert!(text.contains("\nnode_events_clock_ahead_total 0\n"), "{text}");
 }
 
 /// Any JSON (well-formed or not, of any shape, often close to a real operation): a 4xx

@@ -63,6 +63,10 @@ pub fn scopes(enterprise: &str) -> Vec<Vec<u8>> {
 /// receipt, and what an old event no seal here lists reads back with).
 pub const NO_SIGNATURE: [u8; 64] = [0; 64];
 
+/// The counter of received events stamped too far ahead of this node's clock to follow
+/// (see [`schema::hlc::AHEAD_MAX_MS`]).
+pub const EVENTS_AHEAD_COUNTER: &str = "events_clock_ahead";
+
 /// The key of an event in `signed-unsealed-1`.
 pub(crate) fn signed_unsealed_key(id: &schema::event::EventId, node: &NodeId) -> [u8; 48] {
     let mut key = [0; 48];
@@ -523,15 +527,35 @@ impl WriteCtx<'_> {
         let fresh = self.insert_received(accepted.iter().map(|(_, e)| e))?;
         let mut touched: std::collections::BTreeMap<schema::codes::FullCode, Vec<SignedEvent>> =
             std::collections::BTreeMap::new();
+        // Per signer: events stamped too far ahead of our clock to follow, and the most ahead.
+        let mut ahead: std::collections::BTreeMap<schema::event::NodeId, (u64, i64)> = Default::default();
         for ((at, event), fresh) in accepted.into_iter().zip(fresh) {
             if fresh {
                 // Our clock moves past what we have seen: a local event recorded after
                 // this one sorts after it (a later scrap must come after the fill it
-                // follows).
-                self.observe_hlc(event.event.hlc);
+                // follows). Not past a bound: a node whose clock runs fast is stored, not
+                // followed.
+                if !self.observe_hlc(event.event.hlc) {
+                    let (n, most) = ahead.entry(event.event.node).or_default();
+                    *n += 1;
+                    *most = (*most).max(event.event.hlc.physical_ms - self.wall_ms);
+                }
                 out[at] = Received::Stored(event.id.0);
                 touched.entry(event.event.cylinder).or_default().push(event);
             }
+        }
+        for (node, (n, most)) in &ahead {
+            tracing::warn!(
+                signer = %node,
+                events = n,
+                ahead_minutes = most / 60_000,
+                "events stamped ahead of this node's clock by more than {} minutes: stored; this node's clock does not follow them (the signer's clock runs fast)",
+                schema::hlc::AHEAD_MAX_MS / 60_000
+            );
+        }
+        let n_ahead: u64 = ahead.values().map(|(n, _)| n).sum();
+        if n_ahead > 0 {
+            self.bump(EVENTS_AHEAD_COUNTER, n_ahead as i64)?;
         }
         for (code, fresh) in touched {
             if let Some(old) = self.row(&code)? {

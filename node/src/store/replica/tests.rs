@@ -547,6 +547,51 @@ fn concurrent_forbidden_histories_are_flagged_identically_on_both_sides() {
     assert_eq!(proof, ["scrap", "fill"]);
 }
 
+/// A station whose clock runs 8 h fast (set to Beijing time as if it were UTC) gets its
+/// events stored at the office, which counts them and does not follow that clock: the
+/// office's next event bears its own time, not the station's, unless it is of a cylinder
+/// whose events came from there (it sorts just after them).
+#[test]
+fn a_station_clock_running_fast_is_stored_not_followed() {
+    let office = store(1_795_579_200_000);
+    let station = store(1_795_579_200_000 + 8 * 3_600_000);
+    station
+        .write_blocking(|ctx| {
+            ctx.register(archive(1), "k", "W")?;
+            let wall = ctx.wall_ms;
+            let fill = EventBody::Fill { medium: Medium::Lpg, filled_mass_g: 14_000, batch: None };
+            ctx.record(code(1), "f", "S1", fill, wall).map(|_| ())
+        })
+        .unwrap();
+    replicate(&station, &office);
+    assert_same(&station, &office, 1);
+    let ahead = office.counter(EVENTS_AHEAD_COUNTER).unwrap();
+    assert_eq!(ahead, 3, "register, bind tag and fill, each 8 h ahead");
+    let (fill, mine, row) = office
+        .write_blocking(|ctx| {
+            let fill = ctx.row(&code(1))?.and_then(|r| r.state.last_applied).map(|(hlc, ..)| hlc);
+            let wall = ctx.wall_ms;
+            let (empty, row) =
+                ctx.record(code(1), "k", "W-HQ", EventBody::ReceiveEmpty { warehouse: "W-HQ".into() }, wall)?;
+            ctx.register(archive(2), "k", "W-HQ")?;
+            Ok((fill, empty, row))
+        })
+        .unwrap();
+    let fill = fill.unwrap();
+    assert_eq!(fill.physical_ms, 1_795_579_200_000 + 8 * 3_600_000);
+    assert_eq!(mine.event.hlc, schema::hlc::Hlc { physical_ms: fill.physical_ms, logical: fill.logical + 1 });
+    assert_eq!(row.state.fill_count, 1, "the fill counts at the office");
+    assert_eq!(row.state.full, Some(false), "and the return after it");
+    for e in office.events_of(&code(2), usize::MAX).unwrap() {
+        assert!(
+            e.event.hlc.physical_ms <= 1_795_579_200_000 + schema::hlc::AHEAD_MAX_MS,
+            "the office's clock stayed near its own time: {:?}",
+            e.event.hlc
+        );
+    }
+    assert_eq!(station.counter(EVENTS_AHEAD_COUNTER).unwrap(), 0);
+}
+
 /// While a peer's items are on their way in (a driver holds a `Receiving` guard from a
 /// frame's decoding to its put), the idle writer leaves the index backlog alone: a pass
 /// started between two puts of a stream made the stream wait. Once nothing comes, the
