@@ -206,6 +206,36 @@ pub const MERGE_ITEM_BYTES: usize = 64 << 20;
 /// data in the loop that also sends its own (`net_bench --stations 20`).
 const RELAY_WAIT_MAX: Duration = Duration::from_secs(60);
 
+/// Whether a head office's session holds back its frames while other peers' items go in
+/// (see [`RELAY_WAIT_MAX`]): from the moment they do, until they are in or nothing has
+/// committed for the bound. A peer that stalls in the middle of its upload (it holds its
+/// upload open and sends nothing) then holds nothing back until something commits again;
+/// before, the wait began again at once, and relays went out one burst a minute.
+#[derive(Debug, Default)]
+struct RelayWait {
+    /// The start of the wait, or the last commit during it.
+    since: Option<Instant>,
+}
+
+impl RelayWait {
+    /// Whether to hold back now; `others_in`: a peer's upload is not over or peers' items
+    /// are being stored.
+    fn waits(&mut self, others_in: bool, now: Instant) -> bool {
+        if !others_in {
+            self.since = None;
+            return false;
+        }
+        now.saturating_duration_since(*self.since.get_or_insert(now)) < RELAY_WAIT_MAX
+    }
+
+    /// Something committed: the others' items are going in, and the bound counts from now.
+    fn committed(&mut self, others_in: bool, now: Instant) {
+        if others_in {
+            self.since = Some(now);
+        }
+    }
+}
+
 /// Bytes sent at most (two full item frames) before the peer's waiting frames are
 /// handled. Sending everything queued first held a head office's answers to a station's
 /// upload behind megabytes of what it relayed to that station (each side then waits on
@@ -451,9 +481,9 @@ async fn run_session(
         let mut changed_in_round = false;
         // Still sending the frames queued before: not a new flight.
         let mut continuing = false;
-        // Since when this (head office) side has been waiting for other sessions' puts, and
-        // per scope the change up to which it relayed live changes meanwhile.
-        let mut waiting_since: Option<Instant> = None;
+        // Whether this (head office) side waits for other sessions' puts, and per scope the
+        // change up to which it relayed live changes meanwhile.
+        let mut relay_wait = RelayWait::default();
         let mut live_from: Checkpoints = Checkpoints::new();
         loop {
             // A head office takes in what its peers send before it answers or relays: while
@@ -463,12 +493,8 @@ async fn run_session(
             // had for sending its own, and the uploads crawled (`net_bench --stations 20`).
             // Puts need no answer, so what waits is only this side's frames (answers to the
             // peer's marks went as each was handled, below).
-            let waits = !initiator
-                && (store.uploading() || store.receiving())
-                && waiting_since.get_or_insert_with(Instant::now).elapsed() < RELAY_WAIT_MAX;
-            if !waits {
-                waiting_since = None;
-            }
+            let others_in = !initiator && (store.uploading() || store.receiving());
+            let waits = relay_wait.waits(others_in, Instant::now());
             // While it waits, what was written here, by a regulator's laptop, or by a station
             // outside an upload since the wait began (a scrap, a hold) goes at once all the
             // same: only stations' uploads wait. Held with them, a scrap reached an idle
@@ -655,7 +681,7 @@ async fn run_session(
                     };
                 }
                 // (A head office waiting for other sessions' puts looks again after each commit.)
-                changed = commits.changed(), if initiator || waits => {
+                changed = commits.changed(), if initiator || others_in => {
                     changed.context("store closed")?;
                     // The others' puts are going in: the wait's bound counts from here.
                     // Counted from the wait's start, it ran out in the middle of a long
@@ -663,9 +689,7 @@ async fn run_session(
                     // second, so the wait no longer broke off between commits): twenty
                     // stations of 5,000 cylinders were relayed 18-20 MB each while they
                     // still uploaded, and the index after took 699 s instead of 221 s.
-                    if waits {
-                        waiting_since = Some(Instant::now());
-                    }
+                    relay_wait.committed(others_in, Instant::now());
                     if initiator {
                         // A commit during a round goes at once, and a round confirms it as
                         // soon as this one ends, not at the next idle round a second later.
@@ -872,6 +896,29 @@ mod tests {
         assert!(frame == live && permit.is_none());
         drop(all);
         assert!(next_frame(&mut decoder, &permits).await.unwrap().is_some());
+    }
+
+    /// While other peers' items go in, a head office's session holds its frames back for
+    /// at most `RELAY_WAIT_MAX` without a commit; a stalled upload then holds nothing back
+    /// until something commits again.
+    #[test]
+    fn relays_wait_for_uploads_only_while_they_commit() {
+        let (t0, s) = (Instant::now(), Duration::from_secs(1));
+        let mut w = RelayWait::default();
+        assert!(!w.waits(false, t0), "nothing going in: no wait");
+        assert!(w.waits(true, t0));
+        assert!(w.waits(true, t0 + RELAY_WAIT_MAX - s));
+        w.committed(true, t0 + 30 * s);
+        assert!(w.waits(true, t0 + RELAY_WAIT_MAX + s), "the bound counts from the last commit");
+        assert!(!w.waits(true, t0 + 30 * s + RELAY_WAIT_MAX), "stalled for the bound");
+        assert!(!w.waits(true, t0 + 30 * s + 5 * RELAY_WAIT_MAX), "and no new wait while nothing commits");
+        w.committed(true, t0 + 400 * s);
+        assert!(w.waits(true, t0 + 401 * s), "the upload goes on: it waits again");
+        assert!(!w.waits(false, t0 + 402 * s), "the upload is in");
+        assert!(w.waits(true, t0 + 1000 * s), "a new upload: a new wait from its start");
+        assert!(!w.waits(true, t0 + 1000 * s + RELAY_WAIT_MAX));
+        w.committed(false, t0 + 2000 * s);
+        assert!(!w.waits(true, t0 + 2000 * s), "a commit of nothing going in does not start a wait");
     }
 
     /// Refusals are logged one by one up to a bound per batch; the rest are counted.
