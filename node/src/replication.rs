@@ -763,8 +763,14 @@ pub fn serve(store: Store, endpoint: quinn::Endpoint, tracking: Tracking) -> tok
                     let commits = store.subscribe();
                     let session =
                         run_session(store.clone(), stream, false, commits, (&tracking, peer), permits.clone());
-                    if let Err(e) = session.await {
-                        tracing::warn!(%remote, error = %e, "replication session ended");
+                    match session.await {
+                        Ok(()) => {}
+                        // A put under way stops before its next part (`Store::begin_close`).
+                        Err(_) if store.is_closing() => {
+                            tracing::info!(%remote, "replication session stopped: the node is shutting down");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(%remote, error = %e, "replication session ended"),
                     }
                 }
             });
