@@ -594,6 +594,17 @@ impl Store {
         Ok(self.db.begin_read()?)
     }
 
+    /// Now, as this node's rules take it (an inspection overdue, an inspection date not in
+    /// the future), given its wall clock's `wall_ms`: that, or the newest time its clock has
+    /// reached (its own events and what it observed from peers, as of the last commit) when
+    /// the wall clock is behind it. A station box that lost its clock (no battery, offline,
+    /// no time service) starts again in 1970 or at its last shutdown, and overdue
+    /// cylinders would pass its fill check.
+    pub fn now_ms(&self, wall_ms: i64) -> Result<i64, StoreError> {
+        let hlc = self.meta("hlc")?.and_then(|b| Some(Hlc::physical_ms_of_key(b.get(..8)?.try_into().ok()?)));
+        Ok(wall_ms.max(hlc.unwrap_or(i64::MIN)))
+    }
+
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let r = self.read()?;
         let t = r.open_table(META_TABLE)?;
@@ -2038,6 +2049,12 @@ impl WriteCtx<'_> {
         v.extend_from_slice(&postcard::to_stdvec(state).expect("serialising to a Vec cannot fail"));
         t.insert(op_id, v.as_slice())?;
         Ok(())
+    }
+
+    /// [`Store::now_ms`] in this transaction: the wall clock, or the clock's newest time if
+    /// the wall clock is behind it.
+    pub fn now_ms(&self) -> i64 {
+        self.wall_ms.max(self.hlc.last().physical_ms)
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -537,7 +537,7 @@ pub(super) async fn fill_check(
     let mass = req.filled_mass_kg.map(check_mass).transpose()?;
     let code = resolve(&app, &scan).await?;
     let (_, row) = row_of(&app, code)?;
-    let now = app.clock.now_ms();
+    let now = app.now_ms()?;
     let refusals = check_fill(
         &app.settings.rules,
         &FillCheck {
@@ -672,7 +672,7 @@ fn event_body(app: &AppState, op: &Operation, operator: &str) -> Result<(EventBo
                     "next_due must be after inspected_on",
                 ));
             }
-            if on > app.today(app.clock.now_ms()) {
+            if on > app.today(app.now_ms()?) {
                 return Err(ApiError::bad_request(
                     "invalid_date",
                     "检验日期不能晚于今天",
@@ -806,7 +806,7 @@ pub(super) async fn operation(
                     &FillCheck {
                         archive: &row.archive,
                         state: &row.state,
-                        today: app.today(ctx.wall_ms),
+                        today: app.today(ctx.now_ms()),
                         station_enterprise: app.settings.enterprise.as_str(),
                         medium: Some(*medium),
                         filled_mass_kg: Some(*filled_mass_g as f64 / 1000.0),

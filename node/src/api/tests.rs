@@ -21,6 +21,7 @@ const NOW_MS: i64 = 1_795_579_200_000;
 
 struct T {
     app: AppState,
+    clock: Arc<ManualClock>,
 }
 
 fn archive(code10: &str, f: impl FnOnce(&mut CylinderArchive)) -> CylinderArchive {
@@ -80,11 +81,11 @@ impl T {
             settings,
             store,
             others: Vec::new(),
-            clock,
+            clock: clock.clone(),
             metrics: Default::default(),
             peers: Default::default(),
         });
-        T { app }
+        T { app, clock }
     }
 
     fn token(&self, account: &str, role: Role) -> String {
@@ -485,6 +486,27 @@ async fn register_validates_and_refuses_duplicates() {
         .call("POST", "/api/v1/cylinders", Some(&t.token("f", Role::Filler)), Some(serde_json::to_value(&a).unwrap()))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// A station box whose clock lost its time (set back a year: no battery, no time
+/// service while offline) still refuses a fill of a cylinder whose inspection is overdue:
+/// the rules take the newest time the node's clock has reached, not the wall clock alone.
+#[tokio::test]
+async fn a_clock_set_back_does_not_make_an_overdue_cylinder_fillable() {
+    let t = T::new().await;
+    t.clock.now_ms.store(NOW_MS - 365 * 86_400_000, std::sync::atomic::Ordering::Relaxed);
+    let fill = json!({"op_id": "c1", "code": "0101000002", "kind": "fill", "medium": "lpg", "filled_mass_kg": 14.0});
+    let (s, v) = t.op(Role::Filler, fill).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["reasons"][0]["rule"], "inspection_overdue", "{v}");
+    let token = t.token("f", Role::Filler);
+    let check = json!({"medium": "lpg", "filled_mass_kg": 14.0});
+    let (_, c) = t.call("POST", "/api/v1/cylinders/0101000002/fill-check", Some(&token), Some(check)).await;
+    assert_eq!(c["allowed"], false, "{c}");
+    // A cylinder not due still fills.
+    let fill = json!({"op_id": "c2", "code": "0101000001", "kind": "fill", "medium": "lpg", "filled_mass_kg": 14.0});
+    let (s, v) = t.op(Role::Filler, fill).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 #[tokio::test]
