@@ -86,13 +86,13 @@ impl App {
         }
     }
 
-    /// Today in the station's local time.
     /// Now for the rules: the wall clock, or the newest time this node's clock has reached
     /// if the wall clock is behind it ([`crate::store::Store::now_ms`]).
     pub fn now_ms(&self) -> Result<i64, crate::store::StoreError> {
         self.store.now_ms(self.clock.now_ms())
     }
 
+    /// Today in the station's local time.
     pub fn today(&self, now_ms: i64) -> schema::archive::Day {
         let utc = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
         schema::archive::Day(utc.with_timezone(&self.settings.utc_offset).date_naive())

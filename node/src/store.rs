@@ -2010,9 +2010,9 @@ impl std::fmt::Debug for WriteCtx<'_> {
 }
 
 impl WriteCtx<'_> {
-    /// Moves this node's hybrid logical clock past a timestamp seen in a peer's event.
-    /// Folds a received timestamp into the clock; false when it lies too far ahead of
-    /// this node's wall clock to follow (see [`schema::hlc::AHEAD_MAX_MS`]).
+    /// Moves this node's hybrid logical clock past a timestamp seen in a peer's event;
+    /// false when it lies too far ahead of this node's wall clock to follow (see
+    /// [`schema::hlc::AHEAD_MAX_MS`]).
     pub(crate) fn observe_hlc(&mut self, seen: Hlc) -> bool {
         self.hlc.observe(seen, self.wall_ms)
     }

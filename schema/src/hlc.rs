@@ -35,9 +35,9 @@ impl Hlc {
 /// node whose clock runs fast (a station box whose clock was set to Beijing time as if it
 /// were UTC runs 8 h fast) would otherwise carry each node it syncs with, and every node
 /// those sync with, into its future for good: the clock never goes back, and every event
-/// recorded anywhere after that would bear the wrong time. The margin is wide enough for
-/// boxes that drift for months without time service, as CockroachDB bounds a peer's offset
-/// (its `--max-offset`) rather than follow it.
+/// recorded anywhere after that would bear the wrong time. CockroachDB likewise bounds a
+/// peer's clock offset (`--max-offset`) instead of following it. Ten minutes is what a
+/// quartz clock drifting 20 ppm gains in about a year without time service.
 pub const AHEAD_MAX_MS: i64 = 10 * 60 * 1000;
 
 /// The clock state of one node.
@@ -65,9 +65,9 @@ impl HlcClock {
         self.last
     }
 
-    /// Folds in a remote timestamp so later local events sort after it. One more than
-    /// [`AHEAD_MAX_MS`] ahead of `wall_ms` moves the clock only that far (events recorded
-    /// after it may then sort before it) and is answered `false`.
+    /// Folds in a remote timestamp so later local events sort after it. A timestamp more
+    /// than [`AHEAD_MAX_MS`] ahead of `wall_ms` moves the clock only that far (events
+    /// recorded after it may then sort before it) and is answered `false`.
     pub fn observe(&mut self, remote: Hlc, wall_ms: i64) -> bool {
         let bound = wall_ms.saturating_add(AHEAD_MAX_MS);
         let within = remote.physical_ms <= bound;
