@@ -601,8 +601,8 @@ impl Store {
     /// no time service) starts again in 1970 or at its last shutdown, and overdue
     /// cylinders would pass its fill check.
     pub fn now_ms(&self, wall_ms: i64) -> Result<i64, StoreError> {
-        let hlc = self.meta("hlc")?.and_then(|b| Some(Hlc::physical_ms_of_key(b.get(..8)?.try_into().ok()?)));
-        Ok(wall_ms.max(hlc.unwrap_or(i64::MIN)))
+        let hlc = self.meta("hlc")?.and_then(|b| Hlc::from_key(&b));
+        Ok(wall_ms.max(hlc.map_or(i64::MIN, |h| h.physical_ms)))
     }
 
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -1103,13 +1103,7 @@ fn init(db: &Database, quick_repair: bool, clock: &dyn Clock) -> Result<(Signing
                 SigningKey::from_bytes(&secret)
             }
         };
-        let hlc = match meta.get("hlc")?.map(|v| v.value().to_vec()) {
-            Some(b) if b.len() == 12 => Hlc {
-                physical_ms: (u64::from_be_bytes(b[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64,
-                logical: u32::from_be_bytes(b[8..].try_into().expect("4 bytes")),
-            },
-            _ => Hlc::default(),
-        };
+        let hlc = meta.get("hlc")?.and_then(|v| Hlc::from_key(v.value())).unwrap_or_default();
         let stored_token_key = meta.get("token_key")?.map(|v| v.value().to_vec());
         let token_key = match stored_token_key {
             Some(b) => b.as_slice().try_into().map_err(|_| StoreError::Corrupt("token key length".into()))?,

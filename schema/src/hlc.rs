@@ -24,6 +24,15 @@ impl Hlc {
         k
     }
 
+    /// The timestamp of a key [`Hlc::to_key`] made; `None` for bytes of another length.
+    pub fn from_key(key: &[u8]) -> Option<Hlc> {
+        let (physical, logical) = key.split_first_chunk::<8>()?;
+        Some(Hlc {
+            physical_ms: Hlc::physical_ms_of_key(*physical),
+            logical: u32::from_be_bytes(logical.try_into().ok()?),
+        })
+    }
+
     /// The physical time of the timestamp whose key begins `key` (the first 8 bytes of
     /// [`Hlc::to_key`]).
     pub fn physical_ms_of_key(key: [u8; 8]) -> i64 {
@@ -122,8 +131,10 @@ mod tests {
 
     #[test]
     fn physical_time_reads_back_from_a_key() {
+        assert_eq!(Hlc::from_key(&[0; 11]), None);
         for physical_ms in [i64::MIN, -5, 0, 1_764_000_000_000, i64::MAX] {
             let key = Hlc { physical_ms, logical: 9 }.to_key();
+            assert_eq!(Hlc::from_key(&key), Some(Hlc { physical_ms, logical: 9 }));
             let head: [u8; 8] = key[..8].try_into().expect("12-byte key");
             assert_eq!(Hlc::physical_ms_of_key(head), physical_ms);
         }
