@@ -538,7 +538,7 @@ impl WriteCtx<'_> {
                 if !self.observe_hlc(event.event.hlc) {
                     let (n, most) = ahead.entry(event.event.node).or_default();
                     *n += 1;
-                    *most = (*most).max(event.event.hlc.physical_ms - self.wall_ms);
+                    *most = (*most).max(event.event.hlc.physical_ms.saturating_sub(self.wall_ms));
                 }
                 out[at] = Received::Stored(event.id.0);
                 touched.entry(event.event.cylinder).or_default().push(event);
